@@ -60,3 +60,20 @@ class ModelError(ModelyardError):
     """The model itself failed on an input it accepted (an inference error)."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ModelyardError]] = {
+    cls.code: cls
+    for cls in (InvalidArgument, NotFound, ResourceExhausted, Unavailable, DeadlineExceeded,
+                FailedPrecondition)
+}
+
+
+def from_status(code: grpc.StatusCode, message: str) -> ModelyardError:
+    """The error class a status code stands for, for clients that catch by class."""
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls(message)
+    error = ModelyardError(message)
+    error.code = code
+    return error

@@ -1,0 +1,108 @@
+"""The server edge where exceptions become gRPC statuses, for every modelyard service.
+
+A `ModelyardError` becomes its own code and message. Anything else is a bug: it becomes
+INTERNAL with a fixed message (exception text can carry paths, inputs or secrets), and its
+traceback is logged. Aborts and cancellations pass through untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from modelyard.errors import ModelyardError
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+
+async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    if isinstance(error, ModelyardError):
+        await context.abort(error.code, error.message)
+    log.error("unexpected error in %s", _method(context), exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _method(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    try:
+        return str(context._rpc_event.call_details.method.decode())  # type: ignore[attr-defined]
+    except AttributeError:
+        return "a call"
+
+
+def status_code_of(error: BaseException) -> grpc.StatusCode:
+    """The status a client will see for `error` (for metrics and logs)."""
+    if isinstance(error, ModelyardError):
+        return error.code
+    if isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the handlers of the services under `prefix` with the error mapping."""
+
+    def __init__(self, prefix: str = "/modelyard.") -> None:
+        self._prefix = prefix
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or not method.startswith(self._prefix):
+            return handler
+        wrapped = _wrap(handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), **codec)
+    if handler.unary_stream is not None:
+        if not inspect.isasyncgenfunction(handler.unary_stream):
+            return handler
+        return grpc.unary_stream_rpc_method_handler(_stream(handler.unary_stream), **codec)
+    return handler  # client- and bidi-streaming: none yet in modelyard
+
+
+def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await abort_with(error, context)
+
+    return call
+
+
+def _stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await abort_with(error, context)
+
+    return call

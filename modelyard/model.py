@@ -1,0 +1,84 @@
+"""The model interface every served model implements, and the base class for custom models.
+
+A worker serves anything that subclasses `Model`: the Hugging Face pipeline adapters in
+`workers.hf`, and user code named by a class path in the worker config, e.g.
+
+    class Doubler(Model):
+        task = "double"
+        inputs = (Field("x", "float"),)
+        outputs = (Field("y", "float"),)
+
+        def predict(self, batch: list[Request]) -> list[dict[str, Any]]:
+            return [{"y": r.inputs["x"] * 2} for r in batch]
+
+`predict` is batch-aware: the worker's dynamic batcher hands it up to `max_batch_size`
+requests at once, and it returns one outputs dict per request, in order. It runs on the
+model's own thread, never on the event loop. Models that stream override `predict_stream`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.signature import Field
+
+Outputs = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One checked request: inputs fit the signature, parameters are defaults + overrides."""
+
+    inputs: Mapping[str, Any]
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadContext:
+    """What a model needs to load itself."""
+
+    # A Hugging Face id or a local path, or "" for custom models that need no weights.
+    source: str
+    # A torch device string: "cpu", "cuda:0", "mps".
+    device: str
+    # Free-form options from the worker config's `options:` mapping.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """Base of every served model. Subclasses set the class attributes and `predict`."""
+
+    #: The task name reported by GetModelMetadata.
+    task: str = "custom"
+    #: The named inputs of one request. A model that declares none takes any inputs.
+    inputs: Sequence[Field] = ()
+    #: The named outputs of one result.
+    outputs: Sequence[Field] = ()
+    #: The parameters a request may set, and their defaults.
+    parameters: Sequence[Field] = ()
+    default_parameters: Mapping[str, Any] = {}
+    #: Whether `predict_stream` yields partial results.
+    streaming: bool = False
+    #: A version string; when empty the worker derives one from the source's files.
+    version: str = ""
+
+    def load(self, context: LoadContext) -> None:
+        """Loads weights onto `context.device`. Runs once, on the model's thread."""
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        """Runs a batch; returns one outputs dict per request, in order."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict")
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        """Yields partial outputs, then returns the final outputs.
+
+        `stop` is set when the caller cancels or its deadline passes: stop working then.
+        The default runs `predict` and yields nothing.
+        """
+        return self.predict([request])[0]
+        yield {}  # unreachable: makes this a generator

@@ -1,0 +1,137 @@
+"""Signatures: the named inputs, outputs and parameters a model declares, and their checks.
+
+A request's inputs are checked against the model's input fields before it is queued, so a
+malformed request fails alone with INVALID_ARGUMENT that names what was expected, and never
+reaches (or spoils) a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from modelyard.errors import InvalidArgument
+
+Kind = Literal["any", "bool", "int", "float", "string", "bytes", "list", "map", "tensor"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One named input, output or parameter."""
+
+    name: str
+    kind: Kind
+    description: str = ""
+    required: bool = True
+    element_kind: Kind = "any"
+    # For parameters: the accepted values, when they are a closed set.
+    choices: tuple[Any, ...] = ()
+
+
+def _is_kind(value: Any, kind: Kind) -> bool:
+    match kind:
+        case "any":
+            return True
+        case "bool":
+            return isinstance(value, bool)
+        case "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        case "float":
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        case "string":
+            return isinstance(value, str)
+        case "bytes":
+            return isinstance(value, bytes)
+        case "list":
+            return isinstance(value, list)
+        case "map":
+            return isinstance(value, dict)
+        case "tensor":
+            return isinstance(value, np.ndarray)
+    return False
+
+
+def _describe(kind: Kind, element_kind: Kind = "any") -> str:
+    if kind == "list" and element_kind != "any":
+        return f"a list of {element_kind}s"
+    return {"any": "any value", "int": "an integer", "map": "a map"}.get(kind, f"a {kind}")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, np.ndarray):
+        return f"a tensor of shape {list(value.shape)}"
+    names = {bool: "a bool", int: "an integer", float: "a float", str: "a string",
+             bytes: "bytes", list: "a list", dict: "a map"}
+    return names.get(type(value), type(value).__name__)
+
+
+def check_value(what: str, field: Field, value: Any) -> Any:
+    """Checks one value against its field; returns it (ints widened to float for floats)."""
+    if not _is_kind(value, field.kind):
+        raise InvalidArgument(
+            f"{what} '{field.name}' must be {_describe(field.kind, field.element_kind)}, "
+            f"got {_type_name(value)}"
+        )
+    if field.kind == "list" and field.element_kind != "any":
+        for i, item in enumerate(value):
+            if not _is_kind(item, field.element_kind):
+                raise InvalidArgument(
+                    f"{what} '{field.name}' must be {_describe('list', field.element_kind)}; "
+                    f"element {i} is {_type_name(item)}"
+                )
+    if field.choices and value not in field.choices:
+        allowed = ", ".join(repr(c) for c in field.choices)
+        raise InvalidArgument(f"{what} '{field.name}' must be one of {allowed}, got {value!r}")
+    if field.kind == "float" and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def check_inputs(fields: Sequence[Field], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks a request's inputs: every required one present, none unknown, kinds right."""
+    known = {f.name: f for f in fields}
+    if known:
+        unknown = [name for name in inputs if name not in known]
+        if unknown:
+            raise InvalidArgument(
+                f"unknown input '{unknown[0]}'; this model takes: {_names(fields)}"
+            )
+    checked: dict[str, Any] = {}
+    for field in fields:
+        if field.name in inputs:
+            checked[field.name] = check_value("input", field, inputs[field.name])
+        elif field.required:
+            raise InvalidArgument(
+                f"missing input '{field.name}' ({_describe(field.kind, field.element_kind)}); "
+                f"this model takes: {_names(fields)}"
+            )
+    if not known:  # a model that declares no inputs takes anything
+        return dict(inputs)
+    return checked
+
+
+def resolve_parameters(
+    fields: Sequence[Field], defaults: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The defaults with a request's overrides applied, each override checked."""
+    if not overrides:
+        return dict(defaults)
+    known = {f.name: f for f in fields}
+    resolved = dict(defaults)
+    for name, value in overrides.items():
+        field = known.get(name)
+        if field is None:
+            accepted = _names(fields) if fields else "none"
+            raise InvalidArgument(f"unknown parameter '{name}'; this model accepts: {accepted}")
+        # null resets a parameter to "not set", which pipelines read as their own default
+        resolved[name] = None if value is None else check_value("parameter", field, value)
+    return resolved
+
+
+def _names(fields: Sequence[Field]) -> str:
+    return ", ".join(f.name for f in fields)

@@ -1,0 +1,1 @@
+"""Models and helpers for tests, benchmarks and examples (no weights needed)."""

@@ -1,0 +1,113 @@
+"""Small custom models that need no weights: for tests, benchmarks and examples.
+
+Each is a plain `modelyard.model.Model`; serve one with `class: modelyard.testing.models:Echo`.
+Options come from the worker config's `options:` mapping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator
+from typing import Any
+
+from modelyard.errors import InvalidArgument
+from modelyard.model import LoadContext, Model, Outputs, Request
+from modelyard.signature import Field
+
+
+class Echo(Model):
+    """Returns its inputs as outputs: the no-op model, to measure serving overhead."""
+
+    task = "echo"
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        return [dict(request.inputs) for request in batch]
+
+
+class SlowEcho(Model):
+    """Echoes after `delay_ms` per batch, and reports how big its batch was.
+
+    Options: `delay_ms` (float). It stands in for a model with a fixed cost per call, which
+    is where batching pays: N requests in one call cost one delay instead of N.
+    """
+
+    task = "slow-echo"
+    inputs = (Field("x", "any", "Anything; echoed back."),)
+    outputs = (
+        Field("x", "any", "The input."),
+        Field("batch_size", "int", "How many requests shared this call."),
+    )
+
+    def load(self, context: LoadContext) -> None:
+        self.delay = float(context.options.get("delay_ms", 10.0)) / 1000.0
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        time.sleep(self.delay)
+        return [{"x": r.inputs["x"], "batch_size": len(batch)} for r in batch]
+
+
+class Ticker(Model):
+    """Streams `count` ticks, one every `interval_ms`, and stops as soon as it is told to.
+
+    A stand-in for a long generation: cancellation tests watch that it really stops.
+    """
+
+    task = "ticker"
+    streaming = True
+    inputs = (Field("count", "int", "How many ticks to stream."),)
+    outputs = (Field("ticks", "int", "How many ticks were produced."),)
+    parameters = (Field("interval_ms", "float", "Pause between ticks."),)
+    default_parameters = {"interval_ms": 10.0}
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        return [{"ticks": r.inputs["count"]} for r in batch]
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        interval = float(request.parameters["interval_ms"]) / 1000.0
+        produced = 0
+        for i in range(int(request.inputs["count"])):
+            if stop.wait(interval):
+                break
+            produced += 1
+            yield {"tick": i}
+        return {"ticks": produced}
+
+
+class Picky(Model):
+    """Fails on some inputs the way buggy or fragile models do, to show isolation.
+
+    text "boom" raises a plain exception (a bug: INTERNAL); text "" is refused with
+    INVALID_ARGUMENT from inside the model; anything else is upper-cased.
+    """
+
+    task = "picky"
+    inputs = (Field("text", "string", "Any text but 'boom'."),)
+    outputs = (Field("text", "string", "The text, upper-cased."),)
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        results: list[Outputs] = []
+        for request in batch:
+            text = request.inputs["text"]
+            if text == "boom":
+                raise RuntimeError("the model blew up on 'boom' (secret detail)")
+            if not text:
+                raise InvalidArgument("input 'text' must not be empty")
+            results.append({"text": text.upper()})
+        return results
+
+
+class BrokenLoad(Model):
+    """Fails to load, like a model with missing or corrupt weights."""
+
+    task = "broken"
+
+    def load(self, context: LoadContext) -> None:
+        raise FileNotFoundError("weights.bin not found (a stand-in for a broken checkpoint)")
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        raise AssertionError("never loaded")
+
+

@@ -1,0 +1,150 @@
+"""Worker settings: what a worker serves (the YAML config) and how it runs.
+
+A worker config lists models; each is a Hugging Face id or local path run through a
+`transformers` pipeline, or a Python class path for a custom model:
+
+    models:
+      - name: sentiment
+        source: distilbert-base-uncased-finetuned-sst-2-english   # id or local path
+        task: sentiment-analysis            # optional when the checkpoint's config says it
+        device: auto                        # auto | cpu | cuda:N | mps
+        batching: {max_batch_size: 16, max_wait_ms: 2}
+        parameters: {top_k: 1}              # defaults a request may override
+      - name: doubler
+        class: my_package.models:Doubler    # a modelyard.model.Model subclass
+
+Every worker setting can also come from the environment with the prefix
+`MODELYARD_WORKER_` (e.g. MODELYARD_WORKER_PORT=50051); a setting given on the command line
+wins over the YAML file, which wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BatchingConfig(BaseModel):
+    """How one model gathers concurrent requests into a batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(1, ge=1, description="Largest batch; 1 turns batching off.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="How long a batch's first request waits for company."
+    )
+    max_queue_size: int = Field(
+        256, ge=1, description="Requests that may wait; beyond it RESOURCE_EXHAUSTED."
+    )
+
+
+class ModelConfig(BaseModel):
+    """One served model."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name clients call.")
+    source: str = Field("", description="Hugging Face id or local path of the weights.")
+    class_path: str = Field(
+        "", alias="class", description="`module:Class` of a modelyard.model.Model subclass."
+    )
+    task: str | None = Field(None, description="Pipeline task; inferred from config if unset.")
+    device: str = Field("auto", description="auto | cpu | cuda[:N] | mps")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="CPU threads for this model's inference. torch's default (all cores "
+        "per model) oversubscribes small machines once several models run at once.",
+    )
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig())
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Default parameters; requests may override them."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the loader (e.g. dtype, revision)."
+    )
+    version: str = Field("", description="Reported version; derived from the files if empty.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if bool(self.source) == bool(self.class_path):
+            raise ValueError(
+                f"model '{self.name}': set exactly one of 'source' (a Hugging Face id or "
+                "local path) or 'class' (a Python class path)"
+            )
+        return self
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        from workers.devices import check_device_string
+
+        check_device_string(value)
+        return value
+
+
+class WorkerSettings(BaseSettings):
+    """How a worker runs. Env prefix MODELYARD_WORKER_."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_WORKER_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    worker_id: str = Field("", description="Stable id; defaults to host-port.")
+    models: list[ModelConfig] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict, description="User device tags.")
+    strict: bool = Field(False, description="Refuse to start when any model fails to load.")
+    grace_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger requests get RESOURCE_EXHAUSTED."
+    )
+    metrics_port: int = Field(-1, ge=-1, description="Prometheus /metrics port; -1 is off.")
+    port_file: Path | None = Field(
+        None, description="Write the bound port here once serving (for port 0)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> WorkerSettings:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"model name '{model.name}' appears twice")
+            seen.add(model.name)
+        return self
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> WorkerSettings:
+    """Settings from the environment, then the YAML file, then explicit overrides."""
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        loaded = yaml.safe_load(config_path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_path}: expected a mapping at the top level")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = WorkerSettings(**values)
+    base = config_path.parent if config_path is not None else Path.cwd()
+    for model in settings.models:
+        model.source = resolve_source(model.source, base)
+    return settings
+
+
+def resolve_source(source: str, base: Path) -> str:
+    """Expands $VARS and ~, and anchors explicit relative paths at the config's folder.
+
+    Only sources that look like paths ("/", "./", "../", "~") are treated as paths;
+    anything else ("org/model") stays a Hugging Face id, as transformers reads it.
+    """
+    if not source:
+        return source
+    expanded = os.path.expanduser(os.path.expandvars(source))
+    if expanded.startswith(("./", "../")):
+        return str((base / expanded).resolve())
+    return expanded

@@ -1,0 +1,124 @@
+"""The models of one worker and their life: loading, ready, failed.
+
+Models load concurrently, each on its own runner thread, after the server is already up
+(health says NOT_SERVING meanwhile). A model that fails to load is kept with its reason,
+so the worker serves the others and can say exactly what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.errors import NotFound
+from modelyard.model import LoadContext, Model
+from modelyard.signature import resolve_parameters
+from workers.config import ModelConfig
+from workers.devices import resolve_device
+from workers.loader import create_model, model_version
+from workers.metrics import WorkerMetrics
+from workers.runner import ModelRunner
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class ModelEntry:
+    config: ModelConfig
+    runner: ModelRunner
+    state: ModelState = ModelState.LOADING
+    reason: str = "loading"
+    model: Model | None = None
+    device: str = ""
+    version: str = ""
+    # The task's defaults with the config's `parameters` applied; requests override these.
+    default_parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def task(self) -> str:
+        if self.model is not None:
+            return self.model.task
+        return self.config.task or ("custom" if self.config.class_path else "")
+
+
+StateListener = Callable[[ModelEntry], None]
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        configs: Iterable[ModelConfig],
+        metrics: WorkerMetrics,
+        on_change: StateListener | None = None,
+    ) -> None:
+        self._entries = {
+            c.name: ModelEntry(
+                c, ModelRunner(c.name, c.batching, threads=c.threads, metrics=metrics)
+            )
+            for c in configs
+        }
+        self._on_change = on_change or (lambda entry: None)
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(self._entries) or "none"
+            raise NotFound(f"model '{name}' is not served here; this worker serves: {known}")
+        return entry
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._entries)
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+    async def load_all(self) -> None:
+        await asyncio.gather(*(self._load(entry) for entry in self._entries.values()))
+
+    async def _load(self, entry: ModelEntry) -> None:
+        config = entry.config
+        try:
+            entry.device = resolve_device(config.device)
+            model = await entry.runner.run_in_thread(lambda: _load_model(config, entry.device))
+            entry.default_parameters = resolve_parameters(
+                model.parameters, model.default_parameters, config.parameters
+            )
+            entry.version = model_version(config, model)
+        except Exception as error:  # any load failure is reported, never fatal by itself
+            log.exception("model %s failed to load", config.name)
+            entry.state, entry.reason = ModelState.FAILED, _describe(error)
+        else:
+            entry.runner.attach(model)
+            entry.model = model
+            entry.state, entry.reason = ModelState.READY, ""
+            log.info("model %s ready (%s on %s)", config.name, model.task, entry.device)
+        self._on_change(entry)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(e.runner.close() for e in self._entries.values()))
+
+
+def _load_model(config: ModelConfig, device: str) -> Model:
+    model = create_model(config)
+    model.load(LoadContext(source=config.source, device=device, options=config.options))
+    return model
+
+
+def _describe(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return f"{type(error).__name__}: {message}"

@@ -1,0 +1,190 @@
+"""Runs one loaded model: its own inference thread, dynamic batching, and streaming.
+
+Every model owns a single-thread executor, so inference never blocks the event loop,
+different models run at the same time, and one model's torch thread setting stays its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from modelyard.errors import ModelError, ResourceExhausted
+from modelyard.model import Model, Outputs, Request
+from workers.batching import Batcher, Pending
+from workers.clock import Clock, MonotonicClock
+from workers.config import BatchingConfig
+from workers.metrics import WorkerMetrics
+
+R = TypeVar("R")
+_END = object()
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        name: str,
+        batching: BatchingConfig,
+        *,
+        threads: int,
+        metrics: WorkerMetrics,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = name
+        self.batching = batching
+        self._metrics = metrics
+        self._clock = clock or MonotonicClock()
+        self._model: Model | None = None
+        self._executor = ThreadPoolExecutor(
+            1,
+            thread_name_prefix=f"model-{name}",
+            initializer=_set_torch_threads,
+            initargs=(threads,),
+        )
+        self._batcher: Batcher[Request] | None = None
+        # Calls admitted and not finished when batching is off; bounded like the batch queue.
+        self._unbatched = 0
+
+    async def run_in_thread(self, fn: Callable[[], R]) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def attach(self, model: Model) -> None:
+        """Starts serving `model` (after it loaded on this runner's thread)."""
+        self._model = model
+        if self.batching.max_batch_size > 1:
+            self._batcher = Batcher(
+                self._run_batch,
+                max_batch_size=self.batching.max_batch_size,
+                max_wait=self.batching.max_wait_ms / 1000.0,
+                max_queue_size=self.batching.max_queue_size,
+                name=self.name,
+                clock=self._clock,
+            )
+            self._batcher.start()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.depth if self._batcher is not None else self._unbatched
+
+    async def predict(self, request: Request) -> Outputs:
+        model = self._require_model()
+        if self._batcher is not None:
+            return await self._batcher.submit(request)  # type: ignore[no-any-return]
+        if self._unbatched >= self.batching.max_queue_size:
+            raise ResourceExhausted(
+                f"model '{self.name}' has {self._unbatched} requests waiting, its queue "
+                "limit; retry later or on another replica"
+            )
+        self._unbatched += 1
+        enqueued = self._clock.now()
+        try:
+            return await self.run_in_thread(lambda: self._predict_one(model, request, enqueued))
+        finally:
+            self._unbatched -= 1
+
+    def _predict_one(self, model: Model, request: Request, enqueued: float) -> Outputs:
+        self._metrics.queue_wait.labels(self.name).observe(self._clock.now() - enqueued)
+        self._metrics.batch_size.labels(self.name).observe(1)
+        return _checked(model.predict([request]), 1)[0]
+
+    async def _run_batch(self, batch: list[Pending[Request]]) -> None:
+        model = self._require_model()
+        now = self._clock.now()
+        for pending in batch:
+            self._metrics.queue_wait.labels(self.name).observe(now - pending.enqueued_at)
+        self._metrics.batch_size.labels(self.name).observe(len(batch))
+        results = await self.run_in_thread(lambda: _predict_isolated(model, batch))
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():  # the caller gave up meanwhile
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+
+    async def predict_stream(self, request: Request) -> AsyncIterator[tuple[bool, Outputs]]:
+        """Yields (False, partial outputs) for each chunk, then (True, final outputs).
+
+        Closing the iterator early (the caller cancelled) sets the model's stop event.
+        """
+        model = self._require_model()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def produce() -> None:
+            def put(item: Any) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            try:
+                gen = model.predict_stream(request, stop)
+                while True:
+                    try:
+                        put((False, next(gen)))
+                    except StopIteration as done:
+                        put((True, done.value))
+                        break
+                    if stop.is_set():
+                        gen.close()
+                        break
+            except BaseException as exc:  # handed to the caller, who maps it to a status
+                put(exc)
+            finally:
+                put(_END)
+
+        work = loop.run_in_executor(self._executor, produce)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            # The producer finishes promptly once stopped; its thread is then free again.
+            await asyncio.shield(work)
+
+    def _require_model(self) -> Model:
+        if self._model is None:
+            raise RuntimeError(f"model '{self.name}' is not attached")
+        return self._model
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _checked(results: list[Outputs], expected: int) -> list[Outputs]:
+    if not isinstance(results, list) or len(results) != expected:
+        raise ModelError(f"the model returned {len(results)} results for {expected} requests")
+    return results
+
+
+def _predict_isolated(model: Model, batch: list[Pending[Request]]) -> list[Any]:
+    """Runs a batch; if it fails, runs each request alone so only the bad one fails.
+
+    Signatures catch most bad input before batching, but content a model chokes on (an
+    over-long text, say) only shows in the model: it must not fail its batch-mates.
+    """
+    requests = [p.item for p in batch]
+    try:
+        return _checked(model.predict(requests), len(requests))
+    except Exception as batch_error:
+        if len(requests) == 1:
+            return [batch_error]
+        results: list[Any] = []
+        for request in requests:
+            try:
+                results.append(_checked(model.predict([request]), 1)[0])
+            except Exception as error:
+                results.append(error)
+        return results

@@ -1,0 +1,157 @@
+"""modelyard.v1.Predict over gRPC: protobuf in, `WorkerService` call, protobuf out.
+
+Errors are raised as `ModelyardError`s and mapped to statuses by the shared edge in
+`modelyard.grpc_errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import grpc.aio
+
+from modelyard.grpc_errors import status_code_of
+from modelyard.signature import Field, Kind
+from modelyard.v1 import predict_pb2 as pb
+from modelyard.v1 import predict_pb2_grpc
+from modelyard.values import fill_value_map, from_value_map
+from workers.registry import ModelEntry, ModelState
+from workers.service import WorkerService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATES = {
+    ModelState.LOADING: pb.MODEL_STATE_LOADING,
+    ModelState.READY: pb.MODEL_STATE_READY,
+    ModelState.FAILED: pb.MODEL_STATE_FAILED,
+}
+_KINDS: dict[Kind, pb.ValueKind.ValueType] = {
+    "any": pb.VALUE_KIND_UNSPECIFIED,
+    "bool": pb.VALUE_KIND_BOOL,
+    "int": pb.VALUE_KIND_INT,
+    "float": pb.VALUE_KIND_FLOAT,
+    "string": pb.VALUE_KIND_STRING,
+    "bytes": pb.VALUE_KIND_BYTES,
+    "list": pb.VALUE_KIND_LIST,
+    "map": pb.VALUE_KIND_MAP,
+    "tensor": pb.VALUE_KIND_TENSOR,
+}
+
+
+class PredictServicer(predict_pb2_grpc.PredictServicer):
+    def __init__(self, service: WorkerService) -> None:
+        self._service = service
+
+    async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        try:
+            entry, call = self._service.prepare(
+                request.model, from_value_map(request.inputs), from_value_map(request.parameters)
+            )
+            outputs = await self._service.predict(entry, call)
+            response = _response(entry, outputs, request.request_id)
+        except Exception as error:
+            self._count(request.model, status_code_of(error).name)
+            raise
+        self._count(request.model, "OK")
+        return response
+
+    async def PredictStream(
+        self, request: pb.PredictStreamRequest, context: Context
+    ) -> AsyncIterator[pb.PredictStreamResponse]:
+        try:
+            entry, call = self._service.prepare(
+                request.model, from_value_map(request.inputs), from_value_map(request.parameters)
+            )
+            index = 0
+            async for final, outputs in self._service.predict_stream(entry, call):
+                if final:
+                    yield pb.PredictStreamResponse(
+                        result=_response(entry, outputs, request.request_id)
+                    )
+                    break
+                message = pb.PredictStreamResponse()
+                message.chunk.index = index
+                message.chunk.request_id = request.request_id
+                fill_value_map(message.chunk.outputs, outputs)
+                yield message
+                index += 1
+        except Exception as error:
+            self._count(request.model, status_code_of(error).name)
+            raise
+        self._count(request.model, "OK")
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelStatus(
+                    name=e.name,
+                    task=e.task,
+                    version=e.version,
+                    state=self._state(e),
+                    state_reason=e.reason,
+                )
+                for e in self._service.registry.entries()
+            ]
+        )
+
+    async def GetModelMetadata(
+        self, request: pb.GetModelMetadataRequest, context: Context
+    ) -> pb.GetModelMetadataResponse:
+        entry = self._service.registry.get(request.model)
+        model = entry.model
+        batching = entry.config.batching
+        response = pb.GetModelMetadataResponse(
+            name=entry.name,
+            task=entry.task,
+            version=entry.version,
+            source=entry.config.source or entry.config.class_path,
+            device=entry.device,
+            state=self._state(entry),
+            state_reason=entry.reason,
+            inputs=_fields(model.inputs if model else ()),
+            outputs=_fields(model.outputs if model else ()),
+            parameters=_fields(model.parameters if model else ()),
+            streaming=bool(model and model.streaming),
+            batching=pb.BatchingInfo(
+                max_batch_size=batching.max_batch_size,
+                max_wait_ms=batching.max_wait_ms,
+                max_queue_size=batching.max_queue_size,
+            ),
+            device_tags=self._service.tags,
+        )
+        fill_value_map(response.default_parameters, entry.default_parameters)
+        return response
+
+    def _state(self, entry: ModelEntry) -> pb.ModelState.ValueType:
+        if self._service.draining:
+            return pb.MODEL_STATE_DRAINING
+        return _STATES[entry.state]
+
+    def _count(self, model: str, code: str) -> None:
+        # Unknown names share one label: a client must not be able to grow the series.
+        known = model in self._service.registry.names
+        self._service.metrics.requests.labels(model if known else "<unknown>", code).inc()
+
+
+def _response(entry: ModelEntry, outputs: Mapping[str, Any], request_id: str) -> pb.PredictResponse:
+    response = pb.PredictResponse(
+        model=entry.name, model_version=entry.version, request_id=request_id
+    )
+    fill_value_map(response.outputs, outputs)
+    return response
+
+
+def _fields(fields: Sequence[Field]) -> list[pb.FieldSpec]:
+    return [
+        pb.FieldSpec(
+            name=f.name,
+            kind=_KINDS[f.kind],
+            element_kind=_KINDS[f.element_kind],
+            required=f.required,
+            description=f.description,
+        )
+        for f in fields
+    ]
