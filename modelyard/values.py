@@ -16,16 +16,16 @@ from google.protobuf.struct_pb2 import NULL_VALUE
 from modelyard.errors import InvalidArgument
 from modelyard.v1 import value_pb2 as pb
 
-_NUMPY_TO_DTYPE: dict[np.dtype[Any], pb.DType.ValueType] = {
-    np.dtype(np.bool_): pb.DTYPE_BOOL,
-    np.dtype(np.int8): pb.DTYPE_INT8,
-    np.dtype(np.int16): pb.DTYPE_INT16,
-    np.dtype(np.int32): pb.DTYPE_INT32,
-    np.dtype(np.int64): pb.DTYPE_INT64,
-    np.dtype(np.uint8): pb.DTYPE_UINT8,
-    np.dtype(np.float16): pb.DTYPE_FLOAT16,
-    np.dtype(np.float32): pb.DTYPE_FLOAT32,
-    np.dtype(np.float64): pb.DTYPE_FLOAT64,
+_NUMPY_TO_DTYPE: dict[np.dtype[Any], pb.DataType.ValueType] = {
+    np.dtype(np.bool_): pb.DATA_TYPE_BOOL,
+    np.dtype(np.int8): pb.DATA_TYPE_INT8,
+    np.dtype(np.int16): pb.DATA_TYPE_INT16,
+    np.dtype(np.int32): pb.DATA_TYPE_INT32,
+    np.dtype(np.int64): pb.DATA_TYPE_INT64,
+    np.dtype(np.uint8): pb.DATA_TYPE_UINT8,
+    np.dtype(np.float16): pb.DATA_TYPE_FLOAT16,
+    np.dtype(np.float32): pb.DATA_TYPE_FLOAT32,
+    np.dtype(np.float64): pb.DATA_TYPE_FLOAT64,
 }
 _DTYPE_TO_NUMPY = {v: k.newbyteorder("<") for k, v in _NUMPY_TO_DTYPE.items()}
 
@@ -135,14 +135,14 @@ def from_value_map(values: Mapping[str, pb.Value]) -> dict[str, Any]:
 
 
 def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
-    if tensor.dtype == pb.DTYPE_BFLOAT16:
+    if tensor.dtype == pb.DATA_TYPE_BFLOAT16:
         # Widen bf16 to float32 by putting its 16 bits in the upper half of each float.
         raw = np.frombuffer(tensor.data, dtype="<u2")
         array = (raw.astype("<u4") << 16).view("<f4")
         return _reshape(array, tensor)
     dtype = _DTYPE_TO_NUMPY.get(tensor.dtype)
     if dtype is None:
-        raise InvalidArgument(f"tensor dtype {tensor.dtype} is not a known DType")
+        raise InvalidArgument(f"tensor dtype {tensor.dtype} is not a known DataType")
     if len(tensor.data) % dtype.itemsize:
         raise InvalidArgument(
             f"tensor data is {len(tensor.data)} bytes, not a multiple of {dtype.itemsize}"

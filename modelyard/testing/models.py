@@ -28,7 +28,7 @@ class Echo(Model):
 class SlowEcho(Model):
     """Echoes after `delay_ms` per batch, and reports how big its batch was.
 
-    Options: `delay_ms` (float). It stands in for a model with a fixed cost per call, which
+    Options: `delay_ms` (float), `load_ms` (float, how long loading takes). It stands in for a model with a fixed cost per call, which
     is where batching pays: N requests in one call cost one delay instead of N.
     """
 
@@ -41,6 +41,8 @@ class SlowEcho(Model):
 
     def load(self, context: LoadContext) -> None:
         self.delay = float(context.options.get("delay_ms", 10.0)) / 1000.0
+        # a slow load, to watch a worker report the model as loading
+        time.sleep(float(context.options.get("load_ms", 0.0)) / 1000.0)
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         time.sleep(self.delay)

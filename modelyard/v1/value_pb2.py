@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelyard/v1/value.proto\x12\x0cmodelyard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xbc\x02\n\x05Value\x12\x30\n\nnull_value\x18\x01 \x01(\x0e\x32\x1a.google.protobuf.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x06 \x01(\x0cH\x00\x12-\n\nlist_value\x18\x07 \x01(\x0b\x32\x17.modelyard.v1.ListValueH\x00\x12+\n\tmap_value\x18\x08 \x01(\x0b\x32\x16.modelyard.v1.MapValueH\x00\x12,\n\x0ctensor_value\x18\t \x01(\x0b\x32\x14.modelyard.v1.TensorH\x00\x42\x06\n\x04kind\"0\n\tListValue\x12#\n\x06values\x18\x01 \x03(\x0b\x32\x13.modelyard.v1.Value\"\x82\x01\n\x08MapValue\x12\x32\n\x06\x66ields\x18\x01 \x03(\x0b\x32\".modelyard.v1.MapValue.FieldsEntry\x1a\x42\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.modelyard.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*\xcf\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nDTYPE_BOOL\x10\x01\x12\x0e\n\nDTYPE_INT8\x10\x02\x12\x0f\n\x0b\x44TYPE_INT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06\x12\x11\n\rDTYPE_FLOAT16\x10\x07\x12\x11\n\rDTYPE_FLOAT32\x10\x08\x12\x11\n\rDTYPE_FLOAT64\x10\t\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelyard/v1/value.proto\x12\x0cmodelyard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xbc\x02\n\x05Value\x12\x30\n\nnull_value\x18\x01 \x01(\x0e\x32\x1a.google.protobuf.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x06 \x01(\x0cH\x00\x12-\n\nlist_value\x18\x07 \x01(\x0b\x32\x17.modelyard.v1.ListValueH\x00\x12+\n\tmap_value\x18\x08 \x01(\x0b\x32\x16.modelyard.v1.MapValueH\x00\x12,\n\x0ctensor_value\x18\t \x01(\x0b\x32\x14.modelyard.v1.TensorH\x00\x42\x06\n\x04kind\"0\n\tListValue\x12#\n\x06values\x18\x01 \x03(\x0b\x32\x13.modelyard.v1.Value\"\x82\x01\n\x08MapValue\x12\x32\n\x06\x66ields\x18\x01 \x03(\x0b\x32\".modelyard.v1.MapValue.FieldsEntry\x1a\x42\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.modelyard.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*\xfe\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x01\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x02\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x06\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x07\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x08\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\t\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MAPVALUE_FIELDSENTRY']._loaded_options = None
   _globals['_MAPVALUE_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=650
-  _globals['_DTYPE']._serialized_end=857
+  _globals['_DATATYPE']._serialized_start=653
+  _globals['_DATATYPE']._serialized_end=907
   _globals['_VALUE']._serialized_start=73
   _globals['_VALUE']._serialized_end=389
   _globals['_LISTVALUE']._serialized_start=391
@@ -45,5 +45,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPVALUE_FIELDSENTRY']._serialized_start=506
   _globals['_MAPVALUE_FIELDSENTRY']._serialized_end=572
   _globals['_TENSOR']._serialized_start=574
-  _globals['_TENSOR']._serialized_end=647
+  _globals['_TENSOR']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

@@ -20,61 +20,61 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class _DType:
+class _DataType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
 
-class _DTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DType.ValueType], _builtins.type):
+class _DataTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
-    DTYPE_UNSPECIFIED: _DType.ValueType  # 0
+    DATA_TYPE_UNSPECIFIED: _DataType.ValueType  # 0
     """Not set: invalid in a tensor."""
-    DTYPE_BOOL: _DType.ValueType  # 1
+    DATA_TYPE_BOOL: _DataType.ValueType  # 1
     """1-byte boolean."""
-    DTYPE_INT8: _DType.ValueType  # 2
+    DATA_TYPE_INT8: _DataType.ValueType  # 2
     """Signed 8-bit integer."""
-    DTYPE_INT16: _DType.ValueType  # 3
+    DATA_TYPE_INT16: _DataType.ValueType  # 3
     """Signed 16-bit integer."""
-    DTYPE_INT32: _DType.ValueType  # 4
+    DATA_TYPE_INT32: _DataType.ValueType  # 4
     """Signed 32-bit integer."""
-    DTYPE_INT64: _DType.ValueType  # 5
+    DATA_TYPE_INT64: _DataType.ValueType  # 5
     """Signed 64-bit integer."""
-    DTYPE_UINT8: _DType.ValueType  # 6
+    DATA_TYPE_UINT8: _DataType.ValueType  # 6
     """Unsigned 8-bit integer."""
-    DTYPE_FLOAT16: _DType.ValueType  # 7
+    DATA_TYPE_FLOAT16: _DataType.ValueType  # 7
     """IEEE-754 half precision."""
-    DTYPE_FLOAT32: _DType.ValueType  # 8
+    DATA_TYPE_FLOAT32: _DataType.ValueType  # 8
     """IEEE-754 single precision."""
-    DTYPE_FLOAT64: _DType.ValueType  # 9
+    DATA_TYPE_FLOAT64: _DataType.ValueType  # 9
     """IEEE-754 double precision."""
-    DTYPE_BFLOAT16: _DType.ValueType  # 10
+    DATA_TYPE_BFLOAT16: _DataType.ValueType  # 10
     """bfloat16: the upper half of a float32."""
 
-class DType(_DType, metaclass=_DTypeEnumTypeWrapper):
+class DataType(_DataType, metaclass=_DataTypeEnumTypeWrapper):
     """The element type of a tensor."""
 
-DTYPE_UNSPECIFIED: DType.ValueType  # 0
+DATA_TYPE_UNSPECIFIED: DataType.ValueType  # 0
 """Not set: invalid in a tensor."""
-DTYPE_BOOL: DType.ValueType  # 1
+DATA_TYPE_BOOL: DataType.ValueType  # 1
 """1-byte boolean."""
-DTYPE_INT8: DType.ValueType  # 2
+DATA_TYPE_INT8: DataType.ValueType  # 2
 """Signed 8-bit integer."""
-DTYPE_INT16: DType.ValueType  # 3
+DATA_TYPE_INT16: DataType.ValueType  # 3
 """Signed 16-bit integer."""
-DTYPE_INT32: DType.ValueType  # 4
+DATA_TYPE_INT32: DataType.ValueType  # 4
 """Signed 32-bit integer."""
-DTYPE_INT64: DType.ValueType  # 5
+DATA_TYPE_INT64: DataType.ValueType  # 5
 """Signed 64-bit integer."""
-DTYPE_UINT8: DType.ValueType  # 6
+DATA_TYPE_UINT8: DataType.ValueType  # 6
 """Unsigned 8-bit integer."""
-DTYPE_FLOAT16: DType.ValueType  # 7
+DATA_TYPE_FLOAT16: DataType.ValueType  # 7
 """IEEE-754 half precision."""
-DTYPE_FLOAT32: DType.ValueType  # 8
+DATA_TYPE_FLOAT32: DataType.ValueType  # 8
 """IEEE-754 single precision."""
-DTYPE_FLOAT64: DType.ValueType  # 9
+DATA_TYPE_FLOAT64: DataType.ValueType  # 9
 """IEEE-754 double precision."""
-DTYPE_BFLOAT16: DType.ValueType  # 10
+DATA_TYPE_BFLOAT16: DataType.ValueType  # 10
 """bfloat16: the upper half of a float32."""
-Global___DType: _TypeAlias = DType  # noqa: Y015
+Global___DataType: _TypeAlias = DataType  # noqa: Y015
 
 @_typing.final
 class Value(_message.Message):
@@ -218,7 +218,7 @@ class Tensor(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     SHAPE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
-    dtype: Global___DType.ValueType
+    dtype: Global___DataType.ValueType
     """The element type."""
     data: _builtins.bytes
     """The elements, little-endian, row-major; exactly product(shape) * itemsize(dtype) bytes."""
@@ -229,7 +229,7 @@ class Tensor(_message.Message):
     def __init__(
         self,
         *,
-        dtype: Global___DType.ValueType = ...,
+        dtype: Global___DataType.ValueType = ...,
         shape: _abc.Iterable[_builtins.int] | None = ...,
         data: _builtins.bytes = ...,
     ) -> None: ...

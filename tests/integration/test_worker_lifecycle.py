@@ -1,0 +1,95 @@
+"""Loading and draining, seen from outside: health, refusals, and in-flight work."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modelyard.client import AsyncClient
+from modelyard.errors import Unavailable
+from tests.integration.conftest import running_worker
+from workers.config import WorkerSettings
+from workers.server import StartupError, Worker
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_loading_model_is_not_serving_and_refuses_calls_until_ready() -> None:
+    worker = Worker(
+        WorkerSettings(
+            port=0,
+            models=[
+                {
+                    "name": "slow-load",
+                    "class": "modelyard.testing.models:SlowEcho",
+                    "options": {"load_ms": 1500, "delay_ms": 0},
+                }
+            ],
+        )
+    )
+    starting = asyncio.create_task(worker.start())
+    while worker.port == 0 or worker.server is None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    async with grpc.aio.insecure_channel(worker.address) as channel, AsyncClient(worker.address) as client:
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest
+        assert (await health.Check(check(service=""))).status == NOT_SERVING
+        assert (await health.Check(check(service="slow-load"))).status == NOT_SERVING
+        with pytest.raises(Unavailable, match="still loading"):
+            await client.predict("slow-load", x=1)
+        await starting
+        assert (await health.Check(check(service=""))).status == SERVING
+        assert (await health.Check(check(service="slow-load"))).status == SERVING
+        assert (await client.predict("slow-load", x=1)).outputs["x"] == 1
+    await worker.stop()
+
+
+async def test_draining_finishes_in_flight_calls_and_refuses_new_ones() -> None:
+    models = [
+        {
+            "name": "slow",
+            "class": "modelyard.testing.models:SlowEcho",
+            "batching": {"max_batch_size": 4, "max_wait_ms": 5},
+            "options": {"delay_ms": 300},
+        }
+    ]
+    worker = Worker(WorkerSettings(port=0, models=models, grace_seconds=5))
+    await worker.start()
+    async with AsyncClient(worker.address, timeout=10) as client:
+        in_flight = [asyncio.create_task(client.predict("slow", x=i)) for i in range(8)]
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(worker.stop())
+        await asyncio.sleep(0.05)
+        with pytest.raises(Unavailable, match="draining"):
+            await client.predict("slow", x=99)
+        results = await asyncio.gather(*in_flight)
+        assert [r.outputs["x"] for r in results] == list(range(8))  # none lost
+        assert await stopping is True
+
+
+async def test_strict_mode_refuses_to_start_when_a_model_fails() -> None:
+    models = [
+        {"name": "echo", "class": "modelyard.testing.models:Echo"},
+        {"name": "broken", "class": "modelyard.testing.models:BrokenLoad"},
+    ]
+    worker = Worker(WorkerSettings(port=0, models=models, strict=True))
+    with pytest.raises(StartupError, match="broken: FileNotFoundError"):
+        await worker.start()
+    await worker.server.stop(None)
+    await worker.registry.close()
+
+
+async def test_an_unimportable_class_fails_that_model_only() -> None:
+    models = [
+        {"name": "echo", "class": "modelyard.testing.models:Echo"},
+        {"name": "ghost", "class": "no_such_package.models:Ghost"},
+    ]
+    async with running_worker(models) as worker, AsyncClient(worker.address) as client:
+        assert (await client.predict("echo", x=1)).outputs == {"x": 1}
+        with pytest.raises(Unavailable, match="cannot import 'no_such_package.models:Ghost'"):
+            await client.predict("ghost", x=1)

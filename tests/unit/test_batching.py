@@ -1,0 +1,140 @@
+"""The dynamic batcher, driven by a fake clock: no real waiting, exact timing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modelyard.errors import ResourceExhausted
+from workers.batching import Batcher, Pending
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.t + seconds, future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        self.t += seconds
+        for due, future in self._sleepers:
+            if due <= self.t and not future.done():
+                future.set_result(None)
+        await settle()
+
+
+async def settle() -> None:
+    """Lets every ready task run until the loop is quiet."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+class Recorder:
+    """A run_batch that records batch sizes and answers each item with item * 10."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, batch: list[Pending[int]]) -> None:
+        self.batches.append([p.item for p in batch])
+        if self.gate is not None:
+            await self.gate.wait()
+        for pending in batch:
+            pending.future.set_result(pending.item * 10)
+
+
+def make(recorder: Recorder, clock: FakeClock, **kw: Any) -> Batcher[int]:
+    options: dict[str, Any] = {"max_batch_size": 4, "max_wait": 1.0, "max_queue_size": 100}
+    options.update(kw)
+    batcher = Batcher(recorder, clock=clock, name="m", **options)
+    batcher.start()
+    return batcher
+
+
+async def test_a_full_batch_runs_at_once_without_waiting() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    futures = [batcher.submit(i) for i in range(4)]
+    await settle()
+    assert recorder.batches == [[0, 1, 2, 3]]
+    assert [await f for f in futures] == [0, 10, 20, 30]
+    await batcher.stop()
+
+
+async def test_a_partial_batch_waits_max_wait_from_its_first_request() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    first = batcher.submit(1)
+    # binary fractions, so the fake times add up exactly
+    await clock.advance(0.5)
+    second = batcher.submit(2)
+    await clock.advance(0.25)
+    assert recorder.batches == []  # 0.75 s after the first request: still gathering
+    await clock.advance(0.25)
+    assert recorder.batches == [[1, 2]]
+    assert (await first, await second) == (10, 20)
+    await batcher.stop()
+
+
+async def test_requests_that_queued_behind_a_running_batch_do_not_wait_again() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, clock)
+    for i in range(4):
+        batcher.submit(i)
+    await settle()
+    late = [batcher.submit(i) for i in (4, 5)]
+    await clock.advance(2.0)  # the running batch holds; the late ones are already overdue
+    recorder.gate.set()
+    await settle()
+    assert recorder.batches == [[0, 1, 2, 3], [4, 5]]
+    assert [await f for f in late] == [40, 50]
+    await batcher.stop()
+
+
+async def test_a_full_queue_refuses_with_resource_exhausted() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, clock, max_batch_size=2, max_queue_size=3)
+    batcher.submit(0)
+    batcher.submit(1)
+    await settle()  # 0 and 1 are running; the queue is empty again
+    for i in range(3):
+        batcher.submit(10 + i)
+    with pytest.raises(ResourceExhausted, match="queue limit"):
+        batcher.submit(99)
+    recorder.gate.set()
+    await clock.advance(1.0)
+    await clock.advance(1.0)
+    assert recorder.batches == [[0, 1], [10, 11], [12]]
+    await batcher.stop()
+
+
+async def test_cancelled_requests_are_left_out_of_their_batch() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    keep = batcher.submit(1)
+    gone = batcher.submit(2)
+    gone.cancel()
+    await clock.advance(1.0)
+    assert recorder.batches == [[1]]
+    assert await keep == 10
+    await batcher.stop()
+
+
+async def test_stop_cancels_what_still_waits() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    waiting = batcher.submit(1)
+    await batcher.stop()
+    assert waiting.cancelled()

@@ -1,0 +1,101 @@
+"""Value conversion: everything a model takes or returns survives the wire unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from modelyard.errors import InvalidArgument
+from modelyard.v1 import value_pb2 as pb
+from modelyard.values import from_value, to_value
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+dtypes = st.sampled_from(
+    ["bool", "int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64"]
+)
+arrays = dtypes.flatmap(
+    lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=4, max_side=5))
+)
+
+
+def wire(obj: Any) -> Any:
+    """Encode, serialise, parse, decode: the full trip a value makes."""
+    return from_value(pb.Value.FromString(to_value(obj).SerializeToString()))
+
+
+@given(values)
+def test_plain_values_round_trip_exactly(obj: Any) -> None:
+    decoded = wire(obj)
+    assert decoded == obj
+    assert type(decoded) is type(obj)  # an int stays an int, bytes stay bytes
+
+
+@given(arrays)
+def test_tensors_keep_dtype_shape_and_bits(array: np.ndarray[Any, Any]) -> None:
+    decoded = wire(array)
+    assert decoded.dtype == array.dtype
+    assert decoded.shape == array.shape
+    assert decoded.tobytes() == np.ascontiguousarray(array).tobytes()
+
+
+def test_tensors_nested_in_maps_and_lists_round_trip() -> None:
+    embedding = np.arange(6, dtype=np.float32).reshape(2, 3)
+    decoded = wire({"embeddings": [embedding], "label": "x"})
+    np.testing.assert_array_equal(decoded["embeddings"][0], embedding)
+
+
+def test_torch_tensors_encode_as_tensors_including_bfloat16() -> None:
+    decoded = wire(torch.tensor([[1.5, -2.0]], dtype=torch.bfloat16))
+    assert decoded.dtype == np.float32  # widened losslessly: numpy has no bfloat16
+    np.testing.assert_array_equal(decoded, [[1.5, -2.0]])
+
+
+def test_wire_bfloat16_tensors_decode_to_float32() -> None:
+    bits = torch.tensor([1.0, -3.25], dtype=torch.bfloat16).view(torch.int16).numpy()
+    value = pb.Value(
+        tensor_value=pb.Tensor(dtype=pb.DATA_TYPE_BFLOAT16, shape=[2], data=bits.tobytes())
+    )
+    np.testing.assert_array_equal(from_value(value), np.array([1.0, -3.25], np.float32))
+
+
+def test_an_unset_value_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="no kind set"):
+        from_value(pb.Value())
+
+
+def test_a_tensor_whose_data_does_not_fit_its_shape_is_invalid_argument() -> None:
+    value = pb.Value(
+        tensor_value=pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[2, 2], data=b"\0" * 8)
+    )
+    with pytest.raises(InvalidArgument, match=r"shape \[2, 2\] needs 4 elements"):
+        from_value(value)
+
+
+def test_a_tensor_without_dtype_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="DataType"):
+        from_value(pb.Value(tensor_value=pb.Tensor(shape=[1], data=b"\0")))
+
+
+def test_unencodable_objects_raise_type_error() -> None:
+    with pytest.raises(TypeError, match="cannot encode a set"):
+        to_value({1, 2})
+    with pytest.raises(TypeError, match="map keys must be strings"):
+        to_value({1: "a"})
