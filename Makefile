@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+NODE_DIR := .cache/node
+BUF    := $(NODE_DIR)/node_modules/.bin/buf
 
 .PHONY: install demo test lint typecheck protos bench clean
 
@@ -28,9 +30,14 @@ test: $(STAMP)
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory lint typecheck
 
-lint: $(STAMP)
+lint: $(STAMP) $(BUF)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(BUF) lint protos
+
+# the real buf CLI from npm, kept out of the system
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix $(NODE_DIR) @bufbuild/buf@1
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -1,12 +1,12 @@
 """The `modelyard` command line.
 
-    modelyard worker --config worker.yaml --port 50051     serve the models of a config
-    modelyard worker --config worker.yaml --describe       print its models and device tags
-    modelyard models localhost:50051                       list a worker's models
-    modelyard metadata localhost:50051 sentiment           describe one model
-    modelyard predict localhost:50051 sentiment --input text="I love it"
-    modelyard predict localhost:50051 gpt2 --input text="Hello" --stream
-    modelyard demo                                         the README's main job
+modelyard worker --config worker.yaml --port 50051     serve the models of a config
+modelyard worker --config worker.yaml --describe       print its models and device tags
+modelyard models localhost:50051                       list a worker's models
+modelyard metadata localhost:50051 sentiment           describe one model
+modelyard predict localhost:50051 sentiment --input text="I love it"
+modelyard predict localhost:50051 gpt2 --input text="Hello" --stream
+modelyard demo                                         the README's main job
 """
 
 from __future__ import annotations
@@ -52,9 +52,7 @@ def worker(
 
     _setup_logging(verbose)
     try:
-        settings = load_settings(
-            config, port=port, host=host, port_file=port_file, strict=strict
-        )
+        settings = load_settings(config, port=port, host=host, port_file=port_file, strict=strict)
     except (ValidationError, ValueError, OSError) as error:
         errors.print(f"[red]invalid worker config:[/red] {error}")
         raise typer.Exit(2) from None
@@ -103,7 +101,7 @@ def models(address: Annotated[str, typer.Argument(help="host:port of a worker")]
     from modelyard.client import Client
     from modelyard.v1 import predict_pb2 as pb
 
-    with _errors_as_exit(), Client(address, timeout=10) as client:
+    with _ErrorsAsExit(), Client(address, timeout=10) as client:
         statuses = client.list_models()
     table = Table()
     for column in ("name", "task", "version", "state", "reason"):
@@ -124,7 +122,7 @@ def metadata(
 
     from modelyard.client import Client
 
-    with _errors_as_exit(), Client(address, timeout=10) as client:
+    with _ErrorsAsExit(), Client(address, timeout=10) as client:
         response = client.metadata(model)
     console.print_json(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
 
@@ -146,7 +144,7 @@ def predict(
     from modelyard.client import Client
 
     inputs, parameters = _pairs(input or []), _pairs(param or [])
-    with _errors_as_exit(), Client(address, timeout=timeout) as client:
+    with _ErrorsAsExit(), Client(address, timeout=timeout) as client:
         if not stream:
             result = client.predict(model, inputs, parameters=parameters)
             console.print_json(json.dumps(result.outputs, default=_jsonable))
@@ -183,33 +181,30 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-class _errors_as_exit:
+class _ErrorsAsExit:
     """Prints a modelyard error's status and message and exits 1, instead of a traceback."""
 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> None:
         from modelyard.errors import ModelyardError
 
         if isinstance(error, ModelyardError):
             errors.print(f"[red]{error.code.name}[/red]: {error.message}")
             raise typer.Exit(1)
-        return False
 
 
 @app.command()
-def demo(
-    models_dir: Annotated[
-        Path, typer.Option(help="Where the demo checkpoints are built.")
-    ] = Path(".cache/demo-models"),
-) -> None:
+def demo() -> None:
     """The main job: build demo checkpoints offline, start a worker serving several
-    models, call each over gRPC, print the results, and stop the worker."""
+    models (examples/worker.yaml), call each over gRPC, print the results, stop it."""
     from modelyard.demo import run_demo
 
     _setup_logging(False)
-    raise typer.Exit(run_demo(models_dir, console))
+    raise typer.Exit(run_demo(console))
 
 
 def main() -> None:

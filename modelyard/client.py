@@ -75,7 +75,7 @@ def stream_event_of(message: pb.PredictStreamResponse, index: int) -> StreamEven
 
 
 def _error(error: grpc.RpcError) -> ModelyardError:
-    return from_status(error.code(), error.details() or "")  # type: ignore[attr-defined]
+    return from_status(error.code(), error.details() or "")
 
 
 class Client:

@@ -64,8 +64,14 @@ class ModelError(ModelyardError):
 
 _BY_CODE: dict[grpc.StatusCode, type[ModelyardError]] = {
     cls.code: cls
-    for cls in (InvalidArgument, NotFound, ResourceExhausted, Unavailable, DeadlineExceeded,
-                FailedPrecondition)
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        FailedPrecondition,
+    )
 }
 
 

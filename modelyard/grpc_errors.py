@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -20,6 +20,9 @@ from modelyard.errors import ModelyardError
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+# generic only in the type stubs, not at run time
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -50,13 +53,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, prefix: str = "/modelyard.") -> None:
         self._prefix = prefix
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None:
@@ -69,7 +72,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler) -> Handler:
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,

@@ -80,5 +80,5 @@ class Model:
         `stop` is set when the caller cancels or its deadline passes: stop working then.
         The default runs `predict` and yields nothing.
         """
+        yield from ()  # no partial results: makes this a generator
         return self.predict([request])[0]
-        yield {}  # unreachable: makes this a generator

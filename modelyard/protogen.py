@@ -43,7 +43,9 @@ def generate(out_dir: Path) -> None:
 
 def main() -> None:
     generate(ROOT)
-    print(f"generated stubs for {len(proto_files())} proto files into modelyard/v1", file=sys.stderr)
+    print(
+        f"generated stubs for {len(proto_files())} proto files into modelyard/v1", file=sys.stderr
+    )
 
 
 if __name__ == "__main__":

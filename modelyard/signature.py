@@ -51,7 +51,6 @@ def _is_kind(value: Any, kind: Kind) -> bool:
             return isinstance(value, dict)
         case "tensor":
             return isinstance(value, np.ndarray)
-    return False
 
 
 def _describe(kind: Kind, element_kind: Kind = "any") -> str:
@@ -65,8 +64,15 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, np.ndarray):
         return f"a tensor of shape {list(value.shape)}"
-    names = {bool: "a bool", int: "an integer", float: "a float", str: "a string",
-             bytes: "bytes", list: "a list", dict: "a map"}
+    names = {
+        bool: "a bool",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        bytes: "bytes",
+        list: "a list",
+        dict: "a map",
+    }
     return names.get(type(value), type(value).__name__)
 
 

@@ -64,7 +64,9 @@ class Batcher(Generic[T]):
         return len(self._queue)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self._name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"batcher-{self._name}"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:

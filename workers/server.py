@@ -9,6 +9,7 @@ everything goes NOT_SERVING and new calls get UNAVAILABLE, in-flight calls get u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -61,10 +62,10 @@ class Worker:
     def _tags(self) -> dict[str, str]:
         devices = set()
         for model in self.settings.models:
-            try:
+            # a device that is missing fails its model at load, which says why;
+            # the tags describe what exists
+            with contextlib.suppress(RuntimeError):
                 devices.add(resolve_device(model.device))
-            except RuntimeError:
-                pass  # that model fails at load and says why; tags describe what exists
         return device_tags(devices or {"cpu"}, self.settings.tags)
 
     @property
@@ -87,7 +88,9 @@ class Worker:
         await self.server.start()
         if self.settings.metrics_port >= 0:
             start_http_server(self.settings.metrics_port, registry=self.metrics.registry)
-        log.info("worker listening on %s; loading %d model(s)", self.address, len(self.settings.models))
+        log.info(
+            "worker listening on %s; loading %d model(s)", self.address, len(self.settings.models)
+        )
         await self.registry.load_all()
         failed = [e for e in self.registry.entries() if e.state is ModelState.FAILED]
         if failed and self.settings.strict:

@@ -44,9 +44,7 @@ class WorkerService:
         if entry.state is ModelState.FAILED or entry.model is None:
             raise Unavailable(f"model '{model}' failed to load: {entry.reason}")
         checked = check_inputs(entry.model.inputs, inputs)
-        parameters = resolve_parameters(
-            entry.model.parameters, entry.default_parameters, overrides
-        )
+        parameters = resolve_parameters(entry.model.parameters, entry.default_parameters, overrides)
         return entry, Request(checked, parameters)
 
     async def predict(self, entry: ModelEntry, request: Request) -> Outputs:

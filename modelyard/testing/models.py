@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
-from typing import Any
 
 from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Model, Outputs, Request
@@ -28,8 +27,9 @@ class Echo(Model):
 class SlowEcho(Model):
     """Echoes after `delay_ms` per batch, and reports how big its batch was.
 
-    Options: `delay_ms` (float), `load_ms` (float, how long loading takes). It stands in for a model with a fixed cost per call, which
-    is where batching pays: N requests in one call cost one delay instead of N.
+    Options: `delay_ms` (float), `load_ms` (float, how long loading takes). It stands in
+    for a model with a fixed cost per call, which is where batching pays: N requests in
+    one call cost one delay instead of N.
     """
 
     task = "slow-echo"
@@ -111,5 +111,3 @@ class BrokenLoad(Model):
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         raise AssertionError("never loaded")
-
-

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -30,7 +31,7 @@ from workers.server import Worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-MODELS = [
+MODELS: list[dict[str, Any]] = [
     {"name": "echo", "class": "modelyard.testing.models:Echo"},
     {
         "name": "slow",
@@ -96,9 +97,9 @@ async def test_a_failing_request_does_not_fail_its_batch_mates(client: AsyncClie
     assert results[0].outputs == {"text": "A"}  # type: ignore[union-attr]
     assert results[2].outputs == {"text": "B"}  # type: ignore[union-attr]
     assert isinstance(results[1], ModelyardError)
+    assert isinstance(results[3], InvalidArgument)
     assert results[1].code == grpc.StatusCode.INTERNAL
     assert "secret" not in results[1].message  # exception text never leaks
-    assert isinstance(results[3], InvalidArgument)
     assert "must not be empty" in results[3].message
 
 
@@ -108,7 +109,7 @@ async def test_a_full_queue_answers_resource_exhausted_and_the_rest_succeed(
     results = await asyncio.gather(
         *(client.predict("tiny-queue", x=i) for i in range(6)), return_exceptions=True
     )
-    refused = [r for r in results if isinstance(r, ResourceExhausted)]
+    refused: list[ResourceExhausted] = [r for r in results if isinstance(r, ResourceExhausted)]
     served = [r for r in results if not isinstance(r, BaseException)]
     assert refused and served and len(refused) + len(served) == 6
     assert "queue limit" in refused[0].message
@@ -126,7 +127,7 @@ async def test_cancelling_a_stream_stops_the_model(client: AsyncClient) -> None:
     async for event in stream:
         if event.index == 2:
             break
-    await stream.aclose()
+    await stream.aclose()  # type: ignore[attr-defined]  # it is an async generator
     started = time.monotonic()
     result = await client.predict("ticker", count=1, timeout=3)
     assert result.outputs == {"ticks": 1}
@@ -152,7 +153,11 @@ async def test_a_stream_past_its_deadline_stops_the_model(client: AsyncClient) -
     ],
 )
 async def test_bad_requests_get_a_clear_status(
-    client: AsyncClient, model: str, inputs: dict[str, object], error: type, message: str
+    client: AsyncClient,
+    model: str,
+    inputs: dict[str, object],
+    error: type[ModelyardError],
+    message: str,
 ) -> None:
     with pytest.raises(error) as caught:
         await client.predict(model, inputs)
@@ -207,7 +212,7 @@ async def test_health_per_model_and_for_the_worker(worker: Worker) -> None:
 
         async def status(service: str) -> int:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
-            return reply.status
+            return int(reply.status)
 
         assert await status("") == health_pb2.HealthCheckResponse.SERVING
         assert await status("modelyard.v1.Predict") == health_pb2.HealthCheckResponse.SERVING

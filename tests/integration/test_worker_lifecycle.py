@@ -32,10 +32,11 @@ async def test_a_loading_model_is_not_serving_and_refuses_calls_until_ready() ->
         )
     )
     starting = asyncio.create_task(worker.start())
-    while worker.port == 0 or worker.server is None:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
-    async with grpc.aio.insecure_channel(worker.address) as channel, AsyncClient(worker.address) as client:
+    await asyncio.sleep(0.5)  # listening, and still loading for another second
+    async with (
+        grpc.aio.insecure_channel(worker.address) as channel,
+        AsyncClient(worker.address) as client,
+    ):
         health = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest
         assert (await health.Check(check(service=""))).status == NOT_SERVING
@@ -91,5 +92,5 @@ async def test_an_unimportable_class_fails_that_model_only() -> None:
     ]
     async with running_worker(models) as worker, AsyncClient(worker.address) as client:
         assert (await client.predict("echo", x=1)).outputs == {"x": 1}
-        with pytest.raises(Unavailable, match="cannot import 'no_such_package.models:Ghost'"):
+        with pytest.raises(Unavailable, match=r"cannot import 'no_such_package\.models:Ghost'"):
             await client.predict("ghost", x=1)
