@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from modelyard.function_model import FunctionModel
 from modelyard.model import Model
 from workers.config import ModelConfig
 
@@ -13,8 +16,8 @@ from workers.config import ModelConfig
 def create_model(config: ModelConfig) -> Model:
     """A custom model from its class path, or a transformers pipeline for a source."""
     if config.class_path:
-        model_class = import_class(config.class_path)
-        model = model_class()
+        target = import_target(config.class_path)
+        model = target() if isinstance(target, type) else FunctionModel(target)
         if config.task:
             model.task = config.task
         return model
@@ -23,7 +26,8 @@ def create_model(config: ModelConfig) -> Model:
     return PipelineModel(task=config.task)
 
 
-def import_class(path: str) -> type[Model]:
+def import_target(path: str) -> type[Model] | Callable[..., Any]:
+    """A Model subclass, or a plain function to wrap, from `package.module:Name`."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
@@ -33,9 +37,13 @@ def import_class(path: str) -> type[Model]:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot import {path!r}: {error}") from error
-    if not (isinstance(found, type) and issubclass(found, Model)):
-        raise ValueError(f"{path!r} is not a subclass of modelyard.model.Model")
-    return found
+    if isinstance(found, type):
+        if not issubclass(found, Model):
+            raise ValueError(f"{path!r} is a class but not a subclass of modelyard.model.Model")
+        return found
+    if not callable(found):
+        raise ValueError(f"{path!r} is neither a Model subclass nor a function")
+    return found  # type: ignore[no-any-return]
 
 
 def model_version(config: ModelConfig, model: Model) -> str:
