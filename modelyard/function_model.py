@@ -21,7 +21,8 @@ class FunctionModel(Model):
         self._fn = fn
         self.task = getattr(fn, "__name__", "function")
         signature = inspect.signature(fn)
-        required, optional = [], []
+        required: list[tuple[str, inspect.Parameter]] = []
+        optional: list[tuple[str, inspect.Parameter]] = []
         for name, param in signature.parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue

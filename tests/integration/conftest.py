@@ -50,7 +50,7 @@ def hf_worker_config(
 ) -> Path:
     """Six transformers models and a custom one, as a user would configure them."""
     batching = {"max_batch_size": 8, "max_wait_ms": 2}
-    models = [
+    models: list[dict[str, Any]] = [
         {"name": "embed", "source": str(minilm_path), "task": "sentence-embedding"},
         {
             "name": "sentiment",

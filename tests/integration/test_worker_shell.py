@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
-def grpcurl_json(address: str, method: str, body: dict[str, object]) -> list[dict[str, object]]:
+def grpcurl_json(address: str, method: str, body: Mapping[str, Any]) -> list[dict[str, object]]:
     done = run(GRPCURL, "-plaintext", "-d", json.dumps(body), address, method)
     assert done.returncode == 0, done.stderr
     decoder, text, messages = json.JSONDecoder(), done.stdout.strip(), []
