@@ -46,6 +46,7 @@ def worker(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve the models of a worker config over gRPC (modelyard.v1.Predict)."""
+    import yaml
     from pydantic import ValidationError
 
     from workers.config import load_settings
@@ -53,7 +54,7 @@ def worker(
     _setup_logging(verbose)
     try:
         settings = load_settings(config, port=port, host=host, port_file=port_file, strict=strict)
-    except (ValidationError, ValueError, OSError) as error:
+    except (ValidationError, ValueError, OSError, yaml.YAMLError) as error:
         errors.print(f"[red]invalid worker config:[/red] {error}")
         raise typer.Exit(2) from None
     if describe:

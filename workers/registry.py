@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,15 @@ from workers.metrics import WorkerMetrics
 from workers.runner import ModelRunner
 
 log = logging.getLogger(__name__)
+
+#: Held around every model's `load`: one model loads at a time in a process. Loading in
+#: transformers 5 is not thread-safe: for its duration it swaps process-wide state
+#: (PreTrainedModel.tie_weights patched to a no-op, torch's default dtype, torch.nn.init
+#: functions), so two models loading at once on different threads came out with tied
+#: weights left on the meta device (a GPT-2 without its output layer, NER failing with
+#: "Tensor on device meta"). Custom models often call from_pretrained too, so the lock is
+#: here rather than in the pipeline adapter. Loads still run off the event loop.
+LOAD_LOCK = threading.Lock()
 
 
 class ModelState(enum.Enum):
@@ -114,8 +124,9 @@ class ModelRegistry:
 
 
 def _load_model(config: ModelConfig, device: str) -> Model:
-    model = create_model(config)
-    model.load(LoadContext(source=config.source, device=device, options=config.options))
+    with LOAD_LOCK:
+        model = create_model(config)
+        model.load(LoadContext(source=config.source, device=device, options=config.options))
     return model
 
 

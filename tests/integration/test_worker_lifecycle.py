@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.client import AsyncClient
 from modelyard.errors import Unavailable
-from tests.integration.conftest import running_worker
+from tests.integration.conftest import eventually, running_worker
 from workers.config import WorkerSettings
 from workers.server import StartupError, Worker
 
@@ -63,7 +63,7 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones() -> None:
     await worker.start()
     async with AsyncClient(worker.address, timeout=10) as client:
         in_flight = [asyncio.create_task(client.predict("slow", x=i)) for i in range(8)]
-        await asyncio.sleep(0.1)
+        await eventually(lambda: worker.service.in_flight == 8)  # all accepted before draining
         stopping = asyncio.create_task(worker.stop())
         await asyncio.sleep(0.05)
         with pytest.raises(Unavailable, match="draining"):

