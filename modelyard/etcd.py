@@ -73,7 +73,7 @@ class EtcdSettings(BaseModel):
         raise ValueError("etcd endpoints must be all IPv4 or all IPv6 addresses")
 
 
-class EtcdClient(aetcd.Client):
+class EtcdClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
     """aetcd's client, connecting to several endpoints and over TLS when configured."""
 
     def __init__(self, settings: EtcdSettings) -> None:
