@@ -7,6 +7,7 @@ channel that fails over between members, and TLS files become channel credential
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,16 @@ class EtcdClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
             options={"grpc.lb_policy_name": "pick_first"},
         )
         self._settings = settings
+        self._connect_lock = asyncio.Lock()
 
     async def connect(self) -> None:
-        # Mirrors aetcd.Client.connect, whose channel is always one plaintext address.
-        if self._connected.is_set():
-            return
+        # Mirrors aetcd.Client.connect, whose channel is always one plaintext address. Every
+        # call connects on first use, so tasks race here: only the first may build the channel.
+        async with self._connect_lock:
+            if not self._connected.is_set():
+                await self._connect()
+
+    async def _connect(self) -> None:
         self.channel = _channel(self._settings, list(self._options.items()))
         if self._username is not None and self._password is not None:
             self.auth_stub = rpc.AuthStub(self.channel)

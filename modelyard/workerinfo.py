@@ -63,6 +63,9 @@ class WorkerHealth(BaseModel):
     reachable: bool = True  # since 1
     models: dict[str, bool] = Field(default_factory=dict)  # since 1: model -> serving
     observed_at: float = 0.0  # since 1: unix seconds
+    # since 1: the create revision of the worker key these results are for, so results
+    # about an earlier registration of the same worker id are not taken for current ones
+    registration: int = 0
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -1,0 +1,1 @@
+"""The control plane: membership, health, load and admin intent, and live endpoint sets."""

@@ -1,0 +1,45 @@
+"""Admin operations: they write desired state to etcd and read the cluster view.
+
+Nothing here lives only in memory: a drain is a key in etcd that the worker obeys and every
+control-plane replica sees, so it survives restarts of either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.view import ClusterView, WorkerView
+from modelyard.errors import NotFound
+from modelyard.etcd import Keys
+from modelyard.selectors import Selector
+from modelyard.workerinfo import DesiredWorker
+
+
+class Admin:
+    def __init__(self, view: ClusterView, client: Any, keys: Keys) -> None:
+        self._view = view
+        self._client = client
+        self._keys = keys
+
+    def list_workers(self, model: str, selector: Selector) -> list[WorkerView]:
+        return [
+            worker
+            for worker in self._view.workers()
+            if (not model or any(m.name == model for m in worker.info.models))
+            and selector.matches(worker.info.tags)
+        ]
+
+    async def drain(self, worker_id: str) -> None:
+        self._require(worker_id)
+        await self._client.put(
+            self._keys.desired_worker(worker_id), DesiredWorker(drain=True).to_json()
+        )
+
+    async def undrain(self, worker_id: str) -> None:
+        self._require(worker_id)
+        await self._client.delete(self._keys.desired_worker(worker_id))
+
+    def _require(self, worker_id: str) -> None:
+        if self._view.registration(worker_id) is None:
+            known = ", ".join(self._view.worker_ids()) or "none"
+            raise NotFound(f"worker '{worker_id}' is not registered; registered workers: {known}")

@@ -1,0 +1,65 @@
+"""Load feeds: every control-plane replica follows each worker's WorkerLoad/WatchLoad stream
+and keeps the latest report in memory. Load is high-rate and rebuildable, so it never
+touches etcd; a restarted replica simply subscribes again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+import grpc.aio
+
+from modelyard.endpoints import Load
+from modelyard.v1 import load_pb2, load_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class LoadFeeds:
+    def __init__(self, interval_ms: int = 1000) -> None:
+        self.loads: dict[str, Load] = {}
+        self._interval_ms = interval_ms
+        self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
+
+    async def ensure(self, worker_id: str, address: str) -> None:
+        current = self._tasks.get(worker_id)
+        if current is not None and current[0] == address:
+            return
+        await self.stop(worker_id)
+        task = asyncio.get_running_loop().create_task(
+            self._follow(worker_id, address), name=f"load-{worker_id}"
+        )
+        self._tasks[worker_id] = (address, task)
+
+    async def stop(self, worker_id: str) -> None:
+        current = self._tasks.pop(worker_id, None)
+        self.loads.pop(worker_id, None)
+        if current is not None:
+            current[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await current[1]
+
+    async def stop_all(self) -> None:
+        for worker_id in list(self._tasks):
+            await self.stop(worker_id)
+
+    async def _follow(self, worker_id: str, address: str) -> None:
+        backoff = 0.2
+        request = load_pb2.WatchLoadRequest(interval_ms=self._interval_ms)
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(address) as channel:
+                    stub = load_pb2_grpc.WorkerLoadStub(channel)
+                    async for report in stub.WatchLoad(request):
+                        backoff = 0.2
+                        self.loads[worker_id] = Load(
+                            report.in_flight, report.queue_depth, report.latency_ms
+                        )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    log.info("worker %s reports no load; balancing on local counts", worker_id)
+                    return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

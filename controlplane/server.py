@@ -1,0 +1,158 @@
+"""The control-plane process: informers over etcd, the reconcile loop, leader election,
+health probing (leader only), load feeds, and the ControlPlane gRPC service.
+
+Everything it knows is rebuilt from etcd and live probes at start, so a restarted replica
+converges by itself and its subscribers re-sync when they reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controlplane.admin import Admin
+from controlplane.election import LeaderElection
+from controlplane.hub import EndpointHub
+from controlplane.load import LoadFeeds
+from controlplane.reconciler import Reconciler, run_controller
+from controlplane.servicer import ControlPlaneServicer
+from controlplane.settings import ControlPlaneSettings
+from controlplane.view import ClusterView
+from controlplane.workqueue import WorkQueue
+from modelyard.etcd import EtcdClient, Keys
+from modelyard.grpc_errors import ErrorMappingInterceptor
+from modelyard.informer import Informer
+from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
+from modelyard.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class ControlPlane:
+    def __init__(self, settings: ControlPlaneSettings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.etcd.prefix)
+        self.client = EtcdClient(settings.etcd)
+        self.queue = WorkQueue()
+        self.workers = Informer(
+            self.client, self.keys.workers, WorkerInfo.from_json, self.queue.add
+        )
+        self.desired = Informer(
+            self.client, self.keys.desired_workers, DesiredWorker.from_json, self.queue.add
+        )
+        self.health_records = Informer(
+            self.client, self.keys.health, WorkerHealth.from_json, self.queue.add
+        )
+        self.loads = LoadFeeds(settings.load_interval_ms)
+        self.view = ClusterView(
+            self.workers.cache, self.desired.cache, self.health_records.cache, self.loads.loads
+        )
+        self.hub = EndpointHub(self.view.endpoints)
+        self.election: LeaderElection | None = None
+        self.reconciler = Reconciler(
+            view=self.view,
+            client=self.client,
+            keys=self.keys,
+            loads=self.loads,
+            hub=self.hub,
+            is_leader=self.is_leader,
+            has_health_record=lambda worker_id: worker_id in self.health_records.cache,
+        )
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.replica_id = ""
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def is_leader(self) -> bool:
+        return self.election is not None and self.election.is_leader
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self.replica_id = self.settings.resolved_replica_id(self.port)
+        self.election = LeaderElection(
+            self.client,
+            self.keys.election,
+            self.replica_id,
+            ttl=self.settings.election_ttl,
+            on_change=self._on_leadership,
+        )
+        admin = Admin(self.view, self.client, self.keys)
+        controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(
+            ControlPlaneServicer(admin, self.hub, self.replica_id, self.is_leader), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        loop = asyncio.get_running_loop()
+        for name, coroutine in (
+            ("informer-workers", self.workers.run()),
+            ("informer-desired", self.desired.run()),
+            ("informer-health", self.health_records.run()),
+            ("controller", run_controller(self.queue, self.reconciler)),
+            ("health-writer", self.reconciler.write_health()),
+            ("election", self.election.run()),
+            ("refresh", self.hub.refresh_every(self.settings.refresh_seconds)),
+        ):
+            self._tasks.append(loop.create_task(coroutine, name=name))
+        await self.server.start()
+        await self.health.set("", SERVING)
+        await self.health.set(SERVICE_NAME, SERVING)
+        self._write_port_file()
+        log.info("control plane %s serving on %s", self.replica_id, self.address)
+
+    def _on_leadership(self, leader: bool) -> None:
+        log.info("replica %s is %s", self.replica_id, "the leader" if leader else "a follower")
+        # probers start or stop, and a new leader clears health records of departed workers
+        for worker_id in self.workers.cache.keys() | self.health_records.cache.keys():
+            self.queue.add(worker_id)
+
+    def _write_port_file(self) -> None:
+        path = self.settings.port_file
+        if path is not None:
+            tmp = Path(f"{path}.tmp")
+            tmp.write_text(str(self.port))
+            os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.election is not None:
+            await self.election.resign()  # a follower takes over now, not after the TTL
+        await self.reconciler.probers.stop_all()
+        await self.loads.stop_all()
+        await self.server.stop(grace=1.0)
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+
+async def run(settings: ControlPlaneSettings) -> int:
+    control_plane = ControlPlane(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await control_plane.start()
+    await stopping.wait()
+    log.info("control plane shutting down")
+    await control_plane.stop()
+    return 0

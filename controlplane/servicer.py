@@ -1,0 +1,103 @@
+"""modelyard.v1.ControlPlane over gRPC: protobuf in, core call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc.aio
+
+from controlplane.admin import Admin
+from controlplane.hub import EndpointHub
+from controlplane.view import WorkerView
+from modelyard.endpoints import Endpoint, EndpointSet, Load
+from modelyard.selectors import parse_selector
+from modelyard.v1 import controlplane_pb2 as pb
+from modelyard.v1 import controlplane_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
+    def __init__(
+        self, admin: Admin, hub: EndpointHub, replica_id: str, is_leader: Callable[[], bool]
+    ) -> None:
+        self._admin = admin
+        self._hub = hub
+        self._replica_id = replica_id
+        self._is_leader = is_leader
+
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: Context
+    ) -> pb.ListWorkersResponse:
+        workers = self._admin.list_workers(request.model, parse_selector(request.selector))
+        return pb.ListWorkersResponse(
+            workers=[_worker_status(w) for w in workers],
+            replica_id=self._replica_id,
+            leader=self._is_leader(),
+        )
+
+    async def WatchEndpoints(
+        self, request: pb.WatchEndpointsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchEndpointsResponse]:
+        selector = parse_selector(request.selector)  # INVALID_ARGUMENT before subscribing
+        subscription = self._hub.subscribe(request.model, selector)
+        try:
+            while True:
+                yield _endpoint_set(await subscription.next())
+        finally:
+            self._hub.unsubscribe(subscription)
+
+    async def DrainWorker(
+        self, request: pb.DrainWorkerRequest, context: Context
+    ) -> pb.DrainWorkerResponse:
+        await self._admin.drain(request.worker_id)
+        return pb.DrainWorkerResponse()
+
+    async def UndrainWorker(
+        self, request: pb.UndrainWorkerRequest, context: Context
+    ) -> pb.UndrainWorkerResponse:
+        await self._admin.undrain(request.worker_id)
+        return pb.UndrainWorkerResponse()
+
+
+def _load(load: Load) -> pb.Load:
+    return pb.Load(
+        in_flight=load.in_flight, queue_depth=load.queue_depth, latency_ms=load.latency_ms
+    )
+
+
+def _worker_status(worker: WorkerView) -> pb.WorkerStatus:
+    info = worker.info
+    return pb.WorkerStatus(
+        worker_id=info.worker_id,
+        address=info.address,
+        models=[
+            pb.WorkerModel(
+                name=m.name, task=m.task, version=m.version, serving=worker.serving(m.name)
+            )
+            for m in info.models
+        ],
+        tags=info.tags,
+        reachable=worker.reachable,
+        draining=worker.desired.drain,
+        load=_load(worker.load),
+        started_at=info.started_at,
+    )
+
+
+def _endpoint(endpoint: Endpoint) -> pb.Endpoint:
+    return pb.Endpoint(
+        worker_id=endpoint.worker_id,
+        address=endpoint.address,
+        tags=endpoint.tags,
+        load=_load(endpoint.load),
+    )
+
+
+def _endpoint_set(endpoint_set: EndpointSet) -> pb.WatchEndpointsResponse:
+    return pb.WatchEndpointsResponse(
+        model=endpoint_set.model,
+        version=endpoint_set.version,
+        endpoints=[_endpoint(e) for e in endpoint_set.endpoints],
+    )

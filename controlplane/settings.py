@@ -1,0 +1,38 @@
+"""Control-plane settings. Env prefix MODELYARD_CONTROLPLANE_ (nested with "__", e.g.
+MODELYARD_CONTROLPLANE_ETCD__ENDPOINTS='["10.0.0.1:2379","10.0.0.2:2379"]')."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelyard.etcd import EtcdSettings
+
+
+class ControlPlaneSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELYARD_CONTROLPLANE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(50050, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    replica_id: str = Field("", description="This replica's id; defaults to host-port.")
+    etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
+    election_ttl: float = Field(
+        2.0,
+        ge=1,
+        description="Seconds a dead leader keeps leadership before a follower takes over.",
+    )
+    load_interval_ms: int = Field(
+        500, ge=50, description="How often workers send load reports when nothing changes."
+    )
+    refresh_seconds: float = Field(
+        1.0, gt=0, description="How often endpoint sets are re-sent with fresh load."
+    )
+    port_file: Path | None = Field(None, description="Write the bound port here once serving.")
+
+    def resolved_replica_id(self, port: int) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{port}"

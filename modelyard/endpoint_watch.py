@@ -1,0 +1,195 @@
+"""The client side of ControlPlane.WatchEndpoints: a live endpoint set for one model.
+
+    watcher = EndpointWatcher(["cp-1:50070", "cp-2:50070"], "gpt2", on_update=balancer_update)
+    watcher.start()
+    first = await watcher.wait_ready(timeout=5)
+    ...
+    await watcher.stop()
+
+The control plane is never on the request path, so losing it must not stop calls: when
+the stream breaks (a control plane restarted, failed over, or is gone) the watcher keeps
+the last set it had, and reconnects with capped exponential backoff and jitter, trying the
+next address each time. It only ever passes on sets a control plane sent; an empty set
+therefore means "nobody serves this model", never "the control plane is unreachable".
+
+INVALID_ARGUMENT (a malformed selector) is not retried: asking again cannot fix it. It is
+raised by `wait_ready`, so the caller sees the server's message naming the bad term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+
+from modelyard.endpoints import Endpoint, EndpointSet, Load
+from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
+from modelyard.v1 import controlplane_pb2 as cp
+from modelyard.v1 import controlplane_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between reconnects: gRPC's own connection backoff shape, shorter to start."""
+
+    initial_s: float = 0.25
+    max_s: float = 10.0
+    multiplier: float = 1.6
+    jitter: float = 0.2  # +-20%, so clients cut off together do not reconnect together
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = self.initial_s * self.multiplier ** min(attempt, 64)  # no float overflow
+        return min(self.max_s, base) * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+def endpoint_set_of(response: cp.WatchEndpointsResponse) -> EndpointSet:
+    endpoints = tuple(
+        Endpoint(
+            worker_id=e.worker_id,
+            address=e.address,
+            tags=dict(e.tags),
+            load=Load(e.load.in_flight, e.load.queue_depth, e.load.latency_ms),
+        )
+        for e in response.endpoints
+    )
+    return EndpointSet(response.model, response.version, endpoints)
+
+
+class EndpointWatcher:
+    """Watches one (model, selector) as an asyncio task; create and use it in one loop.
+
+    `idle_timeout_s`, when set, treats a stream that sent nothing for that long as broken
+    (a half-open connection otherwise looks like a quiet control plane forever). Set it
+    above the control plane's periodic push interval.
+    """
+
+    def __init__(
+        self,
+        control_plane_addresses: Sequence[str],
+        model: str,
+        selector: str = "",
+        *,
+        on_update: Callable[[EndpointSet], None],
+        backoff: Backoff | None = None,
+        idle_timeout_s: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not control_plane_addresses:
+            raise InvalidArgument("at least one control plane address is needed")
+        self.addresses = tuple(control_plane_addresses)
+        self.model = model
+        self.selector = selector
+        self.backoff = backoff or Backoff()
+        self.idle_timeout_s = idle_timeout_s
+        self._on_update = on_update
+        self._rng = rng or random.Random()
+        self._current: EndpointSet | None = None
+        self._error: ModelyardError | None = None
+        self._problem = "no answer yet"  # why the last connection failed, for messages
+        self._received = 0
+        self._settled = asyncio.Event()  # a first set arrived, or the watch ended for good
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> EndpointSet | None:
+        """The last set a control plane sent, if any."""
+        return self._current
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"watch endpoints of {self.model!r}"
+            )
+
+    async def stop(self) -> None:
+        """Ends the watch and waits for its task; the last set stays readable."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})  # unlike `await task`, a cancelled stop() still raises
+        self._settled.set()
+
+    async def wait_ready(self, timeout: float | None = None) -> EndpointSet:
+        """The first set (or the current one); Unavailable if none came within `timeout`."""
+        if self._task is None and not self._settled.is_set():
+            raise RuntimeError("call start() before wait_ready()")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
+        except TimeoutError:
+            raise Unavailable(
+                f"no endpoint set for model {self.model!r} from control plane(s) "
+                f"{', '.join(self.addresses)} within {timeout:g}s: {self._problem}"
+            ) from None
+        if self._current is not None:
+            return self._current
+        if self._error is not None:
+            raise type(self._error)(self._error.message)  # a fresh one: no growing traceback
+        raise Unavailable(f"the endpoint watch of model {self.model!r} was stopped")
+
+    async def _run(self) -> None:
+        attempt = 0
+        turn = 0
+        while True:
+            address = self.addresses[turn % len(self.addresses)]
+            turn += 1
+            received = self._received
+            try:
+                await self._watch(address)
+                self._problem = f"{address} ended the stream"
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    self._give_up(InvalidArgument(error.details() or "invalid watch request"))
+                    return
+                self._problem = f"{address}: {error.code().name}: {error.details()}"
+            except TimeoutError:
+                self._problem = f"{address} sent nothing for {self.idle_timeout_s:g}s"
+            except Exception as error:  # a bug here must not silently end the watch
+                log.exception("endpoint watch of %r failed unexpectedly", self.model)
+                self._problem = f"{address}: {type(error).__name__}"
+            if self._received > received:
+                attempt = 0  # that connection worked: start the backoff afresh
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            # the first failure after a working stream is news; the rest of an outage is not
+            level = logging.WARNING if attempt == 1 else logging.DEBUG
+            log.log(
+                level, "endpoint watch of %r: %s; retry in %.2fs", self.model, self._problem, delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _watch(self, address: str) -> None:
+        request = cp.WatchEndpointsRequest(model=self.model, selector=self.selector)
+        loop = asyncio.get_running_loop()
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = controlplane_pb2_grpc.ControlPlaneStub(channel).WatchEndpoints(request)
+            async with asyncio.timeout(None) as idle:
+                if self.idle_timeout_s is not None:
+                    idle.reschedule(loop.time() + self.idle_timeout_s)
+                async for response in call:
+                    if self.idle_timeout_s is not None:
+                        idle.reschedule(loop.time() + self.idle_timeout_s)
+                    self._received += 1
+                    self._publish(endpoint_set_of(response))
+
+    def _publish(self, endpoint_set: EndpointSet) -> None:
+        if endpoint_set == self._current:
+            return
+        self._current = endpoint_set
+        try:
+            self._on_update(endpoint_set)
+        except Exception:  # a consumer's bug must not end the watch everyone relies on
+            log.exception("endpoint update callback failed for model %r", self.model)
+        self._settled.set()
+
+    def _give_up(self, error: ModelyardError) -> None:
+        self._error = error
+        log.error("endpoint watch of %r refused, not retrying: %s", self.model, error.message)
+        self._settled.set()

@@ -1,0 +1,116 @@
+"""An informer over one etcd prefix: a local cache kept equal to etcd, plus change callbacks.
+
+The client-go shape: list the prefix, then watch from the listed revision + 1; when the
+watch breaks (etcd restarted, compaction, network) list again and report every difference
+between the old cache and the new listing, so handlers never miss a change and can act on
+the state as it is (level-triggered), not on the sequence of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Generic[T]):
+    """A decoded value and the revisions etcd gave it."""
+
+    value: T
+    create_revision: int
+    mod_revision: int
+
+
+class Informer(Generic[T]):
+    """Keeps `cache` (name -> Entry) equal to the keys under `prefix`.
+
+    `name` is the key with the prefix removed. `decode` turns raw bytes into T; a value that
+    does not decode is logged and treated as absent. `on_change(name)` is called after the
+    cache changed for that name: handlers read the cache, they are not handed the value.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        decode: Callable[[bytes], T],
+        on_change: Callable[[str], None],
+        *,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._decode = decode
+        self._on_change = on_change
+        self._max_backoff = max_backoff
+        self.cache: dict[str, Entry[T]] = {}
+        self.synced = asyncio.Event()
+        self.revision = 0
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._list()
+                backoff = 0.05
+                await self._watch()
+                log.warning("watch on %s ended; listing again", self._prefix)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # etcd unreachable, compacted, or the stream broke
+                log.warning("informer on %s: %s; retrying in %.2f s", self._prefix, error, backoff)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self._max_backoff)
+
+    async def _list(self) -> None:
+        listing = await self._client.get_prefix(self._prefix.encode())
+        fresh: dict[str, Entry[T]] = {}
+        for kv in listing:
+            name = kv.key.decode()[len(self._prefix) :]
+            entry = self._entry(name, kv.value, kv.create_revision, kv.mod_revision)
+            if entry is not None:
+                fresh[name] = entry
+        old = dict(self.cache)
+        # in place: views hold a reference to this dict
+        self.cache.clear()
+        self.cache.update(fresh)
+        self.revision = listing.header.revision
+        self.synced.set()
+        for name in old.keys() | fresh.keys():
+            before, after = old.get(name), fresh.get(name)
+            if before is None or after is None or before.mod_revision != after.mod_revision:
+                self._on_change(name)
+
+    async def _watch(self) -> None:
+        watch = await self._client.watch_prefix(
+            self._prefix.encode(), start_revision=self.revision + 1
+        )
+        async for event in watch:
+            kv = event.kv
+            name = kv.key.decode()[len(self._prefix) :]
+            self.revision = max(self.revision, kv.mod_revision)
+            if event.kind == "DELETE":
+                if self.cache.pop(name, None) is not None:
+                    self._on_change(name)
+                continue
+            entry = self._entry(name, kv.value, kv.create_revision, kv.mod_revision)
+            if entry is None:
+                self.cache.pop(name, None)
+            else:
+                self.cache[name] = entry
+            self._on_change(name)
+
+    def _entry(self, name: str, raw: bytes, created: int, modified: int) -> Entry[T] | None:
+        try:
+            return Entry(self._decode(raw), created, modified)
+        except Exception as error:  # a writer of another version, or garbage: skip it
+            log.warning("ignoring %s%s: cannot decode it (%s)", self._prefix, name, error)
+            return None

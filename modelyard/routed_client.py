@@ -1,0 +1,306 @@
+"""A client that spreads each model's calls over all its healthy replicas.
+
+    async with RoutedClient(["localhost:50070"]) as client:
+        result = await client.predict("sentiment", text="I love it")
+        async for event in client.predict_stream("gpt2", text="Once", selector="device=cuda"):
+            ...
+
+The first call for a (model, selector) subscribes to the control plane's endpoint stream
+for it; every call then picks a replica locally (`modelyard.balancing`), so the control
+plane is never on the request path and calls go on with the last known set if it is gone.
+A call's `selector` replaces the client's default one (None keeps the default).
+
+Retries follow the rule every modelyard hop follows: only UNAVAILABLE, only before the
+first response message, only to a replica not tried yet for this call, at most
+`max_attempts` in all, and never past the caller's deadline, which covers waiting for the
+first endpoint set and every attempt. A replica that refused a call is avoided by later
+calls for `eject_s` seconds, so a dead worker costs one failed attempt, not one per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from modelyard.balancing import POLICIES, Balancer
+from modelyard.client import (
+    MAX_MESSAGE_BYTES,
+    Prediction,
+    StreamEvent,
+    build_request,
+    prediction_of,
+    stream_event_of,
+)
+from modelyard.endpoint_watch import Backoff, EndpointWatcher
+from modelyard.endpoints import Endpoint, EndpointSet
+from modelyard.errors import DeadlineExceeded, InvalidArgument, Unavailable, from_status
+from modelyard.selectors import Selector, parse_selector
+from modelyard.v1 import predict_pb2 as pb
+from modelyard.v1 import predict_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    selector: Selector
+    watcher: EndpointWatcher
+    balancer: Balancer
+
+
+class _Channels:
+    """One channel per worker address, shared by all calls; closed once its worker has left
+    every endpoint set and no call uses it (closing earlier would cut calls in flight)."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, tuple[grpc.aio.Channel, predict_pb2_grpc.PredictAsyncStub]] = {}
+        self._users: dict[str, int] = {}
+        self._wanted: set[str] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @contextlib.contextmanager
+    def stub(self, address: str) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
+        if address not in self._stubs:
+            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
+        self._users[address] = self._users.get(address, 0) + 1
+        try:
+            yield self._stubs[address][1]
+        finally:
+            self._users[address] -= 1
+            self._retire_unused()
+
+    def keep_only(self, addresses: set[str]) -> None:
+        self._wanted = addresses
+        self._retire_unused()
+
+    def _retire_unused(self) -> None:
+        for address in [a for a in self._stubs if a not in self._wanted]:
+            if self._users.get(address, 0) == 0:
+                channel, _ = self._stubs.pop(address)
+                self._users.pop(address, None)
+                task = asyncio.get_running_loop().create_task(channel.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        channels = [channel for channel, _ in self._stubs.values()]
+        self._stubs.clear()
+        await asyncio.gather(*self._closing, *(channel.close() for channel in channels))
+
+
+class RoutedClient:
+    """The asyncio client of a modelyard cluster; create it inside the running loop."""
+
+    def __init__(
+        self,
+        control_plane_addresses: Sequence[str],
+        *,
+        policy: str = "p2c",
+        selector: str = "",
+        timeout: float | None = None,
+        ready_timeout: float = 10.0,
+        max_attempts: int = 3,
+        eject_s: float = 2.0,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
+        if not control_plane_addresses:
+            raise InvalidArgument("at least one control plane address is needed")
+        self.addresses = tuple(control_plane_addresses)
+        self.policy = policy
+        self.selector = parse_selector(selector)  # a typo fails here, not at the first call
+        self.timeout = timeout
+        self.ready_timeout = ready_timeout  # the longest a call waits for a first endpoint set
+        self.max_attempts = max_attempts
+        self.eject_s = eject_s
+        self._backoff = backoff
+        self._rng = rng or random.Random()
+        self._routes: dict[tuple[str, str], _Route] = {}
+        self._channels = _Channels()
+
+    async def __aenter__(self) -> RoutedClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stops every endpoint watch and closes every channel."""
+        routes = list(self._routes.values())
+        self._routes.clear()
+        await asyncio.gather(*(route.watcher.stop() for route in routes))
+        await self._channels.close()
+
+    def endpoints(self, model: str, selector: str | None = None) -> tuple[Endpoint, ...]:
+        """The replicas calls for (model, selector) currently choose from (for tools, tests)."""
+        route = self._routes.get((model, str(self._selector(selector))))
+        return () if route is None else route.balancer.endpoints
+
+    async def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        selector: str | None = None,
+        **named_inputs: Any,
+    ) -> Prediction:
+        request = build_request(
+            pb.PredictRequest, model, {**(inputs or {}), **named_inputs}, parameters
+        )
+        deadline = self._deadline(timeout)
+        route = await self._ready_route(model, selector, deadline)
+        failed: dict[str, str] = {}  # worker id -> why it refused this call
+        while True:
+            endpoint = self._pick(route, failed)
+            try:
+                with (
+                    self._channels.stub(endpoint.address) as stub,
+                    route.balancer.track(endpoint.worker_id),
+                ):
+                    response = await stub.Predict(request, timeout=self._left(deadline, model))
+            except grpc.aio.AioRpcError as error:
+                self._retry_or_raise(route, endpoint, error, failed)
+                continue
+            return prediction_of(response)
+
+    async def predict_stream(
+        self,
+        model: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        selector: str | None = None,
+        **named_inputs: Any,
+    ) -> AsyncIterator[StreamEvent]:
+        request = build_request(
+            pb.PredictStreamRequest, model, {**(inputs or {}), **named_inputs}, parameters
+        )
+        deadline = self._deadline(timeout)
+        route = await self._ready_route(model, selector, deadline)
+        failed: dict[str, str] = {}  # worker id -> why it refused this call
+        while True:
+            endpoint = self._pick(route, failed)
+            delivered = 0
+            with self._channels.stub(endpoint.address) as stub:
+                call = stub.PredictStream(request, timeout=self._left(deadline, model))
+                # streams are not timed: their length says nothing about the replica's speed
+                route.balancer.begin(endpoint.worker_id)
+                try:
+                    async for message in call:
+                        yield stream_event_of(message, delivered)
+                        delivered += 1
+                    return
+                except grpc.aio.AioRpcError as error:
+                    if delivered:  # the caller has seen output: a retry would repeat it
+                        raise from_status(error.code(), error.details() or "") from None
+                    self._retry_or_raise(route, endpoint, error, failed)
+                finally:
+                    call.cancel()  # a consumer that stops early stops the model's work
+                    route.balancer.end(endpoint.worker_id)
+
+    def _selector(self, selector: str | None) -> Selector:
+        return self.selector if selector is None else parse_selector(selector)
+
+    async def _ready_route(
+        self, model: str, selector: str | None, deadline: float | None
+    ) -> _Route:
+        parsed = self._selector(selector)
+        key = (model, str(parsed))
+        route = self._routes.get(key)
+        if route is None:
+            balancer = Balancer(self.policy, model=model, rng=self._rng)
+            watcher = EndpointWatcher(
+                self.addresses,
+                model,
+                str(parsed),
+                on_update=lambda endpoints: self._on_update(balancer, endpoints),
+                backoff=self._backoff,
+            )
+            route = self._routes[key] = _Route(parsed, watcher, balancer)
+            watcher.start()
+        left = self._left(deadline, model)
+        wait = self.ready_timeout if left is None else min(left, self.ready_timeout)
+        try:
+            await route.watcher.wait_ready(wait)
+        except Unavailable:
+            if left is not None and left < self.ready_timeout:
+                raise DeadlineExceeded(
+                    f"deadline exceeded waiting for the endpoints of model {model!r}"
+                ) from None
+            raise
+        return route
+
+    def _on_update(self, balancer: Balancer, endpoint_set: EndpointSet) -> None:
+        balancer.update(endpoint_set.endpoints)
+        routes = self._routes.values()
+        self._channels.keep_only({e.address for r in routes for e in r.balancer.endpoints})
+
+    def _pick(self, route: _Route, failed: dict[str, str]) -> Endpoint:
+        try:
+            return route.balancer.pick(route.selector, exclude=failed)
+        except Unavailable as error:
+            if failed:  # what the replicas tried said matters more than that none is left
+                raise Unavailable(f"{error.message}; {_reasons(failed)}") from None
+            raise
+
+    def _retry_or_raise(
+        self,
+        route: _Route,
+        endpoint: Endpoint,
+        error: grpc.aio.AioRpcError,
+        failed: dict[str, str],
+    ) -> None:
+        details = error.details() or ""
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            raise from_status(error.code(), details) from None
+        failed[endpoint.worker_id] = details
+        route.balancer.eject(endpoint.worker_id, self.eject_s)
+        if len(failed) >= self.max_attempts:
+            raise Unavailable(
+                f"model {route.balancer.model!r} unavailable after {len(failed)} attempts; "
+                f"{_reasons(failed)}"
+            ) from None
+        log.info(
+            "%s unavailable for a call to %r (%s); retrying on another replica",
+            endpoint.worker_id,
+            route.balancer.model,
+            details,
+        )
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        timeout = timeout or self.timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    def _left(deadline: float | None, model: str) -> float | None:
+        """Time left before the caller's deadline (None: no deadline); raises once it passed."""
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"deadline exceeded calling model {model!r}")
+        return left
+
+
+def _reasons(failed: dict[str, str]) -> str:
+    return "; ".join(f"{worker_id}: {details}" for worker_id, details in failed.items())

@@ -1,0 +1,187 @@
+"""The control plane against a real etcd and real workers: endpoint sets, health, drain,
+list, restart. Worker registration is written by hand here (what a worker writes), so these
+tests pin the control plane's side of the contract on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+import pytest_asyncio
+
+from controlplane.server import ControlPlane
+from controlplane.settings import ControlPlaneSettings
+from modelyard.etcd import EtcdClient, Keys
+from modelyard.testing.etcd import EtcdServer
+from modelyard.v1 import controlplane_pb2 as pb
+from modelyard.v1 import controlplane_pb2_grpc
+from modelyard.workerinfo import ModelInfo, WorkerInfo
+from tests.integration.conftest import eventually, running_worker
+
+ECHO = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
+
+
+@pytest_asyncio.fixture
+async def etcd_client(etcd: EtcdServer) -> AsyncIterator[Any]:
+    client = EtcdClient(etcd.settings())
+    await client.connect()
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture
+async def control_plane(etcd: EtcdServer) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=etcd.settings(), refresh_seconds=0.2))
+    await plane.start()
+    yield plane
+    await plane.stop()
+
+
+async def register(
+    client: Any, worker_id: str, address: str, tags: dict[str, str], ttl: int = 5
+) -> Any:
+    lease = await client.lease(ttl)
+    info = WorkerInfo(
+        worker_id=worker_id,
+        address=address,
+        models=(ModelInfo(name="echo", task="echo"),),
+        tags=tags,
+        started_at=time.time(),
+    )
+    await client.put(Keys().worker(worker_id), info.to_json(), lease=lease)
+    return lease
+
+
+class Watcher:
+    """Follows one WatchEndpoints stream and keeps the latest set."""
+
+    def __init__(self, address: str, model: str, selector: str = "") -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        stub = controlplane_pb2_grpc.ControlPlaneStub(self.channel)
+        self.call = stub.WatchEndpoints(pb.WatchEndpointsRequest(model=model, selector=selector))
+        self.latest: pb.WatchEndpointsResponse | None = None
+        self.task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        async for reply in self.call:
+            self.latest = reply
+
+    def ids(self) -> list[str]:
+        return [e.worker_id for e in self.latest.endpoints] if self.latest else []
+
+    async def until(self, ids: list[str], timeout: float = 1.0) -> float:
+        started = time.monotonic()
+        await eventually(lambda: self.ids() == ids, timeout)
+        return time.monotonic() - started
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.channel.close()
+
+
+async def test_a_registered_worker_appears_and_a_dead_one_is_withdrawn_within_a_second(
+    control_plane: ControlPlane, etcd_client: Any
+) -> None:
+    watcher = Watcher(control_plane.address, "echo")
+    await asyncio.sleep(0.1)
+    assert watcher.latest is not None and watcher.ids() == []  # empty, not an error
+    async with running_worker(ECHO) as worker:
+        await register(etcd_client, "w1", worker.address, {"device": "cpu"})
+        await watcher.until(["w1"])
+        await worker.server.stop(None)  # the process is gone; its lease is not
+        withdrawn = await watcher.until([], timeout=1.0)
+    assert withdrawn < 1.0
+    await watcher.close()
+
+
+async def test_selectors_narrow_the_set_and_a_bad_one_is_invalid_argument(
+    control_plane: ControlPlane, etcd_client: Any
+) -> None:
+    async with running_worker(ECHO) as a, running_worker(ECHO) as b:
+        await register(etcd_client, "a", a.address, {"device": "cuda", "gpu_memory": "24GiB"})
+        await register(etcd_client, "b", b.address, {"device": "cpu"})
+        big = Watcher(control_plane.address, "echo", "device=cuda,gpu_memory>=16GiB")
+        everyone = Watcher(control_plane.address, "echo")
+        await big.until(["a"])
+        await everyone.until(["a", "b"])
+        await big.close()
+        await everyone.close()
+    async with grpc.aio.insecure_channel(control_plane.address) as channel:
+        stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        call = stub.WatchEndpoints(pb.WatchEndpointsRequest(model="echo", selector="gpu>>2"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "gpu>>2" in (caught.value.details() or "")
+
+
+async def test_drain_and_undrain_are_desired_state_and_unknown_workers_are_not_found(
+    control_plane: ControlPlane, etcd_client: Any
+) -> None:
+    async with (
+        running_worker(ECHO) as worker,
+        grpc.aio.insecure_channel(control_plane.address) as channel,
+    ):
+        stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        await register(etcd_client, "w1", worker.address, {})
+        watcher = Watcher(control_plane.address, "echo")
+        await watcher.until(["w1"])
+        await stub.DrainWorker(pb.DrainWorkerRequest(worker_id="w1"))
+        await watcher.until([])
+        stored = await etcd_client.get(Keys().desired_worker("w1"))
+        assert stored is not None and b'"drain":true' in stored.value
+        listed = await stub.ListWorkers(pb.ListWorkersRequest())
+        assert [(w.worker_id, w.draining) for w in listed.workers] == [("w1", True)]
+        await stub.UndrainWorker(pb.UndrainWorkerRequest(worker_id="w1"))
+        await watcher.until(["w1"])
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.DrainWorker(pb.DrainWorkerRequest(worker_id="ghost"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "worker 'ghost' is not registered; registered workers: w1" in (
+            caught.value.details() or ""
+        )
+        await watcher.close()
+
+
+async def test_list_workers_filters_by_model_and_selector(
+    control_plane: ControlPlane, etcd_client: Any
+) -> None:
+    async with (
+        running_worker(ECHO) as worker,
+        grpc.aio.insecure_channel(control_plane.address) as channel,
+    ):
+        await register(etcd_client, "w1", worker.address, {"device": "cpu", "zone": "a"})
+        stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        await asyncio.sleep(0.3)
+        listed = await stub.ListWorkers(pb.ListWorkersRequest(model="echo", selector="zone=a"))
+        assert [w.worker_id for w in listed.workers] == ["w1"]
+        assert listed.leader and listed.workers[0].reachable
+        assert listed.workers[0].models[0].serving
+        none = await stub.ListWorkers(pb.ListWorkersRequest(model="bert"))
+        assert list(none.workers) == []
+
+
+async def test_a_restarted_control_plane_rebuilds_from_etcd(
+    etcd: EtcdServer, etcd_client: Any
+) -> None:
+    settings = ControlPlaneSettings(port=0, etcd=etcd.settings(), refresh_seconds=0.2)
+    async with running_worker(ECHO) as worker:
+        await register(etcd_client, "w1", worker.address, {})
+        first = ControlPlane(settings)
+        await first.start()
+        watcher = Watcher(first.address, "echo")
+        await watcher.until(["w1"])
+        await first.stop()
+        await watcher.close()
+        second = ControlPlane(settings)
+        await second.start()
+        again = Watcher(second.address, "echo")
+        await again.until(["w1"], timeout=2.0)
+        await again.close()
+        await second.stop()

@@ -1,0 +1,387 @@
+"""The routed client and the endpoint watcher against real gRPC servers on 127.0.0.1: real
+workers, and a fake control plane whose endpoint sets each test sets and changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from modelyard.endpoint_watch import Backoff, EndpointWatcher
+from modelyard.endpoints import Endpoint, EndpointSet, Load
+from modelyard.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelyardError,
+    Unavailable,
+)
+from modelyard.routed_client import RoutedClient
+from modelyard.selectors import parse_selector
+from modelyard.v1 import controlplane_pb2 as cp
+from modelyard.v1 import controlplane_pb2_grpc
+from tests.integration.conftest import eventually
+from workers.config import WorkerSettings
+from workers.server import Worker
+
+MODELS: list[dict[str, Any]] = [
+    {"name": "echo", "class": "modelyard.testing.models:Echo"},
+    {
+        "name": "slow",
+        "class": "modelyard.testing.models:SlowEcho",
+        "batching": {"max_batch_size": 1},
+        "options": {"delay_ms": 500},
+    },
+    {"name": "ticker", "class": "modelyard.testing.models:Ticker"},
+]
+FAST = Backoff(initial_s=0.02, max_s=0.1)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class FakeControlPlane(controlplane_pb2_grpc.ControlPlaneServicer):
+    """WatchEndpoints from a test-controlled list, pushed whole on every change."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, list[Endpoint]] = {}
+        self.version = 0
+        self.watches = 0
+        self.refuse = ""  # when set, every watch fails INVALID_ARGUMENT with this message
+        self._changed = asyncio.Event()
+
+    def publish(self, model: str, endpoints: list[Endpoint]) -> None:
+        self.sets[model] = endpoints
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def WatchEndpoints(
+        self, request: cp.WatchEndpointsRequest, context: Context
+    ) -> AsyncIterator[cp.WatchEndpointsResponse]:
+        self.watches += 1
+        if self.refuse:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.refuse)
+        selector = parse_selector(request.selector)
+        while True:
+            changed = self._changed
+            endpoints = [e for e in self.sets.get(request.model, []) if selector.matches(e.tags)]
+            yield cp.WatchEndpointsResponse(
+                model=request.model,
+                version=self.version,
+                endpoints=[
+                    cp.Endpoint(worker_id=e.worker_id, address=e.address, tags=e.tags)
+                    for e in endpoints
+                ],
+            )
+            await changed.wait()
+
+    # the rest of the service is not this fake's business
+    async def ListWorkers(self, request: Any, context: Context) -> cp.ListWorkersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+    async def DrainWorker(self, request: Any, context: Context) -> cp.DrainWorkerResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+    async def UndrainWorker(self, request: Any, context: Context) -> cp.UndrainWorkerResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+
+@contextlib.asynccontextmanager
+async def control_plane(servicer: FakeControlPlane) -> AsyncIterator[tuple[grpc.aio.Server, str]]:
+    server = grpc.aio.server()
+    controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+def endpoint(worker: Worker, worker_id: str, **tags: str) -> Endpoint:
+    return Endpoint(worker_id, worker.address, tags, Load())
+
+
+def calls(worker: Worker, model: str) -> int:
+    """Calls the worker started for `model`, whatever their outcome."""
+    count = worker.metrics.registry.get_sample_value(
+        "modelyard_worker_request_seconds_count", {"model": model}
+    )
+    return int(count or 0)
+
+
+def free_address() -> str:
+    """An address where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[list[Worker]]:
+    started = [
+        Worker(WorkerSettings(host="127.0.0.1", port=0, models=MODELS, grace_seconds=0.1))
+        for _ in range(3)
+    ]
+    try:
+        for worker in started:
+            await worker.start()
+        yield started
+    finally:
+        for worker in started:
+            await worker.stop()  # a second stop of a stopped worker is harmless
+
+
+@pytest.fixture
+async def plane(
+    workers: list[Worker],
+) -> AsyncIterator[tuple[FakeControlPlane, grpc.aio.Server, str]]:
+    servicer = FakeControlPlane()
+    for model in ("echo", "slow", "ticker"):
+        servicer.publish(model, [endpoint(w, f"w{i}") for i, w in enumerate(workers)])
+    async with control_plane(servicer) as (server, address):
+        yield servicer, server, address
+
+
+def client_tasks() -> set[asyncio.Task[Any]]:
+    """Unfinished tasks of the client side: watches, channel closes (not the servers')."""
+    ours = ("EndpointWatcher.", "RoutedClient.", "_Channels.", "Channel.")
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and task.get_coro().__qualname__.startswith(ours)  # type: ignore[union-attr]
+    }
+
+
+@pytest.fixture
+async def client(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str],
+) -> AsyncIterator[RoutedClient]:
+    before = client_tasks()
+    routed = RoutedClient(
+        [plane[2]], timeout=10, ready_timeout=5, backoff=FAST, rng=random.Random(1)
+    )
+    yield routed
+    await routed.close()
+    leaked = client_tasks() - before
+    assert not leaked, sorted(t.get_coro().__qualname__ for t in leaked)  # type: ignore[union-attr]
+
+
+async def test_calls_spread_over_replicas(client: RoutedClient, workers: list[Worker]) -> None:
+    for i in range(30):
+        assert (await client.predict("echo", x=i)).outputs == {"x": i}
+    await asyncio.gather(*(client.predict("echo", x=i) for i in range(60)))
+    counts = [calls(w, "echo") for w in workers]
+    assert sum(counts) == 90 and min(counts) >= 15, counts
+    assert {e.worker_id for e in client.endpoints("echo")} == {"w0", "w1", "w2"}
+
+
+async def test_streams_spread_over_replicas(client: RoutedClient, workers: list[Worker]) -> None:
+    for _ in range(30):
+        stream = client.predict_stream("ticker", count=2, parameters={"interval_ms": 1})
+        events = [e async for e in stream]
+        assert [e.final for e in events] == [False, False, True]
+    assert all(calls(w, "ticker") > 0 for w in workers)
+
+
+async def test_a_stopped_replica_is_retried_elsewhere(
+    client: RoutedClient, workers: list[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="modelyard.routed_client")
+    await client.predict("echo", x=0)  # subscribed, channels up
+    await workers[1].stop()  # the control plane still lists it: it has not noticed yet
+    before = calls(workers[0], "echo") + calls(workers[2], "echo")
+    results = [await client.predict("echo", x=i) for i in range(20)]
+    assert [r.outputs["x"] for r in results] == list(range(20))
+    assert calls(workers[0], "echo") + calls(workers[2], "echo") == before + 20
+    streamed = [[e async for e in client.predict_stream("ticker", count=1)] for _ in range(10)]
+    assert all(events[-1].outputs == {"ticks": 1} for events in streamed)
+    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retried and all(m.startswith("w1 unavailable for a call to") for m in retried), retried
+
+
+async def test_when_every_replica_is_down_the_caller_hears_why_quickly(
+    client: RoutedClient, workers: list[Worker]
+) -> None:
+    await client.predict("echo", x=0)
+    for worker in workers:
+        await worker.stop()
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as caught:
+        await client.predict("echo", x=1)
+    assert time.monotonic() - started < 2
+    assert caught.value.message.startswith("model 'echo' unavailable after 3 attempts; w")
+
+
+async def test_a_deadline_shorter_than_the_work_is_not_retried(
+    client: RoutedClient, workers: list[Worker]
+) -> None:
+    await client.predict("echo", x=0)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await client.predict("slow", x=1, timeout=0.2)
+    assert time.monotonic() - started < 0.45
+    await eventually(lambda: sum(calls(w, "slow") for w in workers) >= 1)
+    await asyncio.sleep(0.1)
+    assert sum(calls(w, "slow") for w in workers) == 1  # one attempt, no retry storm
+
+
+async def test_no_retry_after_a_chunk_was_delivered(
+    client: RoutedClient, workers: list[Worker]
+) -> None:
+    seen: list[int] = []
+    stopping: list[asyncio.Task[bool]] = []
+
+    async def consume() -> None:
+        async for event in client.predict_stream("ticker", count=1000):
+            seen.append(event.index)
+            if len(seen) == 2:  # the replica serving the stream goes away mid-stream
+                serving = next(w for w in workers if w.service.in_flight)
+                stopping.append(asyncio.create_task(serving.stop()))
+
+    with pytest.raises(ModelyardError):
+        await consume()
+    await asyncio.gather(*stopping)
+    assert seen[:2] == [0, 1]
+    await eventually(lambda: sum(calls(w, "ticker") for w in workers) >= 1)
+    await asyncio.sleep(0.1)
+    assert sum(calls(w, "ticker") for w in workers) == 1  # the one stream, never replayed
+
+
+async def test_calls_go_on_when_the_control_plane_goes_away(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str], client: RoutedClient
+) -> None:
+    await client.predict("echo", x=0)
+    await plane[1].stop(None)
+    await asyncio.sleep(0.3)  # several failed reconnects
+    assert len(client.endpoints("echo")) == 3  # the last set, not an empty one
+    results = await asyncio.gather(*(client.predict("echo", x=i) for i in range(20)))
+    assert len(results) == 20
+
+
+async def test_a_new_endpoint_starts_receiving_calls(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str],
+    client: RoutedClient,
+    workers: list[Worker],
+) -> None:
+    servicer = plane[0]
+    servicer.publish("echo", [endpoint(workers[0], "w0")])
+    await client.predict("echo", x=0)  # subscribes: one replica so far
+    assert len(client.endpoints("echo")) == 1
+    assert [calls(w, "echo") for w in workers] == [1, 0, 0]
+    servicer.publish("echo", [endpoint(workers[0], "w0"), endpoint(workers[2], "w2")])
+    await eventually(lambda: len(client.endpoints("echo")) == 2)
+    await asyncio.gather(*(client.predict("echo", x=i) for i in range(20)))
+    assert calls(workers[2], "echo") >= 5 and calls(workers[1], "echo") == 0
+
+
+async def test_selectors_narrow_the_replicas(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str],
+    client: RoutedClient,
+    workers: list[Worker],
+) -> None:
+    plane[0].publish(
+        "echo",
+        [endpoint(workers[0], "w0", device="cpu"), endpoint(workers[1], "w1", device="cuda")],
+    )
+    for i in range(10):
+        await client.predict("echo", x=i, selector="device=cuda")
+    assert [calls(w, "echo") for w in workers] == [0, 10, 0]
+    with pytest.raises(
+        Unavailable, match=r"model 'echo' matches selector 'device=tpu' \(0 replicas"
+    ):
+        await client.predict("echo", x=0, selector="device=tpu")
+
+
+async def test_bad_selectors_are_invalid_argument(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str], client: RoutedClient
+) -> None:
+    with pytest.raises(InvalidArgument, match="'gpu_memory>=lots' needs a number or size"):
+        RoutedClient([plane[2]], selector="gpu_memory>=lots")
+    with pytest.raises(InvalidArgument, match="'device=' needs a value after '='"):
+        await client.predict("echo", x=0, selector="device=")
+    assert plane[0].watches == 0  # refused before asking anyone
+    plane[0].refuse = "selector term 'gpu_mem>=1' names an unknown tag"
+    for _ in range(2):  # the server's word, each time, from one refused watch
+        with pytest.raises(InvalidArgument, match="names an unknown tag"):
+            await client.predict("echo", x=0, selector="gpu_mem>=1")
+    await asyncio.sleep(0.1)
+    assert plane[0].watches == 1
+
+
+async def test_watcher_rotates_addresses_and_keeps_its_last_set() -> None:
+    servicer = FakeControlPlane()
+    servicer.publish("echo", [Endpoint("w0", "127.0.0.1:1")])
+    updates: list[EndpointSet] = []
+    async with control_plane(servicer) as (server_a, address_a):
+        async with control_plane(servicer) as (_, address_b):
+            watcher = EndpointWatcher(
+                [free_address(), address_a, address_b],
+                "echo",
+                on_update=updates.append,
+                backoff=FAST,
+            )
+            watcher.start()
+            first = await watcher.wait_ready(timeout=5)
+            assert [e.worker_id for e in first.endpoints] == ["w0"]
+            await server_a.stop(None)  # it fails over to b
+            await eventually(lambda: servicer.watches == 2)
+            servicer.publish("echo", [Endpoint("w0", "127.0.0.1:1"), Endpoint("w1", "1:2")])
+            await eventually(lambda: len(updates[-1].endpoints) == 2)
+        await asyncio.sleep(0.3)  # no control plane left: it retries, and keeps the set
+        assert watcher.current is updates[-1] and len(watcher.current.endpoints) == 2
+        assert all(u.endpoints for u in updates)
+        await watcher.stop()
+
+
+async def test_watcher_does_not_retry_a_refused_watch() -> None:
+    servicer = FakeControlPlane()
+    servicer.refuse = "selector term 'x>=y' needs a number or size after '>='"
+    async with control_plane(servicer) as (_, address):
+        watcher = EndpointWatcher([address], "echo", "x>=y", on_update=lambda _: None, backoff=FAST)
+        watcher.start()
+        with pytest.raises(InvalidArgument, match="'x>=y' needs a number"):
+            await watcher.wait_ready(timeout=5)
+        await asyncio.sleep(0.2)
+        assert servicer.watches == 1
+        await watcher.stop()
+
+
+async def test_wait_ready_times_out_with_the_reason() -> None:
+    address = free_address()
+    watcher = EndpointWatcher([address], "echo", on_update=lambda _: None, backoff=FAST)
+    watcher.start()
+    with pytest.raises(Unavailable, match=rf"no endpoint set for model 'echo' .*{address}"):
+        await watcher.wait_ready(timeout=0.2)
+    await watcher.stop()
+    assert watcher.current is None
+
+
+async def test_a_silent_stream_is_treated_as_broken_after_the_idle_timeout() -> None:
+    servicer = FakeControlPlane()  # sends a set, then nothing until it changes
+    servicer.publish("echo", [Endpoint("w0", "127.0.0.1:1")])
+    async with control_plane(servicer) as (_, address):
+        watcher = EndpointWatcher(
+            [address], "echo", on_update=lambda _: None, backoff=FAST, idle_timeout_s=0.1
+        )
+        watcher.start()
+        await watcher.wait_ready(timeout=5)
+        await eventually(lambda: servicer.watches >= 3)
+        assert watcher.current is not None and len(watcher.current.endpoints) == 1
+        await watcher.stop()
+
+
+def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    backoff = Backoff(initial_s=1.0, max_s=10.0, multiplier=2.0, jitter=0.2)
+    rng = random.Random(3)
+    delays = [backoff.delay(attempt, rng) for attempt in (0, 1, 2, 3, 4, 10_000)]
+    for delay, base in zip(delays, (1, 2, 4, 8, 10, 10), strict=True):
+        assert 0.8 * base <= delay <= 1.2 * base
+    assert len(set(delays)) == len(delays)  # jittered: clients do not reconnect in step

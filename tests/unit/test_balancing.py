@@ -1,0 +1,232 @@
+"""The balancer on a fake clock and a seeded random generator: every pick is reproducible."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from modelyard.balancing import LATENCY_TTL_S, MAX_LATENCY_WEIGHT, Balancer
+from modelyard.endpoints import Endpoint, Load
+from modelyard.errors import InvalidArgument, Unavailable
+from modelyard.selectors import parse_selector
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def replica(
+    worker_id: str,
+    in_flight: int = 0,
+    queue_depth: int = 0,
+    latency_ms: float = 0.0,
+    **tags: str,
+) -> Endpoint:
+    return Endpoint(
+        worker_id, f"10.0.0.{worker_id[-1]}:50051", tags, Load(in_flight, queue_depth, latency_ms)
+    )
+
+
+def balancer(policy: str = "p2c", *endpoints: Endpoint, clock: FakeClock | None = None) -> Balancer:
+    b = Balancer(policy, model="m", clock=clock or FakeClock(), rng=random.Random(7))
+    b.update(endpoints)
+    return b
+
+
+def picks(b: Balancer, n: int, **kwargs: object) -> Counter[str]:
+    return Counter(b.pick(**kwargs).worker_id for _ in range(n))  # type: ignore[arg-type]
+
+
+def test_p2c_takes_the_less_loaded_of_two() -> None:
+    b = balancer("p2c", replica("w1", in_flight=5), replica("w2", in_flight=1))
+    assert picks(b, 50) == {"w2": 50}
+
+
+def test_p2c_rarely_picks_a_heavily_loaded_replica() -> None:
+    endpoints = [replica(f"w{i}") for i in range(1, 5)] + [replica("w9", queue_depth=50)]
+    counts = picks(balancer("p2c", *endpoints), 4000)
+    # it only wins when sampled against itself, which p2c never does: never chosen
+    assert counts["w9"] == 0
+    assert all(850 < counts[f"w{i}"] < 1150 for i in range(1, 5)), counts
+
+
+def test_p2c_spreads_evenly_when_load_is_equal() -> None:
+    counts = picks(balancer("p2c", replica("w1"), replica("w2"), replica("w3")), 3000)
+    assert all(900 < counts[w] < 1100 for w in ("w1", "w2", "w3")), counts
+
+
+def test_local_in_flight_counts_steer_picks() -> None:
+    b = balancer("p2c", replica("w1"), replica("w2"))
+    for _ in range(3):
+        b.begin("w1")
+    assert b.in_flight("w1") == 3
+    assert picks(b, 20) == {"w2": 20}
+    for _ in range(3):
+        b.end("w1", None)
+    b.begin("w2")
+    assert picks(b, 20) == {"w1": 20}
+    b.end("w2")
+    b.end("w2")  # one end too many never goes negative
+    assert b.in_flight("w2") == 0
+
+
+def test_calls_in_flight_spread_over_replicas() -> None:
+    """Callers that hold their calls open fill the replicas evenly."""
+    b = balancer("p2c", replica("w1"), replica("w2"), replica("w3"))
+    for _ in range(30):
+        b.begin(b.pick().worker_id)
+    counts = [b.in_flight(w) for w in ("w1", "w2", "w3")]
+    assert sum(counts) == 30 and max(counts) - min(counts) <= 2, counts
+
+
+def test_cost_formula() -> None:
+    b = balancer(
+        "p2c",
+        replica("w1", in_flight=2, queue_depth=1, latency_ms=10),
+        replica("w2", latency_ms=20),
+        replica("w3", latency_ms=400),
+        replica("w4"),
+    )
+    # median reported latency is 20 ms; w4 reports none, so its weight is 1
+    b.begin("w1")
+    assert b.cost("w1") == (1 + 1 + 2 + 1) * 0.5
+    assert b.cost("w2") == 1.0
+    assert b.cost("w3") == MAX_LATENCY_WEIGHT  # 20x slower, clamped to 4x
+    assert b.cost("w4") == 1.0
+
+
+def test_a_slow_replica_is_avoided_until_its_peers_queue_up() -> None:
+    b = balancer(
+        "least_loaded",
+        replica("w1", latency_ms=10),
+        replica("w2", latency_ms=10),
+        replica("w3", latency_ms=40),  # 4x the median
+    )
+    for _ in range(8):  # callers that hold their calls open
+        b.begin(b.pick().worker_id)
+    assert [b.in_flight(w) for w in ("w1", "w2", "w3")] == [4, 4, 0]
+    assert b.pick().worker_id == "w3"  # cost 1 x 4, against (1 + 4) x 1
+
+
+def test_own_latency_measurements_override_reports_while_fresh() -> None:
+    clock = FakeClock()
+    b = balancer(
+        "least_loaded", replica("w1", latency_ms=10), replica("w2", latency_ms=10), clock=clock
+    )
+    b.begin("w1")
+    b.end("w1", 0.040)  # we measured 40 ms where it reported 10 ms
+    assert b.cost("w1") == 4.0
+    assert b.pick().worker_id == "w2"
+    b.begin("w1")
+    b.end("w1", 0.010)  # an EWMA, not the last reading
+    assert b.cost("w1") == pytest.approx((0.3 * 10 + 0.7 * 40) / 10)
+    clock.now += LATENCY_TTL_S + 1  # stale: back to what the control plane reports
+    assert b.cost("w1") == 1.0
+
+
+def test_failures_are_not_timed() -> None:
+    clock = FakeClock()
+    b = balancer("p2c", replica("w1", latency_ms=100), replica("w2", latency_ms=100), clock=clock)
+
+    def fail_fast() -> None:
+        with b.track("w1"):
+            clock.now += 0.001  # a fast failure must not make w1 look fast
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        fail_fast()
+    assert b.cost("w1") == 1.0 and b.in_flight("w1") == 0
+    with b.track("w2"):
+        assert b.in_flight("w2") == 1
+        clock.now += 0.2
+    assert b.cost("w2") == pytest.approx(2.0) and b.in_flight("w2") == 0
+
+
+def test_round_robin_cycles_in_worker_id_order() -> None:
+    b = balancer("round_robin", replica("w3"), replica("w1", queue_depth=99), replica("w2"))
+    assert [b.pick().worker_id for _ in range(7)] == ["w1", "w2", "w3", "w1", "w2", "w3", "w1"]
+
+
+def test_round_robin_resumes_where_it_was_after_the_set_changes() -> None:
+    b = balancer("round_robin", replica("w1"), replica("w2"), replica("w4"))
+    assert [b.pick().worker_id for _ in range(2)] == ["w1", "w2"]
+    b.update([replica("w1"), replica("w3"), replica("w4")])
+    assert [b.pick().worker_id for _ in range(3)] == ["w3", "w4", "w1"]
+
+
+def test_least_loaded_takes_the_minimum_and_breaks_ties_at_random() -> None:
+    b = balancer("least_loaded", replica("w1", 3), replica("w2", 1), replica("w3", 1))
+    counts = picks(b, 1000)
+    assert counts["w1"] == 0 and 400 < counts["w2"] < 600, counts
+    b.begin("w2")
+    assert picks(b, 20) == {"w3": 20}
+
+
+def test_update_keeps_counters_of_replicas_that_stay_and_forgets_leavers() -> None:
+    b = balancer("p2c", replica("w1"), replica("w2"))
+    b.begin("w1")
+    b.begin("w2")
+    b.begin("w2")
+    b.update([replica("w2", in_flight=7), replica("w3")])
+    assert [e.worker_id for e in b.endpoints] == ["w2", "w3"]
+    assert b.in_flight("w2") == 2 and b.cost("w2") == 1 + 2 + 7  # fresh report, same counter
+    assert b.in_flight("w1") == 0
+    b.end("w1")  # a call that outlived its replica's membership is harmless
+    b.update([replica("w1"), replica("w2")])
+    assert b.in_flight("w1") == 0 and b.in_flight("w2") == 2
+
+
+def test_exclude() -> None:
+    b = balancer("p2c", replica("w1"), replica("w2"), replica("w3"))
+    assert picks(b, 20, exclude={"w1", "w3"}) == {"w2": 20}
+    with pytest.raises(Unavailable) as caught:
+        b.pick(exclude=["w1", "w2", "w3"])
+    assert caught.value.message == (
+        "no replica of model 'm' is available (3 replicas known, 3 already tried)"
+    )
+
+
+def test_selector_narrows_the_candidates() -> None:
+    b = balancer(
+        "p2c",
+        replica("w1", device="cpu"),
+        replica("w2", device="cuda", gpu_memory="16GiB"),
+        replica("w3", device="cuda", gpu_memory="80GiB", queue_depth=9),
+    )
+    assert picks(b, 50, selector=parse_selector("device=cuda")) == {"w2": 50}
+    assert picks(b, 5, selector=parse_selector("gpu_memory>=40GiB")) == {"w3": 5}
+    assert set(picks(b, 50, selector=parse_selector(""))) == {"w1", "w2"}
+
+
+def test_unavailable_when_nothing_matches() -> None:
+    b = balancer("p2c", replica("w1", device="cpu"), replica("w2"), replica("w3"))
+    with pytest.raises(Unavailable) as caught:
+        b.pick(parse_selector("device=cuda"))
+    assert caught.value.message == (
+        "no replica of model 'm' matches selector 'device=cuda' (3 replicas known)"
+    )
+    b.update([])
+    with pytest.raises(Unavailable, match=r"^no replica of model 'm' is available \(0 replicas"):
+        b.pick()
+
+
+def test_ejected_replicas_are_avoided_for_a_while_unless_they_are_the_last() -> None:
+    clock = FakeClock()
+    b = balancer("round_robin", replica("w1"), replica("w2"), clock=clock)
+    b.eject("w1", 2.0)
+    assert picks(b, 4) == {"w2": 4}
+    assert b.pick(exclude={"w2"}).worker_id == "w1"  # better to try it than to fail
+    clock.now += 2.0
+    assert picks(b, 4) == {"w1": 2, "w2": 2}
+
+
+def test_single_candidate_and_unknown_policy() -> None:
+    assert balancer("p2c", replica("w1")).pick().worker_id == "w1"
+    with pytest.raises(InvalidArgument, match="unknown balancing policy 'random'"):
+        Balancer("random")
