@@ -7,6 +7,9 @@ modelyard metadata localhost:50051 sentiment           describe one model
 modelyard predict localhost:50051 sentiment --input text="I love it"
 modelyard predict localhost:50051 gpt2 --input text="Hello" --stream
 modelyard demo                                         the README's main job
+modelyard controlplane --etcd 127.0.0.1:2379           run a control-plane replica
+modelyard workers [--model M]                          list registered workers
+modelyard drain <worker-id>                            (and undrain) take one out of service
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -51,7 +54,7 @@ def worker(
 
     from workers.config import load_settings
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     try:
         settings = load_settings(config, port=port, host=host, port_file=port_file, strict=strict)
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as error:
@@ -204,11 +207,14 @@ def demo() -> None:
     models (examples/worker.yaml), call each over gRPC, print the results, stop it."""
     from modelyard.demo import run_demo
 
-    _setup_logging(False)
+    setup_logging(False)
     raise typer.Exit(run_demo(console))
 
 
 def main() -> None:
+    from modelyard.cli_cluster import register
+
+    register(app)
     app()
 
 
