@@ -8,11 +8,8 @@ worker with SIGTERM as an operator would.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.client import Client
+from modelyard.testing.processes import start_service, stop_service
 from modelyard.v1 import predict_pb2 as pb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,38 +43,7 @@ def prepare_models(root: Path = DEMO_MODELS) -> dict[str, Path]:
 
 def start_worker(config: Path, *, timeout: float = 180.0) -> tuple[subprocess.Popen[bytes], str]:
     """Starts `modelyard worker` on a free port; returns it once every model has loaded."""
-    port_file = Path(tempfile.mkdtemp(prefix="modelyard-demo-")) / "port"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelyard.cli",
-            "worker",
-            "--config",
-            str(config),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--port-file",
-            str(port_file),
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
-    )
-    deadline = time.monotonic() + timeout
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {process.returncode} while starting")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the worker did not become ready within {timeout:.0f} s")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{port_file.read_text()}"
-
-
-def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(timeout)
+    return start_service(["worker", "--config", str(config)], timeout=timeout)
 
 
 def run_demo(console: Console, config: Path = EXAMPLE_CONFIG) -> int:
@@ -94,7 +61,7 @@ def run_demo(console: Console, config: Path = EXAMPLE_CONFIG) -> int:
             _show_generation(console, client)
             _show_tokens(console, client)
     finally:
-        code = stop_worker(process)
+        code = stop_service(process)
     console.print(f"worker stopped on SIGTERM with exit code {code}")
     return 0 if code == 0 else 1
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ import yaml
 from modelyard.demo import start_worker
 from workers.config import WorkerSettings
 from workers.server import Worker
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Waits until `predicate()` holds; fails the test if it does not within `timeout`."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110  (state outside asyncio: nothing to await)
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,8 @@ from modelyard.testing.etcd import EtcdServer
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
 from modelyard.workerinfo import ModelInfo, WorkerInfo
-from tests.integration.conftest import eventually, running_worker
+from tests.helpers import EndpointFollower as Watcher
+from tests.integration.conftest import running_worker
 
 ECHO = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
 
@@ -55,34 +56,6 @@ async def register(
     )
     await client.put(Keys().worker(worker_id), info.to_json(), lease=lease)
     return lease
-
-
-class Watcher:
-    """Follows one WatchEndpoints stream and keeps the latest set."""
-
-    def __init__(self, address: str, model: str, selector: str = "") -> None:
-        self.channel = grpc.aio.insecure_channel(address)
-        stub = controlplane_pb2_grpc.ControlPlaneStub(self.channel)
-        self.call = stub.WatchEndpoints(pb.WatchEndpointsRequest(model=model, selector=selector))
-        self.latest: pb.WatchEndpointsResponse | None = None
-        self.task = asyncio.create_task(self._follow())
-
-    async def _follow(self) -> None:
-        async for reply in self.call:
-            self.latest = reply
-
-    def ids(self) -> list[str]:
-        return [e.worker_id for e in self.latest.endpoints] if self.latest else []
-
-    async def until(self, ids: list[str], timeout: float = 1.0) -> float:
-        started = time.monotonic()
-        await eventually(lambda: self.ids() == ids, timeout)
-        return time.monotonic() - started
-
-    async def close(self) -> None:
-        self.call.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.channel.close()
 
 
 async def test_a_registered_worker_appears_and_a_dead_one_is_withdrawn_within_a_second(

@@ -28,7 +28,7 @@ from modelyard.routed_client import RoutedClient
 from modelyard.selectors import parse_selector
 from modelyard.v1 import controlplane_pb2 as cp
 from modelyard.v1 import controlplane_pb2_grpc
-from tests.integration.conftest import eventually
+from tests.helpers import eventually
 from workers.config import WorkerSettings
 from workers.server import Worker
 

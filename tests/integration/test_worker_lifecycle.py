@@ -10,7 +10,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.client import AsyncClient
 from modelyard.errors import Unavailable
-from tests.integration.conftest import eventually, running_worker
+from tests.helpers import eventually
+from tests.integration.conftest import running_worker
 from workers.config import WorkerSettings
 from workers.server import StartupError, Worker
 
