@@ -1,0 +1,1 @@
+"""The composer: stores inference graphs and runs them over streaming gRPC."""
