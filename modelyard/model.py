@@ -64,6 +64,10 @@ class Model:
     streaming: bool = False
     #: A version string; when empty the worker derives one from the source's files.
     version: str = ""
+    #: Whether `predict` may block (any real inference does). A model that only reshuffles
+    #: its inputs can say False: with batching off it then runs on the event loop and
+    #: skips the hop to its thread, which is most of the serving cost of a trivial call.
+    blocking: bool = True
 
     def load(self, context: LoadContext) -> None:
         """Loads weights onto `context.device`. Runs once, on the model's thread."""

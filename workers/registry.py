@@ -22,7 +22,7 @@ from workers.config import ModelConfig
 from workers.devices import resolve_device
 from workers.loader import create_model, model_version
 from workers.metrics import WorkerMetrics
-from workers.runner import ModelRunner
+from workers.runner import ModelRunner, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def _load_model(config: ModelConfig, device: str) -> Model:
     with LOAD_LOCK:
         model = create_model(config)
         model.load(LoadContext(source=config.source, device=device, options=config.options))
+    set_torch_threads(config.threads)  # on the model's own thread, now that torch may be in
     return model
 
 

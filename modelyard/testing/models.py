@@ -19,6 +19,7 @@ class Echo(Model):
     """Returns its inputs as outputs: the no-op model, to measure serving overhead."""
 
     task = "echo"
+    blocking = False  # copying a dict: cheaper than the thread hop it saves
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         return [dict(request.inputs) for request in batch]
@@ -111,3 +112,20 @@ class BrokenLoad(Model):
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         raise AssertionError("never loaded")
+
+
+class Normalize(Model):
+    """Text preprocessing: trims, collapses whitespace, and lower-cases (seed: sequential)."""
+
+    task = "normalize"
+    inputs = (Field("text", "string", "Raw text."),)
+    outputs = (Field("text", "string", "The normalised text."),)
+    parameters = (Field("lowercase", "bool", "Lower-case the text."),)
+    default_parameters = {"lowercase": True}
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        results: list[Outputs] = []
+        for request in batch:
+            text = " ".join(request.inputs["text"].split())
+            results.append({"text": text.lower() if request.parameters["lowercase"] else text})
+        return results

@@ -88,6 +88,17 @@ def test_classification_batch_with_different_top_k(sentiment: PipelineModel) -> 
     _assert_close_results(results, _one_by_one(sentiment, batch))
 
 
+def test_classification_batches_agree_with_the_transformers_pipeline(
+    sentiment: PipelineModel,
+) -> None:
+    texts = ["I love it", "This is terrible, awful and slow.", "ok"]
+    batched = sentiment.predict([_text(sentiment, t) for t in texts])
+    expected = sentiment.pipeline(texts, top_k=None)  # the pipeline's own answer, one by one
+    for got, want in zip(batched, expected, strict=True):
+        assert got["labels"] == [w["label"] for w in want]
+        assert got["scores"] == pytest.approx([w["score"] for w in want], abs=1e-5)
+
+
 def test_classification_truncates_long_text(sentiment: PipelineModel) -> None:
     [result] = sentiment.predict([_text(sentiment, "good " * 400)])
     _assert_ranked(result)
