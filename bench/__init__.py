@@ -1,0 +1,1 @@
+"""Benchmarks of modelyard workers; run `python -m bench.worker_bench` (see bench/README.md)."""
