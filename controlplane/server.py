@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -31,6 +29,7 @@ from controlplane.workqueue import WorkQueue
 from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
 from modelyard.informer import Informer
+from modelyard.portfile import write_port_file
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
 from modelyard.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
 
@@ -115,7 +114,7 @@ class ControlPlane:
         await self.server.start()
         await self.health.set("", SERVING)
         await self.health.set(SERVICE_NAME, SERVING)
-        self._write_port_file()
+        write_port_file(self.settings.port_file, self.port)
         log.info("control plane %s serving on %s", self.replica_id, self.address)
 
     def _on_leadership(self, leader: bool) -> None:
@@ -123,13 +122,6 @@ class ControlPlane:
         # probers start or stop, and a new leader clears health records of departed workers
         for worker_id in self.workers.cache.keys() | self.health_records.cache.keys():
             self.queue.add(worker_id)
-
-    def _write_port_file(self) -> None:
-        path = self.settings.port_file
-        if path is not None:
-            tmp = Path(f"{path}.tmp")
-            tmp.write_text(str(self.port))
-            os.replace(tmp, path)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()

@@ -38,6 +38,7 @@ class Prediction:
     model: str
     version: str
     outputs: dict[str, Any]
+    worker: str = ""  # the replica that answered, when a routed client chose it
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -148,6 +148,18 @@ class RoutedClient:
         await asyncio.gather(*(route.watcher.stop() for route in routes))
         await self._channels.close()
 
+    async def wait_for_endpoints(
+        self, model: str, *, timeout: float, selector: str | None = None
+    ) -> tuple[Endpoint, ...]:
+        """The replicas of `model` once at least one exists, or () after `timeout` seconds
+        (for tools such as graph validation; calls wait inside predict)."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(Unavailable, DeadlineExceeded):
+            await self._ready_route(model, selector, deadline)
+        while not (found := self.endpoints(model, selector)) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # sets arrive by push to the balancer; poll briefly
+        return found
+
     def endpoints(self, model: str, selector: str | None = None) -> tuple[Endpoint, ...]:
         """The replicas calls for (model, selector) currently choose from (for tools, tests)."""
         route = self._routes.get((model, str(self._selector(selector))))
@@ -180,7 +192,7 @@ class RoutedClient:
             except grpc.aio.AioRpcError as error:
                 self._retry_or_raise(route, endpoint, error, failed)
                 continue
-            return prediction_of(response)
+            return replace(prediction_of(response), worker=endpoint.worker_id)
 
     async def predict_stream(
         self,
