@@ -1,10 +1,10 @@
 """References: the strings a graph uses to name values.
 
-    inputs.prompt        a graph input
-    gen                  node `gen`'s whole outputs map
-    gen.text             one field of it
-    cls.scores.0         deeper: map keys and list indexes, dot-separated
-    item                 the current element inside a map node (item.text: a field of it)
+inputs.prompt        a graph input
+gen                  node `gen`'s whole outputs map
+gen.text             one field of it
+cls.scores.0         deeper: map keys and list indexes, dot-separated
+item                 the current element inside a map node (item.text: a field of it)
 """
 
 from __future__ import annotations

@@ -445,7 +445,8 @@ class AggregateNode(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """"majority_vote" (of labels: {"label", "votes"}), "weighted_average" (of numbers:
-    {"value"}), "concat" (of strings or lists: {"value"}), "collect" ({"value": {ref: v}}).
+    {"value"}), "concat" (of strings or lists: {"value"}), "collect" ({"value": {ref: v}}),
+    "list" ({"value": [v, ...]} in order, e.g. for a map node to go over).
     """
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -1,0 +1,93 @@
+"""The composer process: graphs from etcd, endpoint sets from the control plane, runs over
+streaming gRPC to the workers. Several replicas may run; they share graphs through etcd.
+If the control plane or etcd goes away, runs go on over the last endpoint sets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from composer.service import ComposerService
+from composer.servicer import ComposerServicer
+from composer.settings import ComposerSettings
+from composer.store import GraphStore
+from modelyard.etcd import EtcdClient, Keys
+from modelyard.grpc_errors import ErrorMappingInterceptor
+from modelyard.portfile import write_port_file
+from modelyard.routed_client import RoutedClient
+from modelyard.v1 import composer_pb2, composer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["Composer"].full_name
+
+
+class Composer:
+    def __init__(self, settings: ComposerSettings) -> None:
+        self.settings = settings
+        self.client = EtcdClient(settings.etcd)
+        self.store = GraphStore(self.client, Keys(settings.etcd.prefix))
+        self.routed = RoutedClient(settings.controlplanes, policy=settings.policy)
+        self.service = ComposerService(
+            self.store, self.routed, default_timeout=settings.default_timeout
+        )
+        self.server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        composer_pb2_grpc.add_ComposerServicer_to_server(
+            ComposerServicer(self.service), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self._tasks.append(asyncio.create_task(self.store.informer.run(), name="graphs"))
+        await self.server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set("", serving)
+        await self.health.set(SERVICE_NAME, serving)
+        write_port_file(self.settings.port_file, self.port)
+        log.info("composer serving on %s", self.address)
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace=5.0)  # runs in flight finish
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.routed.close()
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+
+async def run(settings: ComposerSettings) -> int:
+    composer = Composer(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await composer.start()
+    await stopping.wait()
+    await composer.stop()
+    return 0

@@ -1,0 +1,114 @@
+"""modelyard.v1.Composer over gRPC: protobuf in, ComposerService call, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc.aio
+
+from composer.engine import Event, NodeChunk, NodeFinished, NodeStarted, RunResult
+from composer.service import ComposerService
+from modelyard.v1 import composer_pb2 as pb
+from modelyard.v1 import composer_pb2_grpc
+from modelyard.values import fill_value_map, from_value_map
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_DONE = object()
+
+
+class ComposerServicer(composer_pb2_grpc.ComposerServicer):
+    def __init__(self, service: ComposerService) -> None:
+        self._service = service
+
+    async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
+        graph = self._service.graph_for(
+            request.name, request.graph if request.HasField("graph") else None
+        )
+        result = await self._service.run(
+            graph, from_value_map(request.inputs), time_remaining=context.time_remaining()
+        )
+        return _run_response(result)
+
+    async def RunStream(
+        self, request: pb.RunStreamRequest, context: Context
+    ) -> AsyncIterator[pb.RunStreamResponse]:
+        graph = self._service.graph_for(
+            request.name, request.graph if request.HasField("graph") else None
+        )
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        run = asyncio.create_task(
+            self._service.run(
+                graph,
+                from_value_map(request.inputs),
+                time_remaining=context.time_remaining(),
+                on_event=events.put_nowait,
+            )
+        )
+        run.add_done_callback(lambda _: events.put_nowait(_DONE))
+        try:
+            while (event := await events.get()) is not _DONE:
+                yield _event(event)
+            yield pb.RunStreamResponse(result=_run_response(run.result()))
+        finally:
+            # the client went away or a node failed: every node call is cancelled with it
+            run.cancel()
+            with contextlib.suppress(BaseException):
+                await run
+
+    async def DeployGraph(
+        self, request: pb.DeployGraphRequest, context: Context
+    ) -> pb.DeployGraphResponse:
+        return pb.DeployGraphResponse(warnings=await self._service.deploy(request.graph))
+
+    async def GetGraph(self, request: pb.GetGraphRequest, context: Context) -> pb.GetGraphResponse:
+        return pb.GetGraphResponse(graph=self._service.store.get(request.name))
+
+    async def ListGraphs(
+        self, request: pb.ListGraphsRequest, context: Context
+    ) -> pb.ListGraphsResponse:
+        return pb.ListGraphsResponse(graphs=self._service.store.list())
+
+    async def DeleteGraph(
+        self, request: pb.DeleteGraphRequest, context: Context
+    ) -> pb.DeleteGraphResponse:
+        await self._service.store.delete(request.name)
+        return pb.DeleteGraphResponse()
+
+    async def ValidateGraph(
+        self, request: pb.ValidateGraphRequest, context: Context
+    ) -> pb.ValidateGraphResponse:
+        report = await self._service.validate(request.graph)
+        return pb.ValidateGraphResponse(errors=report.errors, warnings=report.warnings)
+
+
+def _timing(event: NodeFinished) -> pb.NodeTiming:
+    return pb.NodeTiming(
+        node=event.node,
+        started_at=event.started_at,
+        duration=event.duration,
+        workers=list(event.workers),
+        status=event.status,
+        reason=event.reason,
+    )
+
+
+def _run_response(result: RunResult) -> pb.RunResponse:
+    response = pb.RunResponse(timeline=[_timing(t) for t in result.timeline])
+    fill_value_map(response.outputs, result.outputs)
+    return response
+
+
+def _event(event: Event) -> pb.RunStreamResponse:
+    if isinstance(event, NodeStarted):
+        return pb.RunStreamResponse(node_started=pb.NodeStarted(node=event.node, at=event.at))
+    if isinstance(event, NodeFinished):
+        return pb.RunStreamResponse(node_finished=_timing(event))
+    message = pb.RunStreamResponse()
+    chunk: NodeChunk = event
+    message.chunk.node = chunk.node
+    message.chunk.index = chunk.index
+    fill_value_map(message.chunk.outputs, chunk.outputs)
+    return message

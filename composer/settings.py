@@ -1,0 +1,30 @@
+"""Composer settings. Env prefix MODELYARD_COMPOSER_ (nested with "__")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelyard.etcd import EtcdSettings
+
+
+class ComposerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELYARD_COMPOSER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(50070, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    controlplanes: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:50050"],
+        description="Control-plane replicas to take endpoint sets from (any one suffices).",
+    )
+    etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
+    policy: str = Field("p2c", description="Replica choice: p2c, round_robin, least_loaded.")
+    default_timeout: float = Field(
+        60.0, gt=0, description="Deadline of a run whose caller set none, in seconds."
+    )
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    port_file: Path | None = Field(None, description="Write the bound port here once serving.")

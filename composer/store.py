@@ -1,0 +1,58 @@
+"""Graphs in etcd (`/modelyard/graphs/<name>`), so every composer replica runs the same ones.
+
+Each replica keeps an informer cache of the prefix; reads never touch etcd. Graphs are
+stored as protobuf JSON, readable with etcdctl.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+from modelyard.errors import NotFound
+from modelyard.etcd import Keys
+from modelyard.informer import Informer
+from modelyard.v1 import graph_pb2
+
+
+def _decode(raw: bytes) -> graph_pb2.Graph:
+    return json_format.Parse(raw, graph_pb2.Graph())
+
+
+class GraphStore:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self.informer: Informer[graph_pb2.Graph] = Informer(
+            client, keys.graphs, _decode, lambda name: None
+        )
+
+    async def put(self, graph: graph_pb2.Graph) -> None:
+        await self._client.put(self._key(graph.name), json_format.MessageToJson(graph).encode())
+
+    async def delete(self, name: str) -> None:
+        self.get(name)  # NOT_FOUND for a graph nobody deployed
+        await self._client.delete(self._key(name))
+        self.informer.cache.pop(name, None)  # read-your-writes on this replica
+
+    def get(self, name: str) -> graph_pb2.Graph:
+        entry = self.informer.cache.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.informer.cache)) or "none"
+            raise NotFound(f"graph '{name}' is not deployed; deployed graphs: {known}")
+        return entry.value
+
+    def list(self) -> list[graph_pb2.Graph]:
+        return [self.informer.cache[name].value for name in sorted(self.informer.cache)]
+
+    def remember(self, graph: graph_pb2.Graph) -> None:
+        """Makes a just-deployed graph runnable here before the watch event arrives."""
+        from modelyard.informer import Entry
+
+        current = self.informer.cache.get(graph.name)
+        revision = current.mod_revision if current else 0
+        self.informer.cache[graph.name] = Entry(graph, revision, revision)
+
+    def _key(self, name: str) -> bytes:
+        return f"{self._keys.graphs}{name}".encode()

@@ -1,0 +1,455 @@
+"""Graph validation: everything that can be known before a run, all reported at once.
+
+Errors make a graph unusable; warnings do not (a model no worker serves yet may be served
+by the time the graph runs). Every message names where the problem is, e.g.
+
+    node 'score': input 'text' references 'gen3.text', but there is no node 'gen3'
+
+Given `metadata` (a model's GetModelMetadataResponse, or None when no worker serves it),
+each model call is also checked against what the model really takes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import get_args
+
+from composer.aggregate import METHODS
+from composer.conditions import OPS
+from composer.references import Ref, parse_ref
+from modelyard.errors import InvalidArgument
+from modelyard.selectors import parse_selector
+from modelyard.signature import Field, Kind, check_value
+from modelyard.v1 import graph_pb2 as g
+from modelyard.v1.predict_pb2 import GetModelMetadataResponse
+from modelyard.values import from_value
+
+Metadata = Callable[[str], GetModelMetadataResponse | None]
+
+# Graphs and models are named like workers name models; node and input names are one
+# reference segment, so no dots (a dot would read as a field).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_NAME_RULE = "use letters, digits, '.', '_' and '-', starting with a letter or digit"
+_SEGMENT_RULE = "use letters, digits, '_' and '-' (no dots: references use them)"
+_RESERVED = ("inputs", "item")
+_KINDS: tuple[Kind, ...] = get_args(Kind)
+_STREAMS = {g.STREAM_MODE_CHUNK: "chunk", g.STREAM_MODE_SEGMENT: "segment"}
+
+
+@dataclass
+class Report:
+    """What validation found: `errors` make the graph unusable, `warnings` do not."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate(graph: g.Graph, metadata: Metadata | None = None) -> Report:
+    """Checks `graph`; with `metadata`, also each model call against the model's inputs."""
+    return _Validator(graph, metadata).run()
+
+
+def check(graph: g.Graph, metadata: Metadata | None = None) -> list[str]:
+    """The warnings; raises InvalidArgument with every error, joined by "; "."""
+    report = validate(graph, metadata)
+    if report.errors:
+        raise InvalidArgument("; ".join(report.errors))
+    return report.warnings
+
+
+def dependencies(graph: g.Graph) -> dict[str, set[str]]:
+    """Node -> the other nodes it references (references to unknown nodes left out)."""
+    names = {node.name for node in graph.nodes}
+    deps: dict[str, set[str]] = {node.name: set() for node in graph.nodes}
+    for node in graph.nodes:
+        for use in _uses(node):
+            ref = _parsed(use.text)
+            if ref is not None and ref.kind == "node" and ref.name in names:
+                deps[node.name].add(ref.name)
+    return deps
+
+
+def topological_order(graph: g.Graph) -> list[str]:
+    """Node names, each after every node it references; ties keep the graph's order.
+    Raises InvalidArgument naming the cycle when there is one."""
+    deps = dependencies(graph)
+    names = list(deps)  # graph order; a heap of positions picks the earliest ready node
+    position = {name: i for i, name in enumerate(names)}
+    waiting = {name: len(needs) for name, needs in deps.items()}
+    users: dict[str, list[str]] = {name: [] for name in names}
+    for name, needs in deps.items():
+        for need in needs:
+            users[need].append(name)
+    ready = [position[name] for name, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        name = names[heapq.heappop(ready)]
+        order.append(name)
+        for user in users[name]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, position[user])
+    if len(order) < len(deps):
+        raise InvalidArgument("; ".join(_cycles(deps)))
+    return order
+
+
+def _cycles(deps: dict[str, set[str]]) -> list[str]:
+    """One message per back edge of a depth-first walk, written in the direction data flows
+    ("a -> b": a feeds b). Iterative, so a long chain cannot exhaust the Python stack."""
+    position = {name: i for i, name in enumerate(deps)}
+    state: dict[str, str] = {}  # "open" while on the path, then "done"
+    found = []
+    for root in deps:
+        if root in state:
+            continue
+        path = [root]
+        stack = [iter(sorted(deps[root], key=position.__getitem__))]
+        state[root] = "open"
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = "done"
+                stack.pop()
+            elif step not in state:
+                state[step] = "open"
+                path.append(step)
+                stack.append(iter(sorted(deps[step], key=position.__getitem__)))
+            elif state[step] == "open":
+                loop = [*path[path.index(step) :], step]
+                found.append("cycle: " + " -> ".join(reversed(loop)))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Use:
+    """One reference a node makes: what holds it (for messages), the text, and whether
+    "item" may appear there (only in a map node's call inputs)."""
+
+    what: str
+    text: str
+    item_ok: bool = False
+
+
+def _uses(node: g.Node) -> Iterator[_Use]:
+    kind = node.WhichOneof("kind")
+    if kind == "model":
+        yield from _call_uses("", node.model, item_ok=False)
+    elif kind == "map":
+        if node.map.over:
+            yield _Use("'over'", node.map.over)
+        yield from _call_uses("", node.map.call, item_ok=True)
+    elif kind == "switch":
+        for i, case in enumerate(node.switch.cases):
+            if case.when.value:
+                yield _Use(f"case {i} condition", case.when.value)
+            yield from _call_uses(f"case {i} ", case.call, item_ok=False)
+        yield from _call_uses("default ", node.switch.default, item_ok=False)
+    elif kind == "aggregate":
+        for i, value in enumerate(node.aggregate.values):
+            yield _Use(f"value {i}", value)
+
+
+def _call_uses(prefix: str, call: g.ModelCall, *, item_ok: bool) -> Iterator[_Use]:
+    for name, text in sorted(call.inputs.items()):
+        yield _Use(f"{prefix}input '{name}'", text, item_ok)
+
+
+def _parsed(text: str) -> Ref | None:
+    try:
+        return parse_ref(text)
+    except InvalidArgument:
+        return None
+
+
+class _Validator:
+    def __init__(self, graph: g.Graph, metadata: Metadata | None) -> None:
+        self.graph = graph
+        self.metadata = metadata
+        self.report = Report()
+        self.kinds = {node.name: node.WhichOneof("kind") for node in graph.nodes}
+        self.inputs = {item.name for item in graph.inputs}
+        self.used: set[str] = set()  # input and node names something references
+        self._described: dict[str, GetModelMetadataResponse | None] = {}
+
+    def error(self, message: str) -> None:
+        self.report.errors.append(message)
+
+    def warn(self, message: str) -> None:
+        self.report.warnings.append(message)
+
+    def run(self) -> Report:
+        if not self.graph.name:
+            self.error("graph has no name")
+        elif not _NAME.match(self.graph.name):
+            self.error(f"graph name '{self.graph.name}' is invalid: {_NAME_RULE}")
+        self.check_inputs()
+        self.check_names()
+        for i, node in enumerate(self.graph.nodes):
+            self.check_node(f"node '{node.name}'" if node.name else f"node at position {i}", node)
+        self.check_outputs()
+        for message in _cycles(dependencies(self.graph)):
+            self.error(message)
+        self.check_unused()
+        return self.report
+
+    def check_inputs(self) -> None:
+        seen: set[str] = set()
+        for i, item in enumerate(self.graph.inputs):
+            where = f"input '{item.name}'"
+            if not item.name:
+                self.error(f"input at position {i} has no name")
+            elif not _SEGMENT.match(item.name):
+                self.error(f"{where}: invalid name: {_SEGMENT_RULE}")
+            elif item.name in seen:
+                self.error(f"{where}: the name is used by more than one input")
+            seen.add(item.name)
+            if (item.kind or "any") not in _KINDS:  # unset means any, as the engine reads it
+                self.error(f"{where}: kind '{item.kind}' is not one of {', '.join(_KINDS)}")
+            if not item.HasField("default"):
+                continue
+            if item.required:
+                self.warn(f"{where}: it is required, so its default is never used")
+            problem = _default_problem(item)
+            if problem:
+                self.error(problem)
+
+    def check_names(self) -> None:
+        seen: set[str] = set()
+        for i, node in enumerate(self.graph.nodes):
+            where = f"node '{node.name}'"
+            if not node.name:
+                self.error(f"node at position {i} has no name")
+            elif node.name in _RESERVED:
+                self.error(f"{where}: the name is reserved (references use inputs and item)")
+            elif not _SEGMENT.match(node.name):
+                self.error(f"{where}: invalid name: {_SEGMENT_RULE}")
+            elif node.name in seen:
+                self.error(f"{where}: the name is used by more than one node")
+            seen.add(node.name)
+
+    def check_node(self, where: str, node: g.Node) -> None:
+        for use in _uses(node):
+            self.check_ref(f"{where}: {use.what}", use.text, item_ok=use.item_ok)
+        if not node.timeout_seconds >= 0:  # also catches NaN
+            self.error(f"{where}: timeout_seconds must be 0 or more, got {node.timeout_seconds}")
+        if node.retries < 0:
+            self.error(f"{where}: retries must be 0 or more, got {node.retries}")
+        kind = node.WhichOneof("kind")
+        if kind == "model":
+            self.check_call(where, "", node.model)
+        elif kind == "map":
+            self.check_map(where, node.map)
+        elif kind == "switch":
+            self.check_switch(where, node.switch)
+        elif kind == "aggregate":
+            self.check_aggregate(where, node.aggregate)
+        else:
+            self.error(f"{where}: has no kind (give one of model, map, switch, aggregate)")
+
+    def check_ref(self, subject: str, text: str, *, item_ok: bool = False) -> None:
+        try:
+            ref = parse_ref(text)
+        except InvalidArgument as error:
+            self.error(f"{subject}: {error.message}")
+            return
+        problem = ""
+        if ref.kind == "input" and ref.name not in self.inputs:
+            problem = f"the graph has no input '{ref.name}'"
+        elif ref.kind == "node" and ref.name not in self.kinds:
+            problem = f"there is no node '{ref.name}'"
+        elif ref.kind == "item" and not item_ok:
+            problem = "'item' exists only in the inputs of a map node's call"
+        if problem:
+            self.error(f"{subject} references '{text}', but {problem}")
+        if ref.kind != "item":
+            self.used.add(ref.name if ref.kind == "node" else f"inputs.{ref.name}")
+
+    def check_call(self, where: str, prefix: str, call: g.ModelCall) -> None:
+        """`prefix` says which call of the node it is: "" (a model node's), "call " (a map's),
+        "case 0 " or "default " (a switch's)."""
+        if not call.model:
+            self.error(f"{where}: {prefix}call names no model")
+            return
+        if not _NAME.match(call.model):
+            self.error(f"{where}: {prefix}model name '{call.model}' is invalid: {_NAME_RULE}")
+        try:
+            parse_selector(call.selector)
+        except InvalidArgument as error:
+            self.error(f"{where}: {prefix}{error.message}")
+        if call.stream:
+            self.check_stream(where, prefix, call)
+        elif call.segment_delimiters:
+            self.warn(f"{where}: {prefix}segment_delimiters is set, but stream is not segment")
+        self.check_against_model(where, prefix, call)
+
+    def check_stream(self, where: str, prefix: str, call: g.ModelCall) -> None:
+        # The engine's rule: the consumer reads the stream of the one plain model node (a
+        # model node not streaming from another itself) that its inputs reference; other
+        # referenced nodes are waited for as usual.
+        subject = f"{where}: {prefix}stream '{_STREAMS.get(call.stream, call.stream)}'"
+        if prefix:
+            self.error(f"{subject}: only model nodes stream, not a switch's or map's call")
+            return
+        refs = (_parsed(text) for _, text in sorted(call.inputs.items()))
+        named = dict.fromkeys(r.name for r in refs if r is not None and r.kind == "node")
+        nodes = [n for n in self.graph.nodes if n.name in named]
+        plain = [n for n in nodes if n.WhichOneof("kind") == "model" and not n.model.stream]
+        if len(plain) > 1:
+            names = " and ".join(f"'{n.name}'" for n in plain)
+            self.error(f"{subject} reads one upstream, but its inputs reference {names}")
+        elif not plain and not nodes:
+            self.error(f"{subject} needs an input that references another node (the upstream)")
+        elif not plain:
+            what = ", ".join(f"'{n.name}' ({_kind_of(n)})" for n in nodes)
+            self.error(
+                f"{subject} needs a plain model node upstream, but its inputs reference {what}"
+            )
+        else:
+            described = self.describe(plain[0].model.model)
+            if described is not None and not described.streaming:
+                self.warn(
+                    f"{subject} reads '{plain[0].name}', but model '{plain[0].model.model}' "
+                    "does not stream partial results, so it sees only the final result"
+                )
+
+    def check_against_model(self, where: str, prefix: str, call: g.ModelCall) -> None:
+        if self.metadata is None:
+            return
+        described = self.describe(call.model)
+        if described is None:
+            message = f"{where}: no worker serves model '{call.model}' yet"
+            if message not in self.report.warnings:  # a switch may call one model twice
+                self.warn(message)
+            return
+        takes = [spec.name for spec in described.inputs]
+        if takes:  # a model that declares no inputs takes anything
+            for name in sorted(call.inputs):
+                if name not in takes:
+                    self.error(
+                        f"{where}: {prefix}model '{call.model}' takes no input '{name}' "
+                        f"(it takes {', '.join(takes)})"
+                    )
+            for spec in described.inputs:
+                if spec.required and spec.name not in call.inputs:
+                    self.error(
+                        f"{where}: {prefix}model '{call.model}' needs input '{spec.name}', "
+                        "which is not mapped"
+                    )
+        accepts = [spec.name for spec in described.parameters]
+        for name in sorted(call.parameters):
+            if accepts and name not in accepts:
+                self.error(
+                    f"{where}: {prefix}model '{call.model}' has no parameter '{name}' "
+                    f"(it accepts {', '.join(accepts)})"
+                )
+
+    def describe(self, model: str) -> GetModelMetadataResponse | None:
+        # Cached: the callable may ask a worker, and one model is often called many times.
+        if self.metadata is None:
+            return None
+        if model not in self._described:
+            self._described[model] = self.metadata(model)
+        return self._described[model]
+
+    def check_map(self, where: str, node: g.MapNode) -> None:
+        if not node.over:
+            self.error(f"{where}: map needs 'over', a reference to the list")
+        if node.concurrency < 0:
+            self.error(f"{where}: concurrency must be 0 or more (0: 8), got {node.concurrency}")
+        if not node.HasField("call"):
+            self.error(f"{where}: map has no call (the model called for each element)")
+            return
+        self.check_call(where, "call ", node.call)
+        if not any(_is_item(text) for text in node.call.inputs.values()):
+            self.warn(
+                f"{where}: the call never references 'item', so every element gets the same inputs"
+            )
+
+    def check_switch(self, where: str, node: g.SwitchNode) -> None:
+        if not node.cases:
+            self.error(f"{where}: switch has no cases")
+        for i, case in enumerate(node.cases):
+            if case.HasField("when"):
+                self.check_condition(f"{where}: case {i}", case.when)
+            else:
+                self.error(f"{where}: case {i} has no condition ('when')")
+            if case.HasField("call"):
+                self.check_call(where, f"case {i} ", case.call)
+            else:
+                self.error(f"{where}: case {i} has no call")
+        if node.HasField("default"):
+            self.check_call(where, "default ", node.default)
+
+    def check_condition(self, where: str, condition: g.Condition) -> None:
+        if not condition.value:
+            self.error(f"{where} condition names no value")
+        if condition.op not in OPS:
+            self.error(f"{where} op '{condition.op}' is not one of {', '.join(OPS)}")
+        operand = condition.operand.WhichOneof("kind")
+        if operand is None:
+            self.error(f"{where} condition has no operand")
+        elif condition.op in ("in", "not in") and operand != "list_value":
+            self.error(f"{where} op '{condition.op}' needs a list operand")
+
+    def check_aggregate(self, where: str, node: g.AggregateNode) -> None:
+        if node.method not in METHODS:
+            self.error(f"{where}: method '{node.method}' is not one of {', '.join(METHODS)}")
+        if not node.values:
+            self.error(f"{where}: aggregate has no values")
+        if node.weights and len(node.weights) != len(node.values):
+            self.error(f"{where}: {len(node.weights)} weights for {len(node.values)} values")
+        if node.weights and node.method != "weighted_average":
+            self.warn(f"{where}: weights are used by weighted_average only")
+
+    def check_outputs(self) -> None:
+        if not self.graph.outputs:
+            self.error("graph has no outputs")
+        for name, text in sorted(self.graph.outputs.items()):
+            self.check_ref(f"output '{name}'", text)
+
+    def check_unused(self) -> None:
+        for item in self.graph.inputs:
+            if item.name and f"inputs.{item.name}" not in self.used:
+                self.warn(f"input '{item.name}' is not used")
+        for node in self.graph.nodes:
+            if node.name and node.name not in self.used:
+                self.warn(f"node '{node.name}': nothing uses its outputs")
+
+
+def _default_problem(item: g.GraphInput) -> str:
+    try:
+        default = from_value(item.default)
+    except InvalidArgument as error:  # a Value with no kind set, from the wire
+        return f"input '{item.name}': default: {error.message}"
+    kind = item.kind or "any"
+    if default is None or kind not in _KINDS:  # null fits every kind: "not given"
+        return ""
+    try:
+        check_value("default of input", Field(item.name, kind), default)
+    except InvalidArgument as error:
+        return error.message
+    return ""
+
+
+def _kind_of(node: g.Node) -> str:
+    kind = node.WhichOneof("kind")
+    if kind == "model":
+        return "a model node that streams itself"
+    return {"map": "a map node", "switch": "a switch node", "aggregate": "an aggregate node"}.get(
+        kind or "", "a node with no kind"
+    )
+
+
+def _is_item(text: str) -> bool:
+    ref = _parsed(text)
+    return ref is not None and ref.kind == "item"
