@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NODE_DIR := .cache/node
 BUF    := $(NODE_DIR)/node_modules/.bin/buf
 
-.PHONY: install demo test lint typecheck protos bench clean
+.PHONY: install demo demo-worker test lint typecheck protos bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: build the demo checkpoints offline, start a worker with several models,
-## call each over gRPC and print the results.
+## The main job: the local stack (etcd, control plane, two workers, composer) serving the
+## seed inference graph, run once and printed.
 demo: $(STAMP)
+	$(VENV)/bin/modelyard up examples/stack.yaml --run inference-graph --input prompt="I have an idea!" --once
+
+## One worker serving seven models side by side, each called over gRPC.
+demo-worker: $(STAMP)
 	$(VENV)/bin/modelyard demo
 
 ## The whole test suite (unit, integration, end to end), then lint and type checks.

@@ -212,9 +212,10 @@ def demo() -> None:
 
 
 def main() -> None:
-    from modelyard.cli_cluster import register
+    from modelyard import cli_cluster, cli_graph
 
-    register(app)
+    cli_cluster.register(app)
+    cli_graph.register(app)
     app()
 
 

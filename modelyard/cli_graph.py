@@ -1,0 +1,226 @@
+"""`modelyard` commands for graphs: run a composer, deploy and inspect graphs, run them,
+and bring the whole local stack up.
+
+    modelyard up [examples/stack.yaml] [--run inference-graph -i prompt="..."] [--once]
+    modelyard composer --etcd 127.0.0.1:2379 --controlplane 127.0.0.1:50050
+    modelyard graph deploy examples/graphs/inference-graph.yaml
+    modelyard graph list | show NAME [--format text|yaml|mermaid|dot] | delete NAME
+    modelyard run inference-graph -i prompt="I have an idea!"
+
+Graph commands talk to a composer at --composer (default: MODELYARD_COMPOSER_ADDRESS, else
+127.0.0.1:50070).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+graph_app = typer.Typer(no_args_is_help=True, help="Deploy, list, show and delete graphs.")
+
+ComposerOption = Annotated[str | None, typer.Option("--composer", help="host:port of a composer.")]
+Inputs = Annotated[
+    list[str] | None, typer.Option("--input", "-i", help="name=value (JSON or text)")
+]
+
+
+def _address(given: str | None) -> str:
+    return given or os.environ.get("MODELYARD_COMPOSER_ADDRESS", "127.0.0.1:50070")
+
+
+def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
+    from modelyard.v1 import composer_pb2_grpc
+
+    target = _address(address)
+    with grpc.insecure_channel(target) as channel:
+        try:
+            return call(composer_pb2_grpc.ComposerStub(channel))
+        except grpc.RpcError as error:
+            errors.print(f"[red]{error.code().name}[/red]: {error.details()} ({target})")
+            raise typer.Exit(1) from None
+
+
+def composer(
+    port: Annotated[int | None, typer.Option(help="gRPC port; 0 picks a free one.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    etcd: Annotated[list[str] | None, typer.Option(help="etcd endpoint (repeatable).")] = None,
+    controlplane: Annotated[
+        list[str] | None, typer.Option(help="Control-plane address (repeatable).")
+    ] = None,
+    port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
+) -> None:
+    """Run a composer replica: stores graphs (in etcd) and runs them."""
+    from composer.server import run
+    from composer.settings import ComposerSettings
+    from modelyard.cli import setup_logging
+
+    setup_logging(False)
+    values: dict[str, Any] = {"port": port, "host": host, "port_file": port_file}
+    values = {k: v for k, v in values.items() if v is not None}
+    if etcd:
+        values["etcd"] = {"endpoints": etcd}
+    if controlplane:
+        values["controlplanes"] = controlplane
+    raise typer.Exit(asyncio.run(run(ComposerSettings(**values))))
+
+
+@graph_app.command("deploy")
+def graph_deploy(path: Path, composer: ComposerOption = None) -> None:
+    """Validate and store a graph file (YAML or JSON)."""
+    from composer.spec import load_graph
+
+    from modelyard.v1 import composer_pb2 as pb
+
+    graph = _load(load_graph, path)
+    reply = _call(composer, lambda stub: stub.DeployGraph(pb.DeployGraphRequest(graph=graph)))
+    for warning in reply.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"deployed graph [bold]{graph.name}[/bold] ({len(graph.nodes)} nodes)")
+
+
+@graph_app.command("validate")
+def graph_validate(path: Path, composer: ComposerOption = None) -> None:
+    """Check a graph file against the running cluster without storing it."""
+    from composer.spec import load_graph
+
+    from modelyard.v1 import composer_pb2 as pb
+
+    graph = _load(load_graph, path)
+    reply = _call(composer, lambda stub: stub.ValidateGraph(pb.ValidateGraphRequest(graph=graph)))
+    for error in reply.errors:
+        console.print(f"[red]error:[/red] {error}")
+    for warning in reply.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if reply.errors:
+        raise typer.Exit(1)
+    console.print(f"graph {graph.name} is valid")
+
+
+@graph_app.command("list")
+def graph_list(composer: ComposerOption = None) -> None:
+    """List deployed graphs."""
+    from modelyard.v1 import composer_pb2 as pb
+
+    reply = _call(composer, lambda stub: stub.ListGraphs(pb.ListGraphsRequest()))
+    table = Table()
+    for column in ("graph", "nodes", "inputs", "outputs", "description"):
+        table.add_column(column)
+    for graph in reply.graphs:
+        table.add_row(
+            graph.name,
+            str(len(graph.nodes)),
+            ", ".join(i.name for i in graph.inputs),
+            ", ".join(sorted(graph.outputs)),
+            graph.description,
+        )
+    console.print(table)
+
+
+@graph_app.command("show")
+def graph_show(
+    name: str,
+    composer: ComposerOption = None,
+    format: Annotated[str, typer.Option(help="text, yaml, mermaid or dot")] = "text",
+) -> None:
+    """Show a deployed graph: drawn as text, or as YAML, Mermaid or DOT."""
+    from composer.drawing import draw
+    from modelyard.v1 import composer_pb2 as pb
+
+    reply = _call(composer, lambda stub: stub.GetGraph(pb.GetGraphRequest(name=name)))
+    try:
+        console.print(draw(reply.graph, format), markup=False, highlight=False)
+    except ValueError as error:
+        errors.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
+
+@graph_app.command("delete")
+def graph_delete(name: str, composer: ComposerOption = None) -> None:
+    """Delete a deployed graph."""
+    from modelyard.v1 import composer_pb2 as pb
+
+    _call(composer, lambda stub: stub.DeleteGraph(pb.DeleteGraphRequest(name=name)))
+    console.print(f"deleted graph {name}")
+
+
+def run(
+    graph: Annotated[str, typer.Argument(help="A deployed graph's name.")],
+    input: Inputs = None,
+    composer: ComposerOption = None,
+    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 120.0,
+) -> None:
+    """Run a graph, showing node events, streamed chunks, the result and a timeline."""
+    from modelyard.cli import _pairs
+    from modelyard.graph_client import print_run
+
+    inputs = _pairs(input or [])
+    code = print_run(_address(composer), graph, inputs, console, timeout=timeout)
+    raise typer.Exit(code)
+
+
+def up(
+    stack: Annotated[Path, typer.Argument(help="Stack file.")] = Path("examples/stack.yaml"),
+    run_graph: Annotated[str | None, typer.Option("--run", help="Run this graph once up.")] = None,
+    input: Inputs = None,
+    once: Annotated[bool, typer.Option(help="Stop the stack after --run.")] = False,
+) -> None:
+    """Start the local stack: etcd, control plane, workers, composer; deploy its graphs."""
+    from modelyard.cli import _pairs, setup_logging
+    from modelyard.demo import prepare_models
+    from modelyard.graph_client import deploy_files, print_run
+    from modelyard.stack import Stack
+
+    setup_logging(False)
+    console.rule("[bold]modelyard up")
+    prepare_models()
+    running = Stack(stack)
+    code = 0
+    try:
+        running.start()
+        console.print(f"control plane {running.control_plane}   composer {running.composer}")
+        for worker_id, address in running.workers.items():
+            console.print(f"worker {worker_id} {address}")
+        deploy_files(running.composer, running.graph_files(), console)
+        if run_graph:
+            code = print_run(running.composer, run_graph, _pairs(input or []), console)
+        if not once:
+            console.print(
+                f"stack is up: export MODELYARD_COMPOSER_ADDRESS={running.composer} "
+                f"MODELYARD_CONTROLPLANE_ADDRESS={running.control_plane}; Ctrl-C stops it"
+            )
+            # blocked first, so sigwait receives them instead of the default handlers;
+            # the children started earlier keep their own handlers
+            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            signal.sigwait(stop_signals)
+    finally:
+        running.stop()
+        console.print("stack stopped")
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (composer, run, up):
+        app.command()(command)
+    app.add_typer(graph_app, name="graph")
+
+
+def _load(loader: Callable[[Path], Any], path: Path) -> Any:
+    from modelyard.errors import ModelyardError
+
+    try:
+        return loader(path)
+    except (ModelyardError, OSError) as error:
+        errors.print(f"[red]cannot load {path}:[/red] {getattr(error, 'message', error)}")
+        raise typer.Exit(2) from None
