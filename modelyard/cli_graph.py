@@ -174,6 +174,9 @@ def up(
     run_graph: Annotated[str | None, typer.Option("--run", help="Run this graph once up.")] = None,
     input: Inputs = None,
     once: Annotated[bool, typer.Option(help="Stop the stack after --run.")] = False,
+    work_dir: Annotated[
+        Path, typer.Option(help="etcd data, generated worker configs.")
+    ] = Path(".cache/stack"),
 ) -> None:
     """Start the local stack: etcd, control plane, workers, composer; deploy its graphs."""
     from modelyard.cli import _pairs, setup_logging
@@ -184,7 +187,7 @@ def up(
     setup_logging(False)
     console.rule("[bold]modelyard up")
     prepare_models()
-    running = Stack(stack)
+    running = Stack(stack, work_dir=work_dir)
     code = 0
     try:
         running.start()

@@ -38,6 +38,7 @@ class Stack:
     control_plane: str = ""
     composer: str = ""
     workers: dict[str, str] = field(default_factory=dict)
+    control_plane_process: subprocess.Popen[bytes] | None = None
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def spec(self) -> dict[str, Any]:
@@ -54,6 +55,7 @@ class Stack:
         self.etcd.start()
         endpoint = self.etcd.endpoint
         process, self.control_plane = start_service(["controlplane", "--etcd", endpoint])
+        self.control_plane_process = process
         self._processes.append(process)
         for index, worker in enumerate(spec["workers"]):
             worker_id = worker.get("worker_id") or f"worker-{index}"
