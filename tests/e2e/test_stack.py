@@ -143,8 +143,8 @@ def test_bad_runs_get_a_clear_status(
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         run(composer, graph, **inputs)
-    assert caught.value.code() == code  # type: ignore[attr-defined]
-    assert message in (caught.value.details() or "")  # type: ignore[attr-defined]
+    assert caught.value.code() == code
+    assert message in (caught.value.details() or "")
 
 
 def test_an_invalid_graph_is_refused_naming_the_node(
@@ -155,9 +155,9 @@ def test_an_invalid_graph_is_refused_naming_the_node(
     graph.nodes[-1].map.call.inputs["text"] = "gen3.text"
     with pytest.raises(grpc.RpcError) as caught:
         composer.DeployGraph(pb.DeployGraphRequest(graph=graph), timeout=30)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "node 'scores'" in (caught.value.details() or "")  # type: ignore[attr-defined]
-    assert "gen3" in (caught.value.details() or "")  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "node 'scores'" in (caught.value.details() or "")
+    assert "gen3" in (caught.value.details() or "")
 
 
 def test_the_graph_commands(stack: Stack) -> None:
