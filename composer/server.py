@@ -18,6 +18,7 @@ from composer.service import ComposerService
 from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
 from composer.store import GraphStore
+from modelyard.aio import cancel_and_wait
 from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
 from modelyard.portfile import write_port_file
@@ -74,8 +75,7 @@ class Composer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace=5.0)  # runs in flight finish
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(task)  # a single cancel can be lost inside aetcd's watch
         await self.routed.close()
         with contextlib.suppress(Exception):
             await self.client.close()

@@ -26,6 +26,7 @@ from controlplane.servicer import ControlPlaneServicer
 from controlplane.settings import ControlPlaneSettings
 from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue
+from modelyard.aio import cancel_and_wait
 from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
 from modelyard.informer import Informer
@@ -126,8 +127,7 @@ class ControlPlane:
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(task)  # a single cancel can be lost inside aetcd's watch
         if self.election is not None:
             await self.election.resign()  # a follower takes over now, not after the TTL
         await self.reconciler.probers.stop_all()

@@ -82,7 +82,14 @@ class EtcdClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
             username=settings.username,
             password=settings.password,
             timeout=int(settings.timeout) or 1,
-            options={"grpc.lb_policy_name": "pick_first"},
+            options={
+                "grpc.lb_policy_name": "pick_first",
+                # gRPC's default reconnect backoff grows to 120 s: after an etcd outage,
+                # workers would re-register minutes late
+                "grpc.initial_reconnect_backoff_ms": 100,
+                "grpc.min_reconnect_backoff_ms": 100,
+                "grpc.max_reconnect_backoff_ms": 1000,
+            },
         )
         self._settings = settings
         self._connect_lock = asyncio.Lock()

@@ -14,8 +14,16 @@ A worker config lists models; each is a Hugging Face id or local path run throug
         class: my_package.models:Doubler    # a modelyard.model.Model subclass
 
 Every worker setting can also come from the environment with the prefix
-`MODELYARD_WORKER_` (e.g. MODELYARD_WORKER_PORT=50051); a setting given on the command line
+`MODELYARD_WORKER_` (e.g. MODELYARD_WORKER_PORT=50051; nested ones with `__`:
+MODELYARD_WORKER_ETCD__ENDPOINTS='["10.0.0.5:2379"]'); a setting given on the command line
 wins over the YAML file, which wins over the environment.
+
+With `etcd` set, the worker registers itself there under a lease and follows its desired
+state (drain); without it, it is a standalone server that nothing discovers:
+
+    etcd: {endpoints: ["127.0.0.1:2379"], prefix: /modelyard}
+    lease_ttl: 3                      # seconds; the key disappears this long after a crash
+    advertise_address: worker-a:50051 # what others dial, when host:port is not it
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelyard.etcd import EtcdSettings
 
 
 class BatchingConfig(BaseModel):
@@ -91,11 +101,29 @@ class ModelConfig(BaseModel):
 class WorkerSettings(BaseSettings):
     """How a worker runs. Env prefix MODELYARD_WORKER_."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELYARD_WORKER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="MODELYARD_WORKER_", env_nested_delimiter="__", extra="forbid"
+    )
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    worker_id: str = Field("", description="Stable id; defaults to host-port.")
+    worker_id: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
+        description="Stable id (its etcd key); defaults to <hostname>-<bound port>.",
+    )
+    etcd: EtcdSettings | None = Field(
+        None, description="Where to register; None runs a standalone worker that no one finds."
+    )
+    lease_ttl: float = Field(
+        3.0,
+        ge=1.0,
+        description="Seconds the registration outlives a worker that stopped refreshing it "
+        "(crashed, frozen, cut off); etcd counts whole seconds.",
+    )
+    advertise_address: str = Field(
+        "", description="host:port that others dial; defaults to host:bound port."
+    )
     models: list[ModelConfig] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict, description="User device tags.")
     strict: bool = Field(False, description="Refuse to start when any model fails to load.")
@@ -109,6 +137,14 @@ class WorkerSettings(BaseSettings):
     port_file: Path | None = Field(
         None, description="Write the bound port here once serving (for port 0)."
     )
+
+    @field_validator("advertise_address")
+    @classmethod
+    def _address_form(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host or not port.isdigit()):
+            raise ValueError(f"advertise_address {value!r} must look like host:port")
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> WorkerSettings:

@@ -1,9 +1,17 @@
-"""The worker process: a grpc.aio server with Predict, health and reflection.
+"""The worker process: a grpc.aio server with Predict, WorkerLoad, health and reflection.
 
 Start-up: the server listens first (health NOT_SERVING), then models load concurrently and
-each one's health turns SERVING as it becomes ready. Shutdown (SIGTERM/SIGINT, or `stop`):
-everything goes NOT_SERVING and new calls get UNAVAILABLE, in-flight calls get up to
-`grace_seconds` to finish, then the server stops and the process exits 0.
+each one's health turns SERVING as it becomes ready. With etcd configured, the worker then
+reads its desired state and registers itself under a lease (see `workers.registration`);
+health "modelyard.v1.Registration" says whether it is registered.
+
+Drain (an admin's desired state in etcd): health NOT_SERVING and new calls UNAVAILABLE
+while in-flight calls finish, but the process keeps running and undraining reopens it.
+
+Shutdown (SIGTERM/SIGINT, or `stop`): the lease is revoked first, so the control plane
+withdraws the worker before it drains; then everything goes NOT_SERVING and new calls get
+UNAVAILABLE, in-flight calls get up to `grace_seconds` to finish, then the server stops and
+the process exits 0.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -21,11 +31,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
-from modelyard.v1 import predict_pb2, predict_pb2_grpc
+from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
+from modelyard.workerinfo import DesiredWorker, WorkerInfo
 from workers.config import WorkerSettings
+from workers.desired_state import DesiredState
 from workers.devices import device_tags, resolve_device
+from workers.load_servicer import WorkerLoadServicer
 from workers.metrics import WorkerMetrics
+from workers.registration import Registration, describe_worker
 from workers.registry import ModelEntry, ModelRegistry, ModelState
 from workers.service import WorkerService
 from workers.servicer import PredictServicer
@@ -33,6 +48,9 @@ from workers.servicer import PredictServicer
 log = logging.getLogger(__name__)
 
 PREDICT_SERVICE = predict_pb2.DESCRIPTOR.services_by_name["Predict"].full_name
+LOAD_SERVICE = load_pb2.DESCRIPTOR.services_by_name["WorkerLoad"].full_name
+#: A health name with no service behind it: SERVING while this worker is registered in etcd.
+REGISTRATION_HEALTH = "modelyard.v1.Registration"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -57,7 +75,17 @@ class Worker:
             ],
         )
         self.port = 0
+        self.worker_id = settings.worker_id  # completed with the port once it is bound
+        self.registration: Registration | None = None
+        self.desired_state: DesiredState | None = None
+        self._etcd: EtcdClient | None = None
+        self.load_servicer: WorkerLoadServicer | None = None
+        self._loaded = False  # every model has loaded or failed
+        self._stopping = False
+        self._stopped: asyncio.Task[bool] | None = None
+        self._started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def _tags(self) -> dict[str, str]:
         devices = set()
@@ -72,22 +100,45 @@ class Worker:
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
+    @property
+    def advertise_address(self) -> str:
+        """What others dial: the configured address, else host:port (the host name when
+        listening on every interface, since 0.0.0.0 cannot be dialled from elsewhere)."""
+        if self.settings.advertise_address:
+            return self.settings.advertise_address
+        host = self.settings.host
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = socket.gethostname()
+        return f"{host}:{self.port}"
+
     async def start(self) -> None:
-        """Listens, then loads every model; returns when all have loaded or failed."""
+        """Listens, then loads every model; returns when all have loaded or failed.
+
+        With etcd, it then reads its desired state and starts registering (in the
+        background: a worker that cannot reach etcd serves anyway and keeps trying).
+        """
         self._loop = asyncio.get_running_loop()
-        predict_pb2_grpc.add_PredictServicer_to_server(PredictServicer(self.service), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (PREDICT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
         self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        self.worker_id = self.settings.worker_id or f"{socket.gethostname()}-{self.port}"
+        self.load_servicer = WorkerLoadServicer(self.service, self.worker_id)
+        predict_pb2_grpc.add_PredictServicer_to_server(PredictServicer(self.service), self.server)
+        load_pb2_grpc.add_WorkerLoadServicer_to_server(self.load_servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (PREDICT_SERVICE, LOAD_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.server,
+        )
         for name in ("", PREDICT_SERVICE, *self.registry.names):
             await self.health.set(name, NOT_SERVING)
+        if self.settings.etcd is not None:
+            await self.health.set(REGISTRATION_HEALTH, NOT_SERVING)
         await self.server.start()
         if self.settings.metrics_port >= 0:
-            start_http_server(self.settings.metrics_port, registry=self.metrics.registry)
+            start_http_server(
+                self.settings.metrics_port, addr=self.settings.host, registry=self.metrics.registry
+            )
         log.info(
             "worker listening on %s; loading %d model(s)", self.address, len(self.settings.models)
         )
@@ -96,10 +147,71 @@ class Worker:
         if failed and self.settings.strict:
             reasons = "; ".join(f"{e.name}: {e.reason}" for e in failed)
             raise StartupError(f"strict mode: model(s) failed to load: {reasons}")
-        await self.health.set("", SERVING)
-        await self.health.set(PREDICT_SERVICE, SERVING)
+        self._loaded = True
+        await self._join()
+        await self._publish_health()
+        if self.registration is not None:
+            # after the models loaded, so the control plane sees the real model list
+            self.registration.start()
         self._write_port_file()
-        log.info("worker ready on %s", self.address)
+        log.info("worker %s ready on %s", self.worker_id, self.address)
+
+    async def _join(self) -> None:
+        """Connects to etcd and reads this worker's desired state (a worker drained before
+        it restarted comes up drained)."""
+        etcd = self.settings.etcd
+        if etcd is None:
+            return
+        keys = Keys(etcd.prefix)
+        self._etcd = EtcdClient(etcd)
+        self.registration = Registration(
+            self._etcd,
+            keys.worker(self.worker_id),
+            self._describe,
+            ttl=self.settings.lease_ttl,
+            on_change=self._on_registration,
+        )
+        self.desired_state = DesiredState(
+            self._etcd,
+            keys.desired_worker(self.worker_id),
+            self._on_desired,
+            call_timeout=min(etcd.timeout, 2.0),
+        )
+        await self.desired_state.start(wait=min(etcd.timeout, 2.0))
+
+    def _describe(self) -> WorkerInfo:
+        return describe_worker(
+            self.worker_id,
+            self.advertise_address,
+            self.registry,
+            self.service.tags,
+            self._started_at,
+        )
+
+    async def _on_registration(self, registered: bool) -> None:
+        await self.health.set(REGISTRATION_HEALTH, SERVING if registered else NOT_SERVING)
+
+    async def _on_desired(self, desired: DesiredWorker) -> None:
+        if self._stopping:
+            return  # shutdown owns the worker's state now
+        if desired.drain != self.service.draining:
+            log.warning(
+                "%s (desired state in etcd)",
+                "draining: refusing new calls" if desired.drain else "undrained: serving again",
+            )
+        self.service.set_draining(desired.drain)
+        await self._publish_health()
+
+    async def _publish_health(self) -> None:
+        """Sets every health status from the current state (level-triggered: it does not
+        matter what changed). After `enter_graceful_shutdown`, the servicer ignores it."""
+        open_ = not self.service.draining
+        worker = SERVING if open_ and self._loaded else NOT_SERVING
+        await self.health.set("", worker)
+        await self.health.set(PREDICT_SERVICE, worker)
+        for entry in self.registry.entries():
+            ready = open_ and entry.state is ModelState.READY
+            await self.health.set(entry.name, SERVING if ready else NOT_SERVING)
 
     def _write_port_file(self) -> None:
         path = self.settings.port_file
@@ -110,18 +222,38 @@ class Worker:
         os.replace(tmp, path)  # readers never see a half-written port
 
     def _on_model_change(self, entry: ModelEntry) -> None:
-        status = SERVING if entry.state is ModelState.READY else NOT_SERVING
         assert self._loop is not None
-        self._loop.create_task(self.health.set(entry.name, status))
+        task = self._loop.create_task(self._publish_health())
+        self._background.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._background.discard)
+        if self.registration is not None:
+            self.registration.update()
 
     async def stop(self) -> bool:
-        """Graceful shutdown; returns whether every in-flight call finished in time."""
+        """Graceful shutdown; returns whether every in-flight call finished in time.
+
+        Calling it again (a second SIGTERM, a test's clean-up) waits for the first.
+        """
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_task(self._stop())
+        return await asyncio.shield(self._stopped)
+
+    async def _stop(self) -> bool:
+        self._stopping = True
+        if self.desired_state is not None:
+            await self.desired_state.close()  # an undrain must not reopen a stopping worker
+        if self.registration is not None:
+            await self.registration.close(revoke=True)
         await self.health.enter_graceful_shutdown()
         drained = await self.service.drain(self.settings.grace_seconds)
         if not drained:
             log.warning("grace period over with %d call(s) in flight", self.service.in_flight)
+        if self.load_servicer is not None:
+            self.load_servicer.close()
         await self.server.stop(grace=1.0)
         await self.registry.close()
+        if self._etcd is not None:
+            await self._etcd.close()
         return drained
 
 

@@ -38,6 +38,7 @@ def test_grpcurl_lists_the_services(hf_worker: str) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "modelyard.v1.Predict",
+        "modelyard.v1.WorkerLoad",
     ]
 
 

@@ -262,7 +262,8 @@ def aggregate(method: str, values: list[str], **extra: Any) -> dict[str, Any]:
 
 def test_aggregate_nodes() -> None:
     assert errors(aggregate("mean", ["inputs.text"])) == [
-        "node 'v': method 'mean' is not one of majority_vote, weighted_average, concat, collect, list"
+        "node 'v': method 'mean' is not one of "
+        "majority_vote, weighted_average, concat, collect, list"
     ]
     assert errors(aggregate("concat", [])) == ["node 'v': aggregate has no values"]
     two = ["inputs.text", "inputs.text"]

@@ -1,0 +1,51 @@
+"""Small asyncio helpers shared by the services: backoff, reliable task cancellation, and
+etcd errors in a few words."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Capped exponential delays with jitter, so workers that lost etcd together do not
+    all come back in the same instant."""
+
+    def __init__(
+        self, initial: float = 0.05, cap: float = 2.0, rng: random.Random | None = None
+    ) -> None:
+        self._initial = initial
+        self._cap = cap
+        self._rng = rng or random.Random()
+        self._attempts = 0
+
+    def next(self) -> float:
+        delay = min(self._cap, self._initial * 2.0**self._attempts)
+        self._attempts += 1
+        return delay * self._rng.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self._attempts = 0
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancels `task` until it ends. Once is not always enough: on Python 3.11,
+    `asyncio.wait_for` (which aetcd uses to create watches) drops a cancellation that arrives
+    just as what it waits for completes, and the task would carry on as if never cancelled.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("%s ended with an error", task.get_name(), exc_info=error)
+
+
+def describe_error(error: BaseException) -> str:
+    """An etcd failure in a few words, for logs."""
+    if isinstance(error, TimeoutError):
+        return "etcd did not answer in time"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

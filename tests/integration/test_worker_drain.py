@@ -1,0 +1,138 @@
+"""Drain as desired state in a real etcd: a drained worker finishes what it has, refuses new
+calls and says NOT_SERVING, but keeps running; undrained, it serves again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import grpc.aio
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modelyard.client import AsyncClient
+from modelyard.errors import Unavailable
+from modelyard.etcd import EtcdClient, Keys
+from modelyard.testing.etcd import EtcdServer
+from modelyard.v1 import predict_pb2 as pb
+from modelyard.workerinfo import DesiredWorker
+from tests.helpers import eventually
+from tests.integration.conftest import running_worker
+from workers.server import PREDICT_SERVICE, Worker
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SLOW: list[dict[str, Any]] = [
+    {
+        "name": "slow",
+        "class": "modelyard.testing.models:SlowEcho",
+        "batching": {"max_batch_size": 4, "max_wait_ms": 5},
+        "options": {"delay_ms": 300},
+    }
+]
+
+
+@pytest_asyncio.fixture
+async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
+    etcd_client = EtcdClient(etcd.settings())
+    await etcd_client.connect()
+    yield etcd_client
+    await etcd_client.close()
+
+
+def drainable_worker(etcd: EtcdServer, **settings: Any) -> AbstractAsyncContextManager[Worker]:
+    return running_worker(SLOW, etcd=etcd.settings(), lease_ttl=1.0, **settings)
+
+
+async def set_drain(client: EtcdClient, worker: Worker, drain: bool) -> None:
+    await client.put(Keys().desired_worker(worker.worker_id), DesiredWorker(drain=drain).to_json())
+
+
+async def statuses(worker: Worker) -> set[int]:
+    """The health of the worker, of Predict and of its model."""
+    async with grpc.aio.insecure_channel(worker.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        replies = [
+            await stub.Check(health_pb2.HealthCheckRequest(service=name))
+            for name in ("", PREDICT_SERVICE, "slow")
+        ]
+    return {r.status for r in replies}
+
+
+async def until_statuses(worker: Worker, expected: int, timeout: float = 1.0) -> None:
+    async with asyncio.timeout(timeout):
+        while await statuses(worker) != {expected}:  # noqa: ASYNC110 (polls over gRPC)
+            await asyncio.sleep(0.01)
+
+
+async def test_drain_finishes_in_flight_calls_refuses_new_ones_and_undrain_reopens(
+    etcd: EtcdServer, client: EtcdClient
+) -> None:
+    async with drainable_worker(etcd) as worker, AsyncClient(worker.address, timeout=10) as calls:
+        in_flight = [asyncio.create_task(calls.predict("slow", x=i)) for i in range(8)]
+        await eventually(lambda: worker.service.in_flight == 8)
+        await set_drain(client, worker, True)
+        await until_statuses(worker, NOT_SERVING, timeout=0.5)
+        with pytest.raises(Unavailable, match="this worker is draining"):
+            await calls.predict("slow", x=99)
+        results = await asyncio.gather(*in_flight)
+        assert [r.outputs["x"] for r in results] == list(range(8))  # none lost
+        # still running and answering, and still registered (the control plane shows it
+        # as draining rather than gone)
+        assert [m.state for m in await calls.list_models()] == [pb.MODEL_STATE_DRAINING]
+        assert worker.registration is not None and worker.registration.registered
+
+        await set_drain(client, worker, False)
+        await until_statuses(worker, SERVING, timeout=0.5)
+        assert (await calls.predict("slow", x=1)).outputs["x"] == 1
+
+        # deleting the key is the same as drain: false
+        await set_drain(client, worker, True)
+        await until_statuses(worker, NOT_SERVING, timeout=0.5)
+        await client.delete(Keys().desired_worker(worker.worker_id))
+        await until_statuses(worker, SERVING, timeout=0.5)
+        assert (await calls.predict("slow", x=2)).outputs["x"] == 2
+        assert await worker.stop() is True
+
+
+async def test_a_worker_drained_before_it_starts_never_serves_and_stops_cleanly(
+    etcd: EtcdServer, client: EtcdClient
+) -> None:
+    await client.put(Keys().desired_worker("w-drained"), DesiredWorker(drain=True).to_json())
+    async with (
+        drainable_worker(etcd, worker_id="w-drained") as worker,
+        AsyncClient(worker.address) as calls,
+    ):
+        assert await statuses(worker) == {NOT_SERVING}  # as soon as start returned
+        with pytest.raises(Unavailable, match="draining"):
+            await calls.predict("slow", x=1)
+        assert await worker.stop() is True  # shutdown works from the drained state too
+        assert await client.get(Keys().worker("w-drained")) is None
+
+
+async def test_drain_is_followed_across_an_etcd_restart(
+    etcd: EtcdServer, client: EtcdClient
+) -> None:
+    async with drainable_worker(etcd) as worker:
+        assert worker.desired_state is not None
+        etcd.restart()  # breaks the watch: the worker reads the key again and re-watches
+        await set_drain(client, worker, True)
+        await until_statuses(worker, NOT_SERVING, timeout=3.0)
+        await set_drain(client, worker, False)
+        await until_statuses(worker, SERVING, timeout=1.0)
+
+
+async def test_an_unreadable_desired_state_is_ignored(etcd: EtcdServer, client: EtcdClient) -> None:
+    async with drainable_worker(etcd) as worker:
+        key = Keys().desired_worker(worker.worker_id)
+        await set_drain(client, worker, True)
+        await until_statuses(worker, NOT_SERVING)
+        await client.put(key, b"{not json")
+        await client.put(key, b'{"drain": "perhaps"}')
+        await asyncio.sleep(0.1)
+        assert await statuses(worker) == {NOT_SERVING}  # the last good state stays
+        await client.put(key, b'{"drain": false, "reason": "from a newer version"}')
+        await until_statuses(worker, SERVING)
