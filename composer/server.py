@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import Any
 
 import grpc.aio
@@ -18,7 +17,7 @@ from composer.service import ComposerService
 from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
 from composer.store import GraphStore
-from modelyard.aio import cancel_and_wait
+from modelyard.aio import cancel_and_wait, serve_until_signalled
 from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
 from modelyard.portfile import write_port_file
@@ -83,11 +82,4 @@ class Composer:
 
 async def run(settings: ComposerSettings) -> int:
     composer = Composer(settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await composer.start()
-    await stopping.wait()
-    await composer.stop()
-    return 0
+    return await serve_until_signalled(composer.start, composer.stop, "composer")

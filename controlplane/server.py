@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import Any
 
 import grpc.aio
@@ -26,7 +25,7 @@ from controlplane.servicer import ControlPlaneServicer
 from controlplane.settings import ControlPlaneSettings
 from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue
-from modelyard.aio import cancel_and_wait
+from modelyard.aio import cancel_and_wait, serve_until_signalled
 from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
 from modelyard.informer import Informer
@@ -139,12 +138,4 @@ class ControlPlane:
 
 async def run(settings: ControlPlaneSettings) -> int:
     control_plane = ControlPlane(settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await control_plane.start()
-    await stopping.wait()
-    log.info("control plane shutting down")
-    await control_plane.stop()
-    return 0
+    return await serve_until_signalled(control_plane.start, control_plane.stop, "control plane")

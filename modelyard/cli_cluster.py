@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -121,15 +120,10 @@ def undrain(
 
 
 def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
+    from modelyard.cli_rpc import call_service
     from modelyard.v1 import controlplane_pb2_grpc
 
-    target = _address(address)
-    with grpc.insecure_channel(target) as channel:
-        try:
-            return call(controlplane_pb2_grpc.ControlPlaneStub(channel))
-        except grpc.RpcError as error:
-            errors.print(f"[red]{error.code().name}[/red]: {error.details()} ({target})")
-            raise typer.Exit(1) from None
+    return call_service(_address(address), controlplane_pb2_grpc.ControlPlaneStub, call)
 
 
 def register(app: typer.Typer) -> None:

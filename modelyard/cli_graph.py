@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -40,15 +39,10 @@ def _address(given: str | None) -> str:
 
 
 def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
+    from modelyard.cli_rpc import call_service
     from modelyard.v1 import composer_pb2_grpc
 
-    target = _address(address)
-    with grpc.insecure_channel(target) as channel:
-        try:
-            return call(composer_pb2_grpc.ComposerStub(channel))
-        except grpc.RpcError as error:
-            errors.print(f"[red]{error.code().name}[/red]: {error.details()} ({target})")
-            raise typer.Exit(1) from None
+    return call_service(_address(address), composer_pb2_grpc.ComposerStub, call)
 
 
 def composer(
@@ -79,7 +73,6 @@ def composer(
 def graph_deploy(path: Path, composer: ComposerOption = None) -> None:
     """Validate and store a graph file (YAML or JSON)."""
     from composer.spec import load_graph
-
     from modelyard.v1 import composer_pb2 as pb
 
     graph = _load(load_graph, path)
@@ -93,7 +86,6 @@ def graph_deploy(path: Path, composer: ComposerOption = None) -> None:
 def graph_validate(path: Path, composer: ComposerOption = None) -> None:
     """Check a graph file against the running cluster without storing it."""
     from composer.spec import load_graph
-
     from modelyard.v1 import composer_pb2 as pb
 
     graph = _load(load_graph, path)
@@ -174,9 +166,9 @@ def up(
     run_graph: Annotated[str | None, typer.Option("--run", help="Run this graph once up.")] = None,
     input: Inputs = None,
     once: Annotated[bool, typer.Option(help="Stop the stack after --run.")] = False,
-    work_dir: Annotated[
-        Path, typer.Option(help="etcd data, generated worker configs.")
-    ] = Path(".cache/stack"),
+    work_dir: Annotated[Path, typer.Option(help="etcd data, generated worker configs.")] = Path(
+        ".cache/stack"
+    ),
 ) -> None:
     """Start the local stack: etcd, control plane, workers, composer; deploy its graphs."""
     from modelyard.cli import _pairs, setup_logging

@@ -27,7 +27,7 @@ from modelyard.v1 import predict_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
@@ -83,7 +83,7 @@ class Client:
     """A blocking client of one worker."""
 
     def __init__(self, address: str, *, timeout: float | None = None) -> None:
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = predict_pb2_grpc.PredictStub(self._channel)
         self.timeout = timeout
 
@@ -152,7 +152,7 @@ class AsyncClient:
     """The asyncio client of one worker; create it inside the running loop."""
 
     def __init__(self, address: str, *, timeout: float | None = None) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = predict_pb2_grpc.PredictStub(self._channel)
         self.timeout = timeout
 

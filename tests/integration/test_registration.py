@@ -9,14 +9,12 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import grpc.aio
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
@@ -43,12 +41,9 @@ MODELS: list[dict[str, Any]] = [
 ]
 
 
-@pytest_asyncio.fixture
-async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
-    etcd_client = EtcdClient(etcd.settings())
-    await etcd_client.connect()
-    yield etcd_client
-    await etcd_client.close()
+@pytest.fixture
+def client(etcd_client: EtcdClient) -> EtcdClient:
+    return etcd_client
 
 
 def registering_worker(etcd: EtcdServer, **settings: Any) -> AbstractAsyncContextManager[Worker]:

@@ -4,13 +4,11 @@ calls and says NOT_SERVING, but keeps running; undrained, it serves again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc.aio
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.client import AsyncClient
@@ -35,12 +33,9 @@ SLOW: list[dict[str, Any]] = [
 ]
 
 
-@pytest_asyncio.fixture
-async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
-    etcd_client = EtcdClient(etcd.settings())
-    await etcd_client.connect()
-    yield etcd_client
-    await etcd_client.close()
+@pytest.fixture
+def client(etcd_client: EtcdClient) -> EtcdClient:
+    return etcd_client
 
 
 def drainable_worker(etcd: EtcdServer, **settings: Any) -> AbstractAsyncContextManager[Worker]:
