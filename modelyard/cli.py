@@ -45,6 +45,11 @@ def worker(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
     strict: Annotated[bool | None, typer.Option(help="Refuse to start if a model fails.")] = None,
+    etcd: Annotated[
+        list[str] | None,
+        typer.Option(help="Register in etcd at host:port (repeat for several members)."),
+    ] = None,
+    worker_id: Annotated[str | None, typer.Option(help="This worker's id in etcd.")] = None,
     describe: Annotated[bool, typer.Option(help="Print models and tags, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -56,7 +61,15 @@ def worker(
 
     setup_logging(verbose)
     try:
-        settings = load_settings(config, port=port, host=host, port_file=port_file, strict=strict)
+        settings = load_settings(
+            config,
+            port=port,
+            host=host,
+            port_file=port_file,
+            strict=strict,
+            worker_id=worker_id,
+            etcd_endpoints=etcd,
+        )
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as error:
         errors.print(f"[red]invalid worker config:[/red] {error}")
         raise typer.Exit(2) from None

@@ -156,8 +156,17 @@ class WorkerSettings(BaseSettings):
         return self
 
 
-def load_settings(config_path: Path | None = None, **overrides: Any) -> WorkerSettings:
-    """Settings from the environment, then the YAML file, then explicit overrides."""
+def load_settings(
+    config_path: Path | None = None,
+    *,
+    etcd_endpoints: list[str] | None = None,
+    **overrides: Any,
+) -> WorkerSettings:
+    """Settings from the environment, then the YAML file, then explicit overrides.
+
+    `etcd_endpoints` (the command line's --etcd) replaces only the endpoints of the file's
+    `etcd:` section, keeping its prefix, TLS and user settings.
+    """
     values: dict[str, Any] = {}
     if config_path is not None:
         loaded = yaml.safe_load(config_path.read_text()) or {}
@@ -165,6 +174,8 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> WorkerSe
             raise ValueError(f"{config_path}: expected a mapping at the top level")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if etcd_endpoints:
+        values["etcd"] = {**(values.get("etcd") or {}), "endpoints": etcd_endpoints}
     settings = WorkerSettings(**values)
     base = config_path.parent if config_path is not None else Path.cwd()
     for model in settings.models:

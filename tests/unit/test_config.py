@@ -78,3 +78,11 @@ def test_config_mistakes_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         load_settings(write(tmp_path, yaml_text))
+
+
+def test_command_line_etcd_endpoints_keep_the_files_other_etcd_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, "etcd: {endpoints: ['10.0.0.1:2379'], prefix: /prod}\nmodels: []\n")
+    settings = load_settings(path, etcd_endpoints=["127.0.0.1:2379", "127.0.0.2:2379"])
+    assert settings.etcd is not None
+    assert settings.etcd.endpoints == ["127.0.0.1:2379", "127.0.0.2:2379"]
+    assert settings.etcd.prefix == "/prod"
