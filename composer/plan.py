@@ -1,0 +1,107 @@
+"""The static analysis of a graph before it runs, for composer.engine: the run's inputs
+checked against the graph's, every reference checked to name a node or input that exists,
+each node's dependencies (the nodes whose outputs it waits for) and the streaming edges
+(which plain model node each streaming consumer reads the stream of). What fails raises
+InvalidArgument before any call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast, get_args
+
+from composer.references import Ref, parse_ref
+from modelyard.errors import InvalidArgument, ModelyardError, from_status
+from modelyard.signature import Field, Kind, check_value
+from modelyard.v1 import graph_pb2
+from modelyard.values import from_value
+
+
+def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's inputs checked against the graph's, and optional ones defaulted (null counts
+    as not given for those); raises InvalidArgument naming the input."""
+    takes = ", ".join(spec.name for spec in graph.inputs) or "none"
+    declared = {spec.name for spec in graph.inputs}
+    for name in given:
+        if name not in declared:
+            raise InvalidArgument(f"unknown input '{name}'; graph '{graph.name}' takes: {takes}")
+    checked: dict[str, Any] = {}
+    for spec in graph.inputs:
+        kind = spec.kind or "any"
+        if kind not in get_args(Kind):
+            raise InvalidArgument(f"graph input '{spec.name}' has unknown kind {kind!r}")
+        value = given.get(spec.name)
+        if spec.name in given and (value is not None or spec.required):
+            checked[spec.name] = check_value("input", Field(spec.name, cast(Kind, kind)), value)
+        elif spec.required:
+            raise InvalidArgument(f"missing input '{spec.name}' ({kind}); graph takes: {takes}")
+        else:
+            checked[spec.name] = from_value(spec.default) if spec.HasField("default") else None
+    return checked
+
+
+class Plan:
+    """A run's plan: who waits for whom, who streams to whom. `inputs` are the run's
+    checked inputs (check_inputs), which references to inputs must name."""
+
+    def __init__(self, graph: graph_pb2.Graph, inputs: Mapping[str, Any]) -> None:
+        self.inputs = inputs
+        self.nodes = {node.name: node for node in graph.nodes}
+        if len(self.nodes) != len(graph.nodes):
+            raise InvalidArgument(f"graph '{graph.name}' has two nodes of the same name")
+        self.deps = {name: self._references(node) for name, node in self.nodes.items()}
+        for name, text in graph.outputs.items():
+            try:
+                self._check_known(parse_ref(text))
+            except InvalidArgument as error:
+                raise prefixed(error, f"output '{name}'") from None
+        self.stream_from: dict[str, str] = {}  # consumer -> the node it streams from
+        for name, node in self.nodes.items():
+            if upstream := self._streamed_upstream(node):
+                self.stream_from[name] = upstream
+                self.deps[name].discard(upstream)
+
+    def _references(self, node: graph_pb2.Node) -> set[str]:
+        # unset sub-messages read as empty, so only the node's own kind contributes
+        calls = [node.model, node.map.call, *(case.call for case in node.switch.cases)]
+        if node.switch.HasField("default"):
+            calls.append(node.switch.default)
+        texts = [*node.aggregate.values, node.map.over]
+        texts += [case.when.value for case in node.switch.cases]
+        texts += [text for call in calls for text in call.inputs.values()]
+        try:
+            refs = [parse_ref(text) for text in texts if text]
+            for ref in refs:
+                self._check_known(ref)
+        except InvalidArgument as error:
+            raise prefixed(error, f"node '{node.name}'") from None
+        return {ref.name for ref in refs if ref.kind == "node"}
+
+    def _check_known(self, ref: Ref) -> None:
+        known = {"node": self.nodes, "input": self.inputs}.get(ref.kind)
+        if known is not None and ref.name not in known:
+            raise InvalidArgument(f"'{ref}' names no {ref.kind}")
+
+    def _streamed_upstream(self, node: graph_pb2.Node) -> str | None:
+        if not _is_model(node) or node.model.stream == graph_pb2.STREAM_MODE_UNSPECIFIED:
+            return None
+        refs = [parse_ref(text) for text in node.model.inputs.values()]
+        found = sorted({r.name for r in refs if r.kind == "node" and _is_plain(self.nodes[r.name])})
+        if len(found) > 1:
+            raise InvalidArgument(
+                f"node '{node.name}': a streaming call consumes one model node's stream, "
+                f"but its inputs reference {', '.join(found)}"
+            )
+        return found[0] if found else None
+
+
+def prefixed(error: ModelyardError, where: str) -> ModelyardError:
+    """`error` with its code, its message prefixed "<where>: "."""
+    return from_status(error.code, f"{where}: {error.message}")
+
+
+def _is_model(node: graph_pb2.Node) -> bool:
+    return node.WhichOneof("kind") == "model"
+
+
+def _is_plain(node: graph_pb2.Node) -> bool:
+    return _is_model(node) and node.model.stream == graph_pb2.STREAM_MODE_UNSPECIFIED
