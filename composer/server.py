@@ -63,12 +63,17 @@ class Composer:
         )
         self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         self._tasks.append(asyncio.create_task(self.store.informer.run(), name="graphs"))
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
-        serving = health_pb2.HealthCheckResponse.SERVING
-        await self.health.set("", serving)
-        await self.health.set(SERVICE_NAME, serving)
+        self._tasks.append(asyncio.create_task(self._serve_once_synced(), name="ready"))
         write_port_file(self.settings.port_file, self.port)
         log.info("composer serving on %s", self.address)
+
+    async def _serve_once_synced(self) -> None:
+        await self.store.informer.synced.wait()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()

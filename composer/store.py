@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from modelyard.errors import NotFound
+from modelyard.errors import NotFound, Unavailable
 from modelyard.etcd import Keys
 from modelyard.informer import Informer
 from modelyard.v1 import graph_pb2
@@ -36,7 +36,14 @@ class GraphStore:
         await self._client.delete(self._key(name))
         self.informer.cache.pop(name, None)  # read-your-writes on this replica
 
+    def _require_synced(self) -> None:
+        # Before the first listing the cache is empty: "not deployed" would be a lie that
+        # callers take as final, while "unavailable" tells them to retry.
+        if not self.informer.synced.is_set():
+            raise Unavailable("this composer has not read the graphs from etcd yet; retry")
+
     def get(self, name: str) -> graph_pb2.Graph:
+        self._require_synced()
         entry = self.informer.cache.get(name)
         if entry is None:
             known = ", ".join(sorted(self.informer.cache)) or "none"
@@ -44,6 +51,7 @@ class GraphStore:
         return entry.value
 
     def list(self) -> list[graph_pb2.Graph]:
+        self._require_synced()
         return [self.informer.cache[name].value for name in sorted(self.informer.cache)]
 
     def remember(self, graph: graph_pb2.Graph) -> None:

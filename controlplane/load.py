@@ -61,5 +61,10 @@ class LoadFeeds:
                 if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                     log.info("worker %s reports no load; balancing on local counts", worker_id)
                     return
+            except Exception:  # a bug must not end the feed silently
+                log.exception("load feed of worker %s failed", worker_id)
+            # an old report (say 50 in flight) would keep steering traffic away; no report
+            # means balancing on the clients' own counts until the feed is back
+            self.loads.pop(worker_id, None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)

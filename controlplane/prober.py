@@ -48,8 +48,9 @@ class WorkerProber:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
+            answered = False
             try:
-                await self._probe()
+                answered = await self._probe()
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as error:
@@ -57,10 +58,12 @@ class WorkerProber:
             except Exception:
                 log.exception("probing worker %s failed", self.info.worker_id)
             self._report(reachable=False, statuses={})
+            # a worker that answered before dropping is probably restarting: retry soon
+            backoff = 0.1 if answered else min(backoff * 2, 2.0)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
 
-    async def _probe(self) -> None:
+    async def _probe(self) -> bool:
+        """Watches until a stream fails; returns whether the worker ever answered."""
         names = ["", *(m.name for m in self.info.models)]
         statuses: dict[str, bool] = {}
         async with grpc.aio.insecure_channel(self.info.address) as channel:
@@ -72,11 +75,17 @@ class WorkerProber:
                 # The first stream to fail means the worker is gone (or restarting).
                 done, _ = await asyncio.wait(watches, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
+                    if task.exception() is not None and statuses:
+                        log.info(
+                            "worker %s stopped answering: %s", self.info.worker_id, task.exception()
+                        )
+                        return True
                     task.result()
             finally:
                 for task in watches:
                     task.cancel()
                 await asyncio.gather(*watches, return_exceptions=True)
+        return bool(statuses)
 
     async def _watch(
         self,

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ControlPlane:
@@ -73,6 +74,7 @@ class ControlPlane:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.replica_id = ""
+        self.synced = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
     def is_leader(self) -> bool:
@@ -94,7 +96,8 @@ class ControlPlane:
         )
         admin = Admin(self.view, self.client, self.keys)
         controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(
-            ControlPlaneServicer(admin, self.hub, self.replica_id, self.is_leader), self.server
+            ControlPlaneServicer(admin, self.hub, self.replica_id, self.is_leader, self.synced),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -109,13 +112,28 @@ class ControlPlane:
             ("health-writer", self.reconciler.write_health()),
             ("election", self.election.run()),
             ("refresh", self.hub.refresh_every(self.settings.refresh_seconds)),
+            ("ready", self._serve_once_synced()),
         ):
             self._tasks.append(loop.create_task(coroutine, name=name))
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, NOT_SERVING)
         await self.server.start()
-        await self.health.set("", SERVING)
-        await self.health.set(SERVICE_NAME, SERVING)
         write_port_file(self.settings.port_file, self.port)
         log.info("control plane %s serving on %s", self.replica_id, self.address)
+
+    async def _serve_once_synced(self) -> None:
+        # Until every informer has listed etcd the caches are empty, and an endpoint set
+        # computed from them would tell composers that no replica exists. So streams and
+        # reads wait for this; health says NOT_SERVING until then.
+        await asyncio.gather(
+            self.workers.synced.wait(),
+            self.desired.synced.wait(),
+            self.health_records.synced.wait(),
+        )
+        self.synced.set()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, SERVING)
+        log.info("control plane %s has read etcd and serves endpoint sets", self.replica_id)
 
     def _on_leadership(self, leader: bool) -> None:
         log.info("replica %s is %s", self.replica_id, "the leader" if leader else "a follower")

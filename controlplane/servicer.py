@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from controlplane.admin import Admin
 from controlplane.hub import EndpointHub
 from controlplane.view import WorkerView
 from modelyard.endpoints import Endpoint, EndpointSet, Load
+from modelyard.errors import Unavailable
 from modelyard.selectors import parse_selector
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
@@ -20,8 +22,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
     def __init__(
-        self, admin: Admin, hub: EndpointHub, replica_id: str, is_leader: Callable[[], bool]
+        self,
+        admin: Admin,
+        hub: EndpointHub,
+        replica_id: str,
+        is_leader: Callable[[], bool],
+        synced: asyncio.Event,
     ) -> None:
+        self._synced = synced
         self._admin = admin
         self._hub = hub
         self._replica_id = replica_id
@@ -30,6 +38,7 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: Context
     ) -> pb.ListWorkersResponse:
+        self._require_synced()
         workers = self._admin.list_workers(request.model, parse_selector(request.selector))
         return pb.ListWorkersResponse(
             workers=[_worker_status(w) for w in workers],
@@ -41,6 +50,8 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         self, request: pb.WatchEndpointsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEndpointsResponse]:
         selector = parse_selector(request.selector)  # INVALID_ARGUMENT before subscribing
+        # no set before etcd was read: an empty one would make clients drop every replica
+        await self._synced.wait()
         subscription = self._hub.subscribe(request.model, selector)
         try:
             while True:
@@ -48,17 +59,27 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         finally:
             self._hub.unsubscribe(subscription)
 
+    def _require_synced(self) -> None:
+        if not self._synced.is_set():
+            raise _unsynced()
+
     async def DrainWorker(
         self, request: pb.DrainWorkerRequest, context: Context
     ) -> pb.DrainWorkerResponse:
+        self._require_synced()
         await self._admin.drain(request.worker_id)
         return pb.DrainWorkerResponse()
 
     async def UndrainWorker(
         self, request: pb.UndrainWorkerRequest, context: Context
     ) -> pb.UndrainWorkerResponse:
+        self._require_synced()
         await self._admin.undrain(request.worker_id)
         return pb.UndrainWorkerResponse()
+
+
+def _unsynced() -> Unavailable:
+    return Unavailable("this control-plane replica has not read etcd yet; retry, or ask another")
 
 
 def _load(load: Load) -> pb.Load:

@@ -113,6 +113,7 @@ class RoutedClient:
         eject_s: float = 2.0,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        idle_timeout_s: float | None = 5.0,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -126,6 +127,9 @@ class RoutedClient:
         self.max_attempts = max_attempts
         self.eject_s = eject_s
         self._backoff = backoff
+        # A control plane re-sends every set each `refresh_seconds` (1 s by default), so a
+        # stream silent this long means a hung or partitioned replica: try the next one.
+        self.idle_timeout_s = idle_timeout_s
         self._rng = rng or random.Random()
         self._routes: dict[tuple[str, str], _Route] = {}
         self._channels = _Channels()
@@ -242,6 +246,7 @@ class RoutedClient:
                 str(parsed),
                 on_update=lambda endpoints: self._on_update(balancer, endpoints),
                 backoff=self._backoff,
+                idle_timeout_s=self.idle_timeout_s,
             )
             route = self._routes[key] = _Route(parsed, watcher, balancer)
             watcher.start()

@@ -236,3 +236,14 @@ def test_graceful_stops_deregister_at_once(cluster: Cluster) -> None:
     env = {**os.environ, "MODELYARD_CONTROLPLANE_ADDRESS": control, "COLUMNS": "250"}
     done = subprocess.run([MODELYARD, "workers"], capture_output=True, text=True, env=env)
     assert "│ a " not in done.stdout
+
+
+async def test_a_hung_control_plane_is_left_for_another_replica(cluster: Cluster) -> None:
+    hung, first = cluster.control_plane()
+    _, second = cluster.control_plane()
+    cluster.worker("a")
+    async with RoutedClient([first, second], timeout=10, idle_timeout_s=2.0) as client:
+        assert (await client.predict("slow", x=1)).outputs["x"] == 1
+        os.kill(hung.pid, signal.SIGSTOP)  # its connections stay open; it says nothing more
+        cluster.worker("b")  # only a replica that still works can tell the client about it
+        await eventually(lambda: {e.worker_id for e in client.endpoints("slow")} == {"a", "b"}, 15)

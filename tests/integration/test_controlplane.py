@@ -150,3 +150,26 @@ async def test_a_restarted_control_plane_rebuilds_from_etcd(
         await again.until(["w1"], timeout=2.0)
         await again.close()
         await second.stop()
+
+
+async def test_before_it_has_read_etcd_a_replica_sends_no_set_and_refuses_reads() -> None:
+    from modelyard.etcd import EtcdSettings
+    from modelyard.testing.etcd import free_port
+
+    unreachable = EtcdSettings(endpoints=[f"127.0.0.1:{free_port()}"])
+    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=unreachable))
+    await plane.start()
+    try:
+        watcher = Watcher(plane.address, "echo")
+        await asyncio.sleep(0.5)
+        # an empty set here would make every composer drop every replica it knows
+        assert watcher.latest is None
+        async with grpc.aio.insecure_channel(plane.address) as channel:
+            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ListWorkers(pb.ListWorkersRequest())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "has not read etcd yet" in (caught.value.details() or "")
+        await watcher.close()
+    finally:
+        await plane.stop()

@@ -1,0 +1,91 @@
+"""A real composer on a real etcd and control plane: graph storage, readiness, validation
+against what workers serve, and runs over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import pytest
+import pytest_asyncio
+
+from composer.server import Composer
+from composer.settings import ComposerSettings
+from composer.spec import graph_from_dict
+from controlplane.server import ControlPlane
+from controlplane.settings import ControlPlaneSettings
+from modelyard.etcd import EtcdSettings
+from modelyard.testing.etcd import EtcdServer, free_port
+from modelyard.v1 import composer_pb2 as pb
+from modelyard.v1 import composer_pb2_grpc
+from modelyard.values import fill_value_map, from_value_map
+from tests.integration.conftest import running_worker
+
+CHAIN = {
+    "name": "chain",
+    "inputs": {"x": "int"},
+    "nodes": [
+        {"name": "a", "model": "echo", "inputs": {"x": "inputs.x"}},
+        {"name": "b", "model": "echo", "inputs": {"x": "a.x"}},
+    ],
+    "outputs": {"x": "b.x"},
+}
+
+
+@pytest_asyncio.fixture
+async def composer(etcd: EtcdServer) -> AsyncIterator[Composer]:
+    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=etcd.settings()))
+    await plane.start()
+    models = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
+    async with running_worker(models, etcd=etcd.settings(), lease_ttl=2.0):
+        running = Composer(
+            ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
+        )
+        await running.start()
+        yield running
+        await running.stop()
+    await plane.stop()
+
+
+async def test_deploy_list_run_and_delete_a_graph(composer: Composer) -> None:
+    async with grpc.aio.insecure_channel(composer.address) as channel:
+        stub = composer_pb2_grpc.ComposerStub(channel)
+        graph = graph_from_dict(CHAIN)
+        reply = await stub.DeployGraph(pb.DeployGraphRequest(graph=graph))
+        assert list(reply.warnings) == []  # echo is served: its signature was checked
+        listed = await stub.ListGraphs(pb.ListGraphsRequest())
+        assert [g.name for g in listed.graphs] == ["chain"]
+        request = pb.RunRequest(name="chain")
+        fill_value_map(request.inputs, {"x": 41})
+        result = await stub.Run(request)
+        assert from_value_map(result.outputs) == {"x": 41}
+        assert [t.node for t in result.timeline] == ["a", "b"]
+        await stub.DeleteGraph(pb.DeleteGraphRequest(name="chain"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Run(request)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_validation_warns_about_models_nobody_serves(composer: Composer) -> None:
+    ghost = {**CHAIN, "nodes": [{"name": "a", "model": "ghost", "inputs": {"x": "inputs.x"}}],
+             "outputs": {"x": "a.x"}}  # fmt: skip
+    async with grpc.aio.insecure_channel(composer.address) as channel:
+        stub = composer_pb2_grpc.ComposerStub(channel)
+        report = await stub.ValidateGraph(pb.ValidateGraphRequest(graph=graph_from_dict(ghost)))
+    assert list(report.errors) == []
+    assert any("ghost" in warning for warning in report.warnings)
+
+
+async def test_a_composer_that_has_not_read_etcd_says_unavailable_not_not_found() -> None:
+    unreachable = EtcdSettings(endpoints=[f"127.0.0.1:{free_port()}"])
+    running = Composer(ComposerSettings(port=0, etcd=unreachable, controlplanes=["127.0.0.1:1"]))
+    await running.start()
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = composer_pb2_grpc.ComposerStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetGraph(pb.GetGraphRequest(name="chain"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await running.stop()
