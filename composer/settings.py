@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,9 @@ class ComposerSettings(BaseSettings):
         description="Control-plane replicas to take endpoint sets from (any one suffices).",
     )
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
-    policy: str = Field("p2c", description="Replica choice: p2c, round_robin, least_loaded.")
+    policy: Literal["p2c", "round_robin", "least_loaded"] = Field(
+        "p2c", description="How a replica is chosen per call."
+    )
     default_timeout: float = Field(
         60.0, gt=0, description="Deadline of a run whose caller set none, in seconds."
     )

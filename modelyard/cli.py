@@ -54,9 +54,7 @@ def worker(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve the models of a worker config over gRPC (modelyard.v1.Predict)."""
-    import yaml
-    from pydantic import ValidationError
-
+    from modelyard.settings_file import SETTINGS_ERRORS
     from workers.config import load_settings
 
     setup_logging(verbose)
@@ -70,7 +68,7 @@ def worker(
             worker_id=worker_id,
             etcd_endpoints=etcd,
         )
-    except (ValidationError, ValueError, OSError, yaml.YAMLError) as error:
+    except SETTINGS_ERRORS as error:
         errors.print(f"[red]invalid worker config:[/red] {error}")
         raise typer.Exit(2) from None
     if describe:

@@ -42,22 +42,16 @@ def controlplane(
     port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
 ) -> None:
     """Run a control-plane replica (several may run; one leads, elected in etcd)."""
-    import yaml
-    from pydantic import ValidationError
-
     from controlplane.server import run
     from controlplane.settings import ControlPlaneSettings
     from modelyard.cli import setup_logging
+    from modelyard.settings_file import SETTINGS_ERRORS, build_settings
 
     setup_logging(False)
-    values = yaml.safe_load(config.read_text()) if config else {}
     overrides = {"port": port, "host": host, "port_file": port_file}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if etcd:
-        values.setdefault("etcd", {})["endpoints"] = etcd
     try:
-        settings = ControlPlaneSettings(**values)
-    except ValidationError as error:
+        settings = build_settings(ControlPlaneSettings, config, overrides, etcd)
+    except SETTINGS_ERRORS as error:
         errors.print(f"[red]invalid control-plane settings:[/red] {error}")
         raise typer.Exit(2) from None
     raise typer.Exit(asyncio.run(run(settings)))

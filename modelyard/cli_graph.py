@@ -46,6 +46,7 @@ def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
 
 
 def composer(
+    config: Annotated[Path | None, typer.Option(help="Composer config (YAML).")] = None,
     port: Annotated[int | None, typer.Option(help="gRPC port; 0 picks a free one.")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     etcd: Annotated[list[str] | None, typer.Option(help="etcd endpoint (repeatable).")] = None,
@@ -58,15 +59,16 @@ def composer(
     from composer.server import run
     from composer.settings import ComposerSettings
     from modelyard.cli import setup_logging
+    from modelyard.settings_file import SETTINGS_ERRORS, build_settings
 
     setup_logging(False)
-    values: dict[str, Any] = {"port": port, "host": host, "port_file": port_file}
-    values = {k: v for k, v in values.items() if v is not None}
-    if etcd:
-        values["etcd"] = {"endpoints": etcd}
-    if controlplane:
-        values["controlplanes"] = controlplane
-    raise typer.Exit(asyncio.run(run(ComposerSettings(**values))))
+    overrides = {"port": port, "host": host, "port_file": port_file, "controlplanes": controlplane}
+    try:
+        settings = build_settings(ComposerSettings, config, overrides, etcd)
+    except SETTINGS_ERRORS as error:
+        errors.print(f"[red]invalid composer settings:[/red] {error}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(asyncio.run(run(settings)))
 
 
 @graph_app.command("deploy")

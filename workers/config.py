@@ -32,11 +32,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard.etcd import EtcdSettings
+from modelyard.settings_file import build_settings
 
 
 class BatchingConfig(BaseModel):
@@ -167,16 +167,7 @@ def load_settings(
     `etcd_endpoints` (the command line's --etcd) replaces only the endpoints of the file's
     `etcd:` section, keeping its prefix, TLS and user settings.
     """
-    values: dict[str, Any] = {}
-    if config_path is not None:
-        loaded = yaml.safe_load(config_path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{config_path}: expected a mapping at the top level")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if etcd_endpoints:
-        values["etcd"] = {**(values.get("etcd") or {}), "endpoints": etcd_endpoints}
-    settings = WorkerSettings(**values)
+    settings = build_settings(WorkerSettings, config_path, overrides, etcd_endpoints)
     base = config_path.parent if config_path is not None else Path.cwd()
     for model in settings.models:
         model.source = resolve_source(model.source, base)
