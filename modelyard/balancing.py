@@ -11,22 +11,28 @@ and picks by a policy:
 - `round_robin`: each candidate in turn (by worker id), ignoring load.
 
 The cost of sending one more call to replica r estimates how long that call would take,
-as (calls ahead of it + itself) x (how slow r is relative to its peers):
+as (calls ahead of it + itself) x (how long r takes per call, relative to its peers):
 
-    cost(r) = (1 + mine(r) + in_flight(r) + queue_depth(r)) * weight(r)
-    weight(r) = clamp(latency(r) / median latency of the set, 1/4, 4); 1 when unknown
+    cost(r) = (1 + mine(r)) * weight(r)
+    weight(r) = clamp(service(r) / median service time of the candidates, 1/16, 16)
+                (1 when unknown)
 
-- mine(r) is this caller's live count (`begin`/`end`): exact and instant, whereas the
-  reported in_flight and queue_depth are seconds old. Our own calls are in both once the
-  report catches up; the overlap biases every replica alike, so it is left in.
+- mine(r) is this caller's live count (`begin`/`end`): exact and instant. The reported
+  in_flight and queue_depth are a snapshot re-sent once a second that includes our own
+  calls; counting them made every caller shun the replica that was busiest in the snapshot
+  for a whole second and then flip (measured: p2c lost a third of round robin's throughput
+  on two equal replicas, bench/README.md). The random pair already keeps independent
+  callers apart, as in Finagle's and Envoy's p2c.
 - The 1 is the new call itself: without it idle replicas would all cost 0, however slow.
-- latency(r) is the EWMA of this caller's recent successful calls to r while fresh (at most
-  `LATENCY_TTL_S` old), else the control plane's report. Failures are not timed: a
-  replica that fails fast would otherwise look fast and attract more calls.
+- service(r) is time per call, not latency: a call's latency divided by (1 + the calls of
+  ours that were ahead of it when it began), as an EWMA of this caller's recent successful
+  calls while fresh (at most `LATENCY_TTL_S` old), else the control plane's report divided
+  the same way by its in-flight count. Weighing by raw latency counted queueing twice (the
+  queue term already has it), so a fast replica with a queue looked as slow as an idle slow
+  one. Failures are not timed: a replica that fails fast would otherwise look fast.
 - The weight is relative (a 2 s LLM and a 2 ms classifier each compare to their peers) and
-  clamped, so one slow reading cannot starve a replica: a replica 4x slower than the
-  median still wins against a median peer with four calls queued, gets calls, and so gets
-  a fresh measurement.
+  clamped, so one slow reading cannot starve a replica: it still gets a call whenever its
+  peers have enough queued, and so gets a fresh measurement.
 
 Not thread-safe: use one balancer from one event loop (or guard it). Clock and random
 generator are injected so tests drive time and choices.
@@ -47,7 +53,7 @@ from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.selectors import Selector
 
 POLICIES = ("p2c", "round_robin", "least_loaded")
-MAX_LATENCY_WEIGHT = 4.0
+MAX_LATENCY_WEIGHT = 16.0  # a 10x slower replica must be expressible
 LATENCY_TTL_S = 10.0  # after this, our own latency reading gives way to the reported one
 LATENCY_EWMA_ALPHA = 0.3
 
@@ -56,7 +62,7 @@ LATENCY_EWMA_ALPHA = 0.3
 class _Replica:
     endpoint: Endpoint
     in_flight: int = 0  # this caller's calls, not the reported ones
-    latency_ms: float = 0.0  # EWMA of this caller's successful calls
+    latency_ms: float = 0.0  # EWMA of this caller's service time per call (see the doc)
     measured_at: float = float("-inf")
     ejected_until: float = float("-inf")
 
@@ -83,7 +89,6 @@ class Balancer:
         self._clock = clock
         self._rng = rng or random.Random()
         self._replicas: dict[str, _Replica] = {}
-        self._typical_ms = 0.0
         self._last_id = ""  # round robin resumes after this id, whatever the set became
 
     @property
@@ -100,8 +105,6 @@ class Balancer:
                 replica = _Replica(endpoint)
             replica.endpoint = endpoint  # fresh tags and reported load
             self._replicas[endpoint.worker_id] = replica
-        reported = [e.load.latency_ms for e in endpoints if e.load.latency_ms > 0]
-        self._typical_ms = statistics.median(reported) if reported else 0.0
 
     def pick(self, selector: Selector | None = None, exclude: Collection[str] = ()) -> Endpoint:
         """A replica for one call; raises Unavailable when no replica is left to choose."""
@@ -117,21 +120,24 @@ class Balancer:
         healthy = [r for r in candidates if r.ejected_until <= now] or candidates
         return self._choose(healthy, now).endpoint
 
-    def begin(self, worker_id: str) -> None:
-        """Counts one of the caller's calls to `worker_id` as in flight."""
+    def begin(self, worker_id: str) -> int:
+        """Counts one of the caller's calls to `worker_id` as in flight; returns how many of
+        ours were already in flight there (pass it to `end` to time the call per call)."""
         replica = self._replicas.get(worker_id)
-        if replica is not None:
-            replica.in_flight += 1
+        if replica is None:
+            return 0
+        replica.in_flight += 1
+        return replica.in_flight - 1
 
-    def end(self, worker_id: str, latency_s: float | None = None) -> None:
-        """Ends a call; `latency_s` only for a success (see the module doc)."""
+    def end(self, worker_id: str, latency_s: float | None = None, ahead: int = 0) -> None:
+        """Ends a call; `latency_s` only for a success, `ahead` as `begin` returned it."""
         replica = self._replicas.get(worker_id)
         if replica is None:  # it left the set while the call ran
             return
         # max(): the replica may have left and come back while the call ran
         replica.in_flight = max(0, replica.in_flight - 1)
         if latency_s is not None:
-            now, ms = self._clock(), latency_s * 1000.0
+            now, ms = self._clock(), latency_s * 1000.0 / (1 + ahead)
             fresh = now - replica.measured_at <= LATENCY_TTL_S
             a = LATENCY_EWMA_ALPHA
             replica.latency_ms = a * ms + (1 - a) * replica.latency_ms if fresh else ms
@@ -140,14 +146,14 @@ class Balancer:
     @contextlib.contextmanager
     def track(self, worker_id: str) -> Iterator[None]:
         """`begin` ... `end`, timing the call by the clock when it succeeds."""
-        self.begin(worker_id)
+        ahead = self.begin(worker_id)
         started = self._clock()
         try:
             yield
         except BaseException:
             self.end(worker_id, None)
             raise
-        self.end(worker_id, self._clock() - started)
+        self.end(worker_id, self._clock() - started, ahead)
 
     def eject(self, worker_id: str, seconds: float) -> None:
         """Avoids `worker_id` for `seconds` (it just refused a call), unless it is the last."""
@@ -161,26 +167,39 @@ class Balancer:
 
     def cost(self, worker_id: str) -> float:
         """The cost formula of the module doc, for one known replica."""
-        return self._cost(self._replicas[worker_id], self._clock())
+        now = self._clock()
+        typical = self._typical_ms(list(self._replicas.values()), now)
+        return self._cost(self._replicas[worker_id], now, typical)
 
-    def _cost(self, replica: _Replica, now: float) -> float:
+    def _service_ms(self, replica: _Replica, now: float) -> float:
+        """Time per call: our own reading while fresh, else the report (0: unknown)."""
+        if now - replica.measured_at <= LATENCY_TTL_S:
+            return replica.latency_ms
         load = replica.endpoint.load
-        queued = 1 + replica.in_flight + load.in_flight + load.queue_depth
-        fresh = now - replica.measured_at <= LATENCY_TTL_S
-        latency = replica.latency_ms if fresh else load.latency_ms
-        if latency <= 0 or self._typical_ms <= 0:
+        return load.latency_ms / (1 + load.in_flight) if load.latency_ms > 0 else 0.0
+
+    def _typical_ms(self, candidates: Sequence[_Replica], now: float) -> float:
+        known = [ms for r in candidates if (ms := self._service_ms(r, now)) > 0]
+        return statistics.median(known) if known else 0.0
+
+    def _cost(self, replica: _Replica, now: float, typical_ms: float) -> float:
+        queued = 1 + replica.in_flight
+        service = self._service_ms(replica, now)
+        if service <= 0 or typical_ms <= 0:
             return float(queued)
-        ratio = latency / self._typical_ms
+        ratio = service / typical_ms
         return queued * min(MAX_LATENCY_WEIGHT, max(1 / MAX_LATENCY_WEIGHT, ratio))
 
     def _p2c(self, candidates: list[_Replica], now: float) -> _Replica:
         if len(candidates) == 1:
             return candidates[0]
         a, b = self._rng.sample(candidates, 2)
-        return a if self._cost(a, now) <= self._cost(b, now) else b
+        typical = self._typical_ms(candidates, now)
+        return a if self._cost(a, now, typical) <= self._cost(b, now, typical) else b
 
     def _least_loaded(self, candidates: list[_Replica], now: float) -> _Replica:
-        costs = [self._cost(r, now) for r in candidates]
+        typical = self._typical_ms(candidates, now)
+        costs = [self._cost(r, now, typical) for r in candidates]
         lowest = min(costs)
         return self._rng.choice([r for r, c in zip(candidates, costs, strict=True) if c == lowest])
 

@@ -43,13 +43,22 @@ def picks(b: Balancer, n: int, **kwargs: object) -> Counter[str]:
     return Counter(b.pick(**kwargs).worker_id for _ in range(n))  # type: ignore[arg-type]
 
 
-def test_p2c_takes_the_less_loaded_of_two() -> None:
-    b = balancer("p2c", replica("w1", in_flight=5), replica("w2", in_flight=1))
+def test_p2c_takes_the_faster_of_two() -> None:
+    b = balancer("p2c", replica("w1", latency_ms=50), replica("w2", latency_ms=5))
     assert picks(b, 50) == {"w2": 50}
 
 
-def test_p2c_rarely_picks_a_heavily_loaded_replica() -> None:
-    endpoints = [replica(f"w{i}") for i in range(1, 5)] + [replica("w9", queue_depth=50)]
+def test_reported_in_flight_alone_does_not_steer_picks() -> None:
+    # A snapshot re-sent once a second (and counting our own calls) made every caller shun
+    # the busiest replica of the snapshot for a whole second; only live counts steer.
+    b = balancer("p2c", replica("w1", in_flight=50, queue_depth=9), replica("w2"))
+    counts = picks(b, 2000)
+    assert 850 < counts["w1"] < 1150, counts
+
+
+def test_p2c_never_picks_an_idle_replica_ten_times_slower() -> None:
+    endpoints = [replica(f"w{i}", latency_ms=5) for i in range(1, 5)]
+    endpoints.append(replica("w9", latency_ms=50))
     counts = picks(balancer("p2c", *endpoints), 4000)
     # it only wins when sampled against itself, which p2c never does: never chosen
     assert counts["w9"] == 0
@@ -88,16 +97,16 @@ def test_calls_in_flight_spread_over_replicas() -> None:
 def test_cost_formula() -> None:
     b = balancer(
         "p2c",
-        replica("w1", in_flight=2, queue_depth=1, latency_ms=10),
+        replica("w1", in_flight=1, latency_ms=20),  # 20 ms with one call in flight: 10 per call
         replica("w2", latency_ms=20),
         replica("w3", latency_ms=400),
         replica("w4"),
     )
-    # median reported latency is 20 ms; w4 reports none, so its weight is 1
+    # median service time of those that report one is 20 ms; w4 reports none: weight 1
     b.begin("w1")
-    assert b.cost("w1") == (1 + 1 + 2 + 1) * 0.5
+    assert b.cost("w1") == (1 + 1) * 0.5
     assert b.cost("w2") == 1.0
-    assert b.cost("w3") == MAX_LATENCY_WEIGHT  # 20x slower, clamped to 4x
+    assert b.cost("w3") == MAX_LATENCY_WEIGHT  # 20x slower, clamped
     assert b.cost("w4") == 1.0
 
 
@@ -117,12 +126,14 @@ def test_a_slow_replica_is_avoided_until_its_peers_queue_up() -> None:
 def test_own_latency_measurements_override_reports_while_fresh() -> None:
     clock = FakeClock()
     b = balancer(
-        "least_loaded", replica("w1", latency_ms=10), replica("w2", latency_ms=10), clock=clock
+        "least_loaded",
+        *(replica(w, latency_ms=10) for w in ("w1", "w2", "w3")),
+        clock=clock,
     )
     b.begin("w1")
     b.end("w1", 0.040)  # we measured 40 ms where it reported 10 ms
     assert b.cost("w1") == 4.0
-    assert b.pick().worker_id == "w2"
+    assert b.pick().worker_id in {"w2", "w3"}
     b.begin("w1")
     b.end("w1", 0.010)  # an EWMA, not the last reading
     assert b.cost("w1") == pytest.approx((0.3 * 10 + 0.7 * 40) / 10)
@@ -130,9 +141,20 @@ def test_own_latency_measurements_override_reports_while_fresh() -> None:
     assert b.cost("w1") == 1.0
 
 
+def test_a_calls_latency_counts_per_call_of_ours_ahead_of_it() -> None:
+    clock = FakeClock()
+    b = balancer("p2c", *(replica(w, latency_ms=10) for w in ("w1", "w2", "w3")), clock=clock)
+    first = b.begin("w1")
+    second = b.begin("w1")  # queued behind the first
+    assert (first, second) == (0, 1)
+    b.end("w1", 0.010, first)
+    b.end("w1", 0.020, second)  # 20 ms with one ahead: still 10 ms of work per call
+    assert b.cost("w1") == pytest.approx(1.0)
+
+
 def test_failures_are_not_timed() -> None:
     clock = FakeClock()
-    b = balancer("p2c", replica("w1", latency_ms=100), replica("w2", latency_ms=100), clock=clock)
+    b = balancer("p2c", *(replica(w, latency_ms=100) for w in ("w1", "w2", "w3")), clock=clock)
 
     def fail_fast() -> None:
         with b.track("w1"):
@@ -161,7 +183,9 @@ def test_round_robin_resumes_where_it_was_after_the_set_changes() -> None:
 
 
 def test_least_loaded_takes_the_minimum_and_breaks_ties_at_random() -> None:
-    b = balancer("least_loaded", replica("w1", 3), replica("w2", 1), replica("w3", 1))
+    b = balancer("least_loaded", replica("w1"), replica("w2"), replica("w3"))
+    for worker_id in ("w1", "w1", "w1", "w2", "w3"):
+        b.begin(worker_id)
     counts = picks(b, 1000)
     assert counts["w1"] == 0 and 400 < counts["w2"] < 600, counts
     b.begin("w2")
@@ -175,7 +199,7 @@ def test_update_keeps_counters_of_replicas_that_stay_and_forgets_leavers() -> No
     b.begin("w2")
     b.update([replica("w2", in_flight=7), replica("w3")])
     assert [e.worker_id for e in b.endpoints] == ["w2", "w3"]
-    assert b.in_flight("w2") == 2 and b.cost("w2") == 1 + 2 + 7  # fresh report, same counter
+    assert b.in_flight("w2") == 2 and b.cost("w2") == 1 + 2  # same counter, fresh endpoint
     assert b.in_flight("w1") == 0
     b.end("w1")  # a call that outlived its replica's membership is harmless
     b.update([replica("w1"), replica("w2")])
@@ -195,9 +219,9 @@ def test_exclude() -> None:
 def test_selector_narrows_the_candidates() -> None:
     b = balancer(
         "p2c",
-        replica("w1", device="cpu"),
-        replica("w2", device="cuda", gpu_memory="16GiB"),
-        replica("w3", device="cuda", gpu_memory="80GiB", queue_depth=9),
+        replica("w1", device="cpu", latency_ms=10),
+        replica("w2", device="cuda", gpu_memory="16GiB", latency_ms=10),
+        replica("w3", device="cuda", gpu_memory="80GiB", latency_ms=200),
     )
     assert picks(b, 50, selector=parse_selector("device=cuda")) == {"w2": 50}
     assert picks(b, 5, selector=parse_selector("gpu_memory>=40GiB")) == {"w3": 5}
