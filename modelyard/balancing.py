@@ -30,8 +30,9 @@ as (calls ahead of it + itself) x (how long r takes per call, relative to its pe
   the same way by its in-flight count. Weighing by raw latency counted queueing twice (the
   queue term already has it), so a fast replica with a queue looked as slow as an idle slow
   one. Failures are not timed: a replica that fails fast would otherwise look fast.
-- The weight is relative (a 2 s LLM and a 2 ms classifier each compare to their peers) and
-  clamped, so one slow reading cannot starve a replica: it still gets a call whenever its
+- The weight is relative (a 2 s LLM and a 2 ms classifier each compare to their peers),
+  1 within a factor of `SAME_SPEED_BAND` of the median (noise is not speed), and clamped,
+  so one slow reading cannot starve a replica: it still gets a call whenever its
   peers have enough queued, and so gets a fresh measurement.
 
 Not thread-safe: use one balancer from one event loop (or guard it). Clock and random
@@ -54,6 +55,11 @@ from modelyard.selectors import Selector
 
 POLICIES = ("p2c", "round_robin", "least_loaded")
 MAX_LATENCY_WEIGHT = 16.0  # a 10x slower replica must be expressible
+# Replicas within this factor of the median count as equally fast. Without it, callers with
+# few calls in flight follow measurement noise: one slow first reading and p2c would starve
+# that replica until the reading went stale.
+SAME_SPEED_BAND = 2.0
+MIN_SAMPLES = 3  # own readings are trusted after this many (besides the first, unused)
 LATENCY_TTL_S = 10.0  # after this, our own latency reading gives way to the reported one
 LATENCY_EWMA_ALPHA = 0.3
 
@@ -64,6 +70,7 @@ class _Replica:
     in_flight: int = 0  # this caller's calls, not the reported ones
     latency_ms: float = 0.0  # EWMA of this caller's service time per call (see the doc)
     measured_at: float = float("-inf")
+    timed: int = 0  # successful calls seen; the first is not used (see `end`)
     ejected_until: float = float("-inf")
 
 
@@ -137,6 +144,9 @@ class Balancer:
         # max(): the replica may have left and come back while the call ran
         replica.in_flight = max(0, replica.in_flight - 1)
         if latency_s is not None:
+            replica.timed += 1
+            if replica.timed == 1:
+                return  # the first call also opened the channel: not the replica's speed
             now, ms = self._clock(), latency_s * 1000.0 / (1 + ahead)
             fresh = now - replica.measured_at <= LATENCY_TTL_S
             a = LATENCY_EWMA_ALPHA
@@ -173,7 +183,7 @@ class Balancer:
 
     def _service_ms(self, replica: _Replica, now: float) -> float:
         """Time per call: our own reading while fresh, else the report (0: unknown)."""
-        if now - replica.measured_at <= LATENCY_TTL_S:
+        if replica.timed > MIN_SAMPLES and now - replica.measured_at <= LATENCY_TTL_S:
             return replica.latency_ms
         load = replica.endpoint.load
         return load.latency_ms / (1 + load.in_flight) if load.latency_ms > 0 else 0.0
@@ -188,6 +198,8 @@ class Balancer:
         if service <= 0 or typical_ms <= 0:
             return float(queued)
         ratio = service / typical_ms
+        if 1 / SAME_SPEED_BAND < ratio < SAME_SPEED_BAND:
+            return float(queued)  # noise, e.g. a first call that also opened the channel
         return queued * min(MAX_LATENCY_WEIGHT, max(1 / MAX_LATENCY_WEIGHT, ratio))
 
     def _p2c(self, candidates: list[_Replica], now: float) -> _Replica:
