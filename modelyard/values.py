@@ -7,6 +7,7 @@ tensors keep dtype and shape, and a decoded tensor is a numpy view of the wire b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,7 +136,13 @@ def from_value_map(values: Mapping[str, pb.Value]) -> dict[str, Any]:
 
 
 def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
+    """Decodes a Tensor; InvalidArgument when its dtype, shape and data do not agree."""
     if tensor.dtype == pb.DATA_TYPE_BFLOAT16:
+        # Checked here: numpy's own error for a ragged buffer would surface as INTERNAL.
+        if len(tensor.data) % 2:
+            raise InvalidArgument(
+                f"bfloat16 tensor data is {len(tensor.data)} bytes, not a multiple of 2"
+            )
         # Widen bf16 to float32 by putting its 16 bits in the upper half of each float.
         raw = np.frombuffer(tensor.data, dtype="<u2")
         array = (raw.astype("<u4") << 16).view("<f4")
@@ -152,9 +159,18 @@ def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
 
 def _reshape(flat: np.ndarray[Any, Any], tensor: pb.Tensor) -> np.ndarray[Any, Any]:
     shape = tuple(tensor.shape)
-    expected = int(np.prod(shape)) if shape else 1
-    if flat.size != expected or any(dim < 0 for dim in shape):
+    if any(dim < 0 for dim in shape):
+        # before the size check: negative dims can multiply to the right count
+        raise InvalidArgument(f"tensor shape {list(shape)} has a negative dimension")
+    # math.prod on Python ints: numpy's int64 product wraps around for huge dimensions
+    expected = math.prod(shape)
+    if flat.size != expected:
         raise InvalidArgument(
             f"tensor of shape {list(shape)} needs {expected} elements, data holds {flat.size}"
         )
-    return flat.reshape(shape)
+    try:
+        return flat.reshape(shape)
+    except ValueError as error:
+        # What still fails is a shape numpy cannot hold (too many dimensions, or an
+        # empty tensor whose other dimensions overflow): the caller's to fix.
+        raise InvalidArgument(f"tensor shape {list(shape)} is not supported: {error}") from None

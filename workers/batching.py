@@ -30,6 +30,8 @@ class Pending(Generic[T]):
     item: T
     future: asyncio.Future[Any]
     enqueued_at: float = field(default=0.0)
+    #: Counted in the batcher's live count: submitted, not yet taken into a batch or given up.
+    queued: bool = field(default=True)
 
 
 class Batcher(Generic[T]):
@@ -55,13 +57,18 @@ class Batcher(Generic[T]):
         self.max_queue_size = max_queue_size
         self._name = name
         self._clock = clock or MonotonicClock()
+        # Entries in submission order; ones whose caller gave up stay until the loop reaches
+        # them (or a compaction), so the deque's length is not the load.
         self._queue: deque[Pending[T]] = deque()
+        # Entries still waiting for their batch: the queue limit and `depth` count these, so
+        # callers that gave up free their place at once rather than when the loop reaches them.
+        self._live = 0
         self._arrival: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return self._live
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -80,13 +87,23 @@ class Batcher(Generic[T]):
 
     def submit(self, item: T) -> asyncio.Future[Any]:
         """Queues an item; await the returned future for its result."""
-        if len(self._queue) >= self.max_queue_size:
+        if self._live >= self.max_queue_size:
             raise ResourceExhausted(
-                f"model '{self._name}' has {len(self._queue)} requests waiting, its queue limit; "
+                f"model '{self._name}' has {self._live} requests waiting, its queue limit; "
                 "retry later or on another replica"
             )
+        if len(self._queue) >= 2 * self.max_queue_size:
+            # Mostly given-up entries (live ones are fewer than the limit): drop them, so a
+            # client that keeps submitting and cancelling during a long batch cannot grow the
+            # deque without bound. Amortised O(1): at least half of it goes each time.
+            live = [p for p in self._queue if not p.future.done()]
+            self._queue.clear()
+            self._queue.extend(live)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(Pending(item, future, self._clock.now()))
+        pending = Pending(item, future, self._clock.now())
+        self._queue.append(pending)
+        self._live += 1
+        future.add_done_callback(lambda _: self._leave_queue(pending))
         if self._arrival is not None and not self._arrival.done():
             self._arrival.set_result(None)
         return future
@@ -113,11 +130,20 @@ class Batcher(Generic[T]):
         while self._queue and len(batch) < self.max_batch_size:
             pending = self._queue.popleft()
             if not pending.future.done():
+                self._leave_queue(pending)
                 batch.append(pending)
         return batch
 
+    def _leave_queue(self, pending: Pending[T]) -> None:
+        """Uncounts an entry once: when taken into a batch, or when its future is settled
+        while still queued (its caller cancelled, or `stop`)."""
+        if pending.queued:
+            pending.queued = False
+            self._live -= 1
+
     def _drop_cancelled(self) -> None:
         # Only the head matters for deadlines; others are skipped when the batch is taken.
+        # (They are already uncounted: see `_leave_queue`.)
         while self._queue and self._queue[0].future.done():
             self._queue.popleft()
 

@@ -47,17 +47,20 @@ def import_target(path: str) -> type[Model] | Callable[..., Any]:
 
 
 def model_version(config: ModelConfig, model: Model) -> str:
-    """The configured version, else the model's own, else a digest of the checkpoint.
+    """The configured version, else the model's own, else one derived from the checkpoint.
 
-    The digest covers the config files' contents and every file's name and size: cheap
-    for multi-GB weights, and it changes whenever a checkpoint is re-saved differently.
+    A local directory gets a digest of its config files' contents and every file's name and
+    size: cheap for multi-GB weights, and it changes whenever a checkpoint is re-saved
+    differently. A Hugging Face hub id gets the commit it was loaded at (see `hub_commit`).
     """
     if config.version or model.version:
         return config.version or model.version
+    if not config.source:
+        return "0"
     path = Path(config.source)
-    if not config.source or not path.is_dir():
-        # A hub id: transformers caches it under a snapshot named by its commit.
-        return config.options.get("revision", "main") if config.source else "0"
+    if not path.is_dir():
+        revision = str(config.options.get("revision") or "main")
+        return hub_commit(config.source, revision) or revision
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(path)).encode())
@@ -65,3 +68,31 @@ def model_version(config: ModelConfig, model: Model) -> str:
         if file.suffix == ".json":
             digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def hub_commit(repo_id: str, revision: str) -> str | None:
+    """The first 12 characters of the commit `revision` names in the local Hugging Face
+    cache, or None when it is not cached there.
+
+    A branch or tag ("main") names a different commit after every push, so it cannot tell
+    two loads apart; the cache records the commit it downloaded under
+    `models--org--name/refs/<revision>`. Only the cache is read: no network call, and
+    the model has just been loaded from it.
+    """
+    # Imported here: only hub-sourced (transformers) models get this far. The cache path
+    # is looked up now, as hf_hub_download does, so it is the one the model came from.
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    try:
+        ref = repo / "refs" / revision
+        if ref.is_file():
+            commit = ref.read_text().strip()
+        elif (repo / "snapshots" / revision).is_dir():
+            commit = revision  # the revision is itself a commit hash
+        else:
+            return None
+    except (OSError, ValueError):  # an unreadable cache, or a revision no path can hold
+        return None
+    return commit[:12] or None

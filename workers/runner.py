@@ -59,6 +59,9 @@ class ModelRunner:
         self._batcher: Batcher[Request] | None = None
         # Calls admitted and not finished when batching is off; bounded like the batch queue.
         self._unbatched = 0
+        # Streams admitted and not finished. Each holds the model's thread for its whole
+        # generation (or waits for it), so they count against the queue limit and as load.
+        self._streams = 0
 
     async def run_in_thread(self, fn: Callable[[], R]) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -79,7 +82,9 @@ class ModelRunner:
 
     @property
     def queue_depth(self) -> int:
-        return self._batcher.depth if self._batcher is not None else self._unbatched
+        """Unary calls waiting (for a batch or the thread) plus open streams."""
+        waiting = self._batcher.depth if self._batcher is not None else self._unbatched
+        return waiting + self._streams
 
     async def predict(self, request: Request) -> Outputs:
         model = self._require_model()
@@ -102,7 +107,10 @@ class ModelRunner:
     def _predict_one(self, model: Model, request: Request, enqueued: float) -> Outputs:
         self._metrics.queue_wait.labels(self.name).observe(self._clock.now() - enqueued)
         self._metrics.batch_size.labels(self.name).observe(1)
-        return _checked(model.predict([request]), 1)[0]
+        result: Outputs | BaseException = _checked(model.predict([request]), 1)[0]
+        if isinstance(result, BaseException):
+            raise result  # a model may report a request's failure in its result slot
+        return result
 
     async def _run_batch(self, batch: list[Pending[Request]]) -> None:
         model = self._require_model()
@@ -122,9 +130,16 @@ class ModelRunner:
     async def predict_stream(self, request: Request) -> AsyncIterator[tuple[bool, Outputs]]:
         """Yields (False, partial outputs) for each chunk, then (True, final outputs).
 
-        Closing the iterator early (the caller cancelled) sets the model's stop event.
+        Closing the iterator early (the caller cancelled) sets the model's stop event, and
+        drops the generation outright if it has not reached the model's thread yet.
         """
         model = self._require_model()
+        depth = self.queue_depth
+        if depth >= self.batching.max_queue_size:
+            raise ResourceExhausted(
+                f"model '{self.name}' has {depth} requests waiting or streaming, its queue "
+                "limit; retry later or on another replica"
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
@@ -134,31 +149,46 @@ class ModelRunner:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
             try:
+                # `stop` is checked before every step, the first included: a caller who
+                # gave up while this waited for the thread must not cost a model call.
+                if stop.is_set():
+                    return
                 gen = model.predict_stream(request, stop)
-                while True:
-                    try:
-                        put((False, next(gen)))
-                    except StopIteration as done:
-                        put((True, done.value))
-                        break
-                    if stop.is_set():
-                        gen.close()
-                        break
+                try:
+                    while not stop.is_set():
+                        try:
+                            chunk = next(gen)
+                        except StopIteration as done:
+                            put((True, done.value))
+                            return
+                        put((False, chunk))
+                finally:
+                    gen.close()  # a no-op once the generator has finished
             except BaseException as exc:  # handed to the caller, who maps it to a status
                 put(exc)
             finally:
                 put(_END)
 
-        work = loop.run_in_executor(self._executor, produce)
+        self._streams += 1
         try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            # The concurrent future, not an asyncio wrapper: only its `cancel` tells whether
+            # the executor had started the work.
+            job = self._executor.submit(produce)
+            work = asyncio.wrap_future(job, loop=loop)
+            try:
+                while (item := await queue.get()) is not _END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            finally:
+                stop.set()
+                if not job.cancel():
+                    # Running (or done): it finishes promptly once stopped, and then the
+                    # thread is free again. Cancelled instead, it never runs: waiting for
+                    # it would mean waiting behind every generation queued before it.
+                    await asyncio.shield(work)
         finally:
-            stop.set()
-            # The producer finishes promptly once stopped; its thread is then free again.
-            await asyncio.shield(work)
+            self._streams -= 1
 
     def _require_model(self) -> Model:
         if self._model is None:
@@ -171,17 +201,22 @@ class ModelRunner:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _checked(results: list[Outputs], expected: int) -> list[Outputs]:
+def _checked(results: list[Any], expected: int) -> list[Any]:
+    """The model's results, one per request: outputs, or the exception that request raised."""
     if not isinstance(results, list) or len(results) != expected:
-        raise ModelError(f"the model returned {len(results)} results for {expected} requests")
+        count = len(results) if isinstance(results, list) else type(results).__name__
+        raise ModelError(f"the model returned {count} results for {expected} requests")
     return results
 
 
 def _predict_isolated(model: Model, batch: list[Pending[Request]]) -> list[Any]:
-    """Runs a batch; if it fails, runs each request alone so only the bad one fails.
+    """Runs a batch; if it fails as a whole, runs each request alone so only the bad one fails.
 
-    Signatures catch most bad input before batching, but content a model chokes on (an
-    over-long text, say) only shows in the model: it must not fail its batch-mates.
+    A model that checks each request itself (the Hugging Face adapters do) returns a bad
+    request's exception in that request's slot and the others' outputs: nothing to rerun,
+    each slot goes to its own caller. A model that raises for the whole batch instead (a
+    content problem that only shows during inference, or a plain bug) costs one more call
+    per request, so that its batch-mates still get their answers.
     """
     requests = [p.item for p in batch]
     try:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
+import threading
 import time
-from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import grpc.aio
@@ -33,6 +33,7 @@ from prometheus_client import start_http_server
 
 from modelyard.etcd import EtcdClient, Keys
 from modelyard.grpc_errors import ErrorMappingInterceptor
+from modelyard.portfile import write_port_file
 from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
 from modelyard.workerinfo import DesiredWorker, WorkerInfo
 from workers.config import WorkerSettings
@@ -75,6 +76,9 @@ class Worker:
             ],
         )
         self.port = 0
+        #: The Prometheus /metrics port once it listens (the bound one when configured as 0).
+        self.metrics_port: int | None = None
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self.worker_id = settings.worker_id  # completed with the port once it is bound
         self.registration: Registration | None = None
         self.desired_state: DesiredState | None = None
@@ -136,9 +140,10 @@ class Worker:
             await self.health.set(REGISTRATION_HEALTH, NOT_SERVING)
         await self.server.start()
         if self.settings.metrics_port >= 0:
-            start_http_server(
+            self._metrics_server = start_http_server(
                 self.settings.metrics_port, addr=self.settings.host, registry=self.metrics.registry
             )
+            self.metrics_port = int(self._metrics_server[0].server_address[1])
         log.info(
             "worker listening on %s; loading %d model(s)", self.address, len(self.settings.models)
         )
@@ -153,7 +158,7 @@ class Worker:
         if self.registration is not None:
             # after the models loaded, so the control plane sees the real model list
             self.registration.start()
-        self._write_port_file()
+        write_port_file(self.settings.port_file, self.port)
         log.info("worker %s ready on %s", self.worker_id, self.address)
 
     async def _join(self) -> None:
@@ -213,14 +218,6 @@ class Worker:
             ready = open_ and entry.state is ModelState.READY
             await self.health.set(entry.name, SERVING if ready else NOT_SERVING)
 
-    def _write_port_file(self) -> None:
-        path = self.settings.port_file
-        if path is None:
-            return
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(str(self.port))
-        os.replace(tmp, path)  # readers never see a half-written port
-
     def _on_model_change(self, entry: ModelEntry) -> None:
         assert self._loop is not None
         task = self._loop.create_task(self._publish_health())
@@ -254,7 +251,20 @@ class Worker:
         await self.registry.close()
         if self._etcd is not None:
             await self._etcd.close()
+        await self.stop_metrics()
         return drained
+
+    async def stop_metrics(self) -> None:
+        """Closes the /metrics server, so its port and thread do not outlive the worker
+        (a test process runs many workers; a restarted one may want the same port)."""
+        if self._metrics_server is None:
+            return
+        httpd, thread = self._metrics_server
+        self._metrics_server = None
+        # `shutdown` blocks until serve_forever notices (up to its 0.5 s poll): off the loop.
+        await asyncio.to_thread(httpd.shutdown)
+        httpd.server_close()
+        await asyncio.to_thread(thread.join)
 
 
 async def run(settings: WorkerSettings) -> int:
@@ -272,6 +282,7 @@ async def run(settings: WorkerSettings) -> int:
         log.error("%s", startup.exception())
         await worker.server.stop(grace=None)
         await worker.registry.close()
+        await worker.stop_metrics()
         return 1
     await stopping.wait()
     log.info("shutting down: draining %d call(s) in flight", worker.service.in_flight)

@@ -21,6 +21,8 @@ from workers.service import WorkerService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+_CANCELLED = grpc.StatusCode.CANCELLED.name
+
 _STATES = {
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
     ModelState.READY: pb.MODEL_STATE_READY,
@@ -44,21 +46,28 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         self._service = service
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        # Cancelled unless shown otherwise: a call the client cancelled, or one past its
+        # deadline, ends with CancelledError (a BaseException) and must be counted too.
+        code = _CANCELLED
         try:
             entry, call = self._service.prepare(
                 request.model, from_value_map(request.inputs), from_value_map(request.parameters)
             )
             outputs = await self._service.predict(entry, call)
             response = _response(entry, outputs, request.request_id)
+            code = "OK"
         except Exception as error:
-            self._count(request.model, status_code_of(error).name)
+            code = status_code_of(error).name
             raise
-        self._count(request.model, "OK")
+        finally:
+            self._count(request.model, code)
         return response
 
     async def PredictStream(
         self, request: pb.PredictStreamRequest, context: Context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
+        # As in Predict; a stream closed early also ends with GeneratorExit at its `yield`.
+        code = _CANCELLED
         try:
             entry, call = self._service.prepare(
                 request.model, from_value_map(request.inputs), from_value_map(request.parameters)
@@ -76,10 +85,12 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
                 fill_value_map(message.chunk.outputs, outputs)
                 yield message
                 index += 1
+            code = "OK"
         except Exception as error:
-            self._count(request.model, status_code_of(error).name)
+            code = status_code_of(error).name
             raise
-        self._count(request.model, "OK")
+        finally:
+            self._count(request.model, code)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

@@ -53,7 +53,8 @@ class SlowEcho(Model):
 class Ticker(Model):
     """Streams `count` ticks, one every `interval_ms`, and stops as soon as it is told to.
 
-    A stand-in for a long generation: cancellation tests watch that it really stops.
+    A stand-in for a long generation: cancellation tests watch that it really stops, and
+    `streams_started` counts the streams that reached the model at all.
     """
 
     task = "ticker"
@@ -62,6 +63,7 @@ class Ticker(Model):
     outputs = (Field("ticks", "int", "How many ticks were produced."),)
     parameters = (Field("interval_ms", "float", "Pause between ticks."),)
     default_parameters = {"interval_ms": 10.0}
+    streams_started = 0
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         return [{"ticks": r.inputs["count"]} for r in batch]
@@ -69,6 +71,7 @@ class Ticker(Model):
     def predict_stream(
         self, request: Request, stop: threading.Event
     ) -> Generator[Outputs, None, Outputs]:
+        self.streams_started += 1  # on the model's one thread: no lock needed
         interval = float(request.parameters["interval_ms"]) / 1000.0
         produced = 0
         for i in range(int(request.inputs["count"])):

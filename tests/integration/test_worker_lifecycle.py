@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.request
 
 import grpc.aio
 import pytest
@@ -95,3 +97,20 @@ async def test_an_unimportable_class_fails_that_model_only() -> None:
         assert (await client.predict("echo", x=1)).outputs == {"x": 1}
         with pytest.raises(Unavailable, match=r"cannot import 'no_such_package\.models:Ghost'"):
             await client.predict("ghost", x=1)
+
+
+async def test_stopping_frees_the_metrics_port() -> None:
+    models = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
+    async with running_worker(models, metrics_port=0) as worker:
+        port = worker.metrics_port
+        assert port
+        assert b"modelyard_worker_requests" in await asyncio.to_thread(scrape, port)
+    with socket.socket() as probe:
+        # SO_REUSEADDR: our own scrape may leave the port in TIME_WAIT, which is no listener
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))  # fails with EADDRINUSE while the server listens
+
+
+def scrape(port: int) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read()  # type: ignore[no-any-return]

@@ -138,3 +138,43 @@ async def test_stop_cancels_what_still_waits() -> None:
     waiting = batcher.submit(1)
     await batcher.stop()
     assert waiting.cancelled()
+
+
+async def test_cancelled_requests_free_their_queue_places_at_once() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, clock, max_batch_size=2, max_queue_size=3)
+    batcher.submit(0)
+    batcher.submit(1)
+    await settle()  # 0 and 1 hold the model; what comes next has to queue
+    gone = [batcher.submit(10 + i) for i in range(3)]
+    assert batcher.depth == 3
+    for future in gone:
+        future.cancel()
+    await settle()  # the done-callbacks run; the batch loop is still held by the gate
+    assert batcher.depth == 0  # reported load: nobody is waiting any more
+    kept = [batcher.submit(20 + i) for i in range(3)]  # the places are free again
+    with pytest.raises(ResourceExhausted, match="3 requests waiting"):
+        batcher.submit(99)
+    recorder.gate.set()
+    await clock.advance(1.0)
+    await clock.advance(1.0)
+    assert recorder.batches == [[0, 1], [20, 21], [22]]
+    assert [await f for f in kept] == [200, 210, 220]
+    assert batcher.depth == 0
+    await batcher.stop()
+
+
+async def test_given_up_entries_do_not_pile_up_while_a_batch_runs() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, clock, max_batch_size=1, max_queue_size=3)
+    batcher.submit(0)
+    await settle()
+    for i in range(100):  # a client that submits and cancels while the model is busy
+        batcher.submit(i).cancel()
+        await settle()
+    assert batcher.depth == 0
+    assert len(batcher._queue) <= 2 * 3  # compacted, not 100 dead entries
+    recorder.gate.set()
+    await batcher.stop()

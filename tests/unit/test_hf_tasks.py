@@ -173,8 +173,16 @@ def test_a_bad_request_fails_before_any_model_work(
 ) -> None:
     forwards: list[object] = []
     monkeypatch.setattr(zero_shot.pipeline, "forward", lambda *a, **k: forwards.append(a))
-    with pytest.raises(InvalidArgument):
-        zero_shot.predict([_labels(zero_shot, "fine", ["a"]), _labels(zero_shot, "bad", [])])
+    with pytest.raises(InvalidArgument):  # alone: raised, as there is nothing to isolate
+        zero_shot.predict([_labels(zero_shot, "bad", [])])
+    # in a batch: each bad request's error in its own slot
+    results: list[Any] = zero_shot.predict(
+        [
+            _labels(zero_shot, "bad", []),
+            _labels(zero_shot, "worse", ["a"], hypothesis_template="no braces"),
+        ]
+    )
+    assert [type(r) for r in results] == [InvalidArgument, InvalidArgument]
     assert forwards == []
 
 
@@ -269,6 +277,26 @@ def test_fill_mask_batch_with_different_top_k(fill_mask: PipelineModel) -> None:
 def test_fill_mask_bad_text(fill_mask: PipelineModel, text: str, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         fill_mask.predict([_text(fill_mask, text)])
+
+
+def test_a_bad_request_in_a_batch_fails_alone_and_the_rest_share_one_call(
+    fill_mask: PipelineModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = [_text(fill_mask, "The cat sleeps on the [MASK]."), _text(fill_mask, "[MASK] is good.")]
+    want = _one_by_one(fill_mask, good)
+    forward = fill_mask.pipeline.forward
+    calls: list[int] = []
+
+    def counted(model_inputs: Any, **kwargs: Any) -> Any:
+        calls.append(len(model_inputs["input_ids"]))
+        return forward(model_inputs, **kwargs)
+
+    monkeypatch.setattr(fill_mask.pipeline, "forward", counted)
+    results: list[Any] = fill_mask.predict([good[0], _text(fill_mask, "no mask here"), good[1]])
+    assert calls == [2]  # the two good texts, in one forward pass
+    assert isinstance(results[1], InvalidArgument)
+    assert "must contain the mask token" in results[1].message
+    _assert_close_results([results[0], results[2]], want)
 
 
 # -- feature-extraction / sentence-embedding ---------------------------------------------

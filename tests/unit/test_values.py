@@ -89,6 +89,49 @@ def test_a_tensor_whose_data_does_not_fit_its_shape_is_invalid_argument() -> Non
         from_value(value)
 
 
+def tensor(dtype: pb.DataType.ValueType, shape: list[int], data: bytes) -> pb.Value:
+    return pb.Value(tensor_value=pb.Tensor(dtype=dtype, shape=shape, data=data))
+
+
+def test_bfloat16_data_of_an_odd_length_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="bfloat16 tensor data is 3 bytes, not a multiple"):
+        from_value(tensor(pb.DATA_TYPE_BFLOAT16, [1], b"\0" * 3))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "itemsize"),
+    [(pb.DATA_TYPE_FLOAT32, 4), (pb.DATA_TYPE_BFLOAT16, 2)],
+    ids=["float32", "bfloat16"],
+)
+def test_a_negative_dimension_is_invalid_argument(
+    dtype: pb.DataType.ValueType, itemsize: int
+) -> None:
+    # -1 x -2 multiplies to the 2 elements the data holds: the size check alone passes it
+    with pytest.raises(InvalidArgument, match=r"shape \[-1, -2\] has a negative dimension"):
+        from_value(tensor(dtype, [-1, -2], b"\0" * 2 * itemsize))
+
+
+def test_huge_dimensions_do_not_wrap_around_in_the_size_check() -> None:
+    # 2**32 * 2**32 is 0 in int64 arithmetic, which empty data would have matched
+    with pytest.raises(InvalidArgument, match="needs 18446744073709551616 elements, data holds 0"):
+        from_value(tensor(pb.DATA_TYPE_FLOAT32, [2**32, 2**32], b""))
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "message"),
+    [
+        ([1] * 65, b"\0" * 4, "maximum supported dimension"),  # more dims than numpy allows
+        ([2**40, 0, 2**40], b"", "too big"),  # empty, yet too large for numpy to describe
+    ],
+    ids=["too-many-dimensions", "too-big"],
+)
+def test_a_shape_numpy_cannot_hold_is_invalid_argument(
+    shape: list[int], data: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=f"is not supported: .*{message}"):
+        from_value(tensor(pb.DATA_TYPE_FLOAT32, shape, data))
+
+
 def test_a_tensor_without_dtype_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="DataType"):
         from_value(pb.Value(tensor_value=pb.Tensor(shape=[1], data=b"\0")))

@@ -3,7 +3,8 @@
 An adapter owns one loaded `transformers` pipeline. It declares the task's signature
 (inputs, outputs, parameters and their defaults), checks each request's content before any
 model work, and runs groups of requests that can share one model call. `predict` groups a
-batch, runs each group once, and puts results back in request order.
+batch, runs each group once, and puts results back in request order; a request that fails
+its checks gets its error in its own result slot and the rest of the batch runs without it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.model import Outputs, Request
 from modelyard.signature import Field, check_inputs, resolve_parameters
 
@@ -79,15 +80,33 @@ class TaskAdapter:
         raise NotImplementedError
 
     def predict(self, batch: Sequence[Request]) -> list[Outputs]:
-        # Every request is checked before any model work, so a bad one fails fast and
-        # cheap; the worker then reruns the others without it.
-        items = [self.prepare(request) for request in batch]
-        results: list[Outputs | None] = [None] * len(items)
+        """One result per request, in order. A request that fails its checks gets its
+        ModelyardError in its slot instead of outputs, and the others still run together.
+
+        Raising for the whole batch would make the worker rerun every request alone
+        (`workers.runner._predict_isolated`): one client's bad prompts would then cost
+        everyone else their batching. A batch of one raises: there is nothing to isolate.
+        """
+        results: list[Outputs | ModelyardError | None] = [None] * len(batch)
+        items: list[Item] = []
+        positions: list[int] = []  # where each checked item's result goes
+        for position, request in enumerate(batch):
+            try:
+                item = self.prepare(request)  # before any model work: a bad request is cheap
+            except ModelyardError as error:
+                if len(batch) == 1:
+                    raise
+                results[position] = error
+                continue
+            items.append(item)
+            positions.append(position)
         for indices in group_indices(items, self.group_key):
             outputs = self.run_group([items[i] for i in indices])
             for i, output in zip(indices, outputs, strict=True):
-                results[i] = output
-        return cast(list[Outputs], results)  # every index belongs to exactly one group
+                results[positions[i]] = output
+        # Every slot is filled: by its error, or by exactly one group. `Model.predict` is
+        # typed as outputs only; the worker's runner hands an exception slot to its caller.
+        return cast(list[Outputs], results)
 
     def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
         yield from ()  # a generator that yields nothing: non-streaming tasks answer once
