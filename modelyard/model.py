@@ -73,7 +73,12 @@ class Model:
         """Loads weights onto `context.device`. Runs once, on the model's thread."""
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
-        """Runs a batch; returns one outputs dict per request, in order."""
+        """Runs a batch; returns one outputs dict per request, in order.
+
+        A request the model cannot serve may get a `ModelyardError` in its slot instead of
+        outputs: that caller alone gets the error, and the rest of the batch is unaffected.
+        Raising fails the whole batch, which the worker then retries request by request.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement predict")
 
     def predict_stream(
