@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: the local stack (etcd, control plane, two workers, composer) serving the
+## The main job: the local stack (etcd, control plane, three workers, composer) serving the
 ## seed inference graph, run once and printed.
 demo: $(STAMP)
 	$(VENV)/bin/modelyard up examples/stack.yaml --run inference-graph --input prompt="I have an idea!" --once

@@ -11,7 +11,8 @@ A stack file:
     graphs: [graphs/inference-graph.yaml]   # deployed once everything serves
 
 Paths in it are read from the stack file's folder. State lives in a work folder
-(default .cache/stack): etcd's data, the generated worker configs, and the logs.
+(default .cache/stack): etcd's data, the generated worker configs, and each service's log
+(`controlplane.log`, `<worker-id>.log`, `composer.log`).
 """
 
 from __future__ import annotations
@@ -54,18 +55,25 @@ class Stack:
         self.etcd = EtcdServer(self.work_dir / "etcd", fast=True)
         self.etcd.start()
         endpoint = self.etcd.endpoint
-        process, self.control_plane = start_service(["controlplane", "--etcd", endpoint])
+        process, self.control_plane = start_service(
+            ["controlplane", "--etcd", endpoint], log_file=self.work_dir / "controlplane.log"
+        )
         self.control_plane_process = process
         self._processes.append(process)
         for index, worker in enumerate(spec["workers"]):
             worker_id = worker.get("worker_id") or f"worker-{index}"
             config = self.work_dir / f"{worker_id}.yaml"
             config.write_text(yaml.safe_dump(self._worker_config(worker, worker_id, base)))
-            process, address = start_service(["worker", "--config", str(config)], timeout=timeout)
+            process, address = start_service(
+                ["worker", "--config", str(config)],
+                timeout=timeout,
+                log_file=self.work_dir / f"{worker_id}.log",
+            )
             self._processes.append(process)
             self.workers[worker_id] = address
         process, self.composer = start_service(
-            ["composer", "--etcd", endpoint, "--controlplane", self.control_plane]
+            ["composer", "--etcd", endpoint, "--controlplane", self.control_plane],
+            log_file=self.work_dir / "composer.log",
         )
         self._processes.append(process)
         self._wait_for_workers(timeout=30)

@@ -18,23 +18,32 @@ def start_service(
     timeout: float = 120.0,
     env: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
+    log_file: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Runs `modelyard <command...> --port 0 --port-file F` and waits until it is serving.
 
     Returns the process and its address. Every service writes its port file only once it
-    serves (a worker: once its models have loaded).
+    serves (a worker: once its models have loaded). With `log_file`, the service's output
+    goes there instead of the caller's terminal.
     """
     port_file = Path(tempfile.mkdtemp(prefix="modelyard-")) / "port"
+    log = log_file.open("ab") if log_file is not None else None
     process = subprocess.Popen(
         [sys.executable, "-m", "modelyard.cli", *command,
          "--host", host, "--port", "0", "--port-file", str(port_file)],
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
              **(env or {})},
+        stdout=log, stderr=log,
     )  # fmt: skip
+    if log is not None:
+        log.close()  # the child holds its own descriptor
     deadline = time.monotonic() + timeout
     while not port_file.exists():
         if process.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited with code {process.returncode} while starting")
+            where = f"; see {log_file}" if log_file is not None else ""
+            raise RuntimeError(
+                f"{command[0]} exited with code {process.returncode} while starting{where}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             process.wait(10)

@@ -91,6 +91,7 @@ def test_seed_4_the_inference_graph(composer: composer_pb2_grpc.ComposerStub) ->
     assert gen2.started_at < gen1.started_at + gen1.duration
     assert timeline["scores"].started_at >= max(gen1.started_at + gen1.duration, 0)
     assert timeline["gen1"].workers == ["generators"] and timeline["scores"].workers
+    assert timeline["gen2"].workers == ["generators-2"]  # one generator per worker
 
 
 def test_seed_5_an_llm_streams_into_a_downstream_model(
