@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from bench import procs
 from bench.composer_procs import (
     BENTOML_VERSION,
     BentoServer,
@@ -78,7 +79,7 @@ class Run:
     profile: bool
     only: set[str] = field(default_factory=lambda: set(SCENARIOS))
     whatif: bool = False
-    quiet: Quiet = field(default_factory=Quiet)
+    quiet: procs.Quiet = field(default_factory=Quiet)
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def emit(self, record: dict[str, Any]) -> None:

@@ -29,7 +29,8 @@ from typing import Any
 import psutil
 from rich.console import Console
 
-from bench.procs import REPO, BenchError, busy_pct, free_port, log_tail
+from bench import procs
+from bench.procs import REPO, BenchError, free_port, log_tail
 from modelyard.graph_client import deploy_files
 from modelyard.stack import Stack
 
@@ -287,8 +288,6 @@ def stop_bentoml(server: BentoServer) -> None:
 
 # -- the load generator, measured when the machine is calm ----------------------------------
 
-DISTURBED_PCT = 25.0  # other work above this (% of one core) marks a measurement disturbed
-
 
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     limit = 2 * float(spec.get("time_cap_s", 20.0)) + 60.0
@@ -306,39 +305,9 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@dataclass
-class Quiet:
-    """Waits (briefly) for a calm machine before each measurement and repeats a disturbed
-    one once, within a time budget for the whole run; keeps the least disturbed attempt
-    (chosen on the machine's other load, never on the figures)."""
-
-    budget_s: float = 30.0
-    calm_wait_s: float = 2.0
-    spent_s: float = 0.0
-
-    def run_load(self, spec: dict[str, Any]) -> dict[str, Any]:
-        best: dict[str, Any] | None = None
-        for attempt in (1, 2):
-            self._wait_for_calm()
-            started = time.monotonic()
-            result = run_load(spec)
-            if attempt > 1:
-                self.spent_s += time.monotonic() - started
-            result["attempts"] = attempt
-            if best is None or result["other_cpu_pct"] < best["other_cpu_pct"]:
-                best = result
-            if result["other_cpu_pct"] <= DISTURBED_PCT or self.spent_s >= self.budget_s:
-                break
-        assert best is not None
-        best["disturbed"] = best["other_cpu_pct"] > DISTURBED_PCT
-        return best
-
-    def _wait_for_calm(self) -> None:
-        left = min(self.calm_wait_s, self.budget_s - self.spent_s)
-        started = time.monotonic()
-        while busy_pct() > DISTURBED_PCT and time.monotonic() - started < left:
-            pass
-        self.spent_s += max(0.0, time.monotonic() - started - 0.25)
+def Quiet() -> procs.Quiet:
+    """bench.procs.Quiet running this bench's load generator, with a tighter budget."""
+    return procs.Quiet(budget_s=30.0, max_attempts=2, calm_wait_s=2.0, load=run_load)
 
 
 def cpu_idle_pct(pids: list[int], seconds: float = 2.0) -> float:

@@ -186,6 +186,8 @@ class Quiet:
     max_attempts: int = 3
     calm_wait_s: float = 5.0
     spent_s: float = 0.0
+    # the load generator to run: bench.loadgen by default; other benches pass their own
+    load: Callable[[dict[str, Any]], dict[str, Any]] = run_load
 
     def run_load(self, spec: dict[str, Any]) -> dict[str, Any]:
         """`run_load`, repeated while other work disturbed it and budget remains.
@@ -197,7 +199,7 @@ class Quiet:
         for attempt in range(1, self.max_attempts + 1):
             self._wait_for_calm()
             started = time.monotonic()
-            result = run_load(spec)
+            result = self.load(spec)
             if attempt > 1:
                 self.spent_s += time.monotonic() - started
             result["attempts"] = attempt
