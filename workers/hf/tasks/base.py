@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.model import Outputs, Request
-from modelyard.signature import Field, check_inputs, resolve_parameters
+from modelyard.signature import Field
 
 # Tokenizers that set no limit report this huge sentinel as their model_max_length.
 _NO_LIMIT = 1_000_000
@@ -29,6 +29,8 @@ class Item:
 
     inputs: Mapping[str, Any]
     params: Mapping[str, Any]
+    # What `check` computed and the model call can reuse (e.g. the prompt's token ids)
+    prepared: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskAdapter:
@@ -56,9 +58,13 @@ class TaskAdapter:
     # -- per request -------------------------------------------------------------------
 
     def prepare(self, request: Request) -> Item:
-        """Checks a request fully; InvalidArgument says what was expected."""
-        inputs = check_inputs(self.inputs, request.inputs)
-        params = resolve_parameters(self.parameters, self.default_parameters, request.parameters)
+        """The task's content checks; InvalidArgument says what was expected.
+
+        Kinds and names of inputs and parameters were checked once, where the worker
+        admits the call (`WorkerService.prepare`); a `Request` arrives checked.
+        """
+        inputs = dict(request.inputs)
+        params = dict(request.parameters)
         for name, default in self.default_parameters.items():
             # null means "not set": fall back to this task's default
             if params.get(name) is None:

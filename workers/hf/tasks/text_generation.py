@@ -78,8 +78,10 @@ class TextGeneration(TaskAdapter):
             raise InvalidArgument(f"parameter 'top_p' must be at most 1, got {params['top_p']}")
         if params["top_k"] is not None and params["top_k"] < 0:
             raise InvalidArgument(f"parameter 'top_k' must be 0 or more, got {params['top_k']}")
+        # tokenized once, here: the model call reuses the ids
+        item.prepared["ids"] = self._prompt_ids(item.inputs["text"])
         if self._context is not None:
-            length = len(self._prompt_ids(item.inputs["text"])) + params["max_new_tokens"]
+            length = len(item.prepared["ids"]) + params["max_new_tokens"]
             if length > self._context:
                 raise InvalidArgument(
                     f"the prompt plus max_new_tokens is {length} tokens; this model's context "
@@ -88,7 +90,7 @@ class TextGeneration(TaskAdapter):
 
     def run_group(self, items: Sequence[Item]) -> list[Outputs]:
         prompts = [item.inputs["text"] for item in items]
-        input_ids, attention_mask = self._left_padded([self._prompt_ids(p) for p in prompts])
+        input_ids, attention_mask = self._left_padded([item.prepared["ids"] for item in items])
         output = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, **self._generate_kwargs(items[0])
         )
@@ -101,7 +103,7 @@ class TextGeneration(TaskAdapter):
         """Yields {"text": piece} as words complete; returns the whole text."""
         item = self.prepare(request)
         prompt = item.inputs["text"]
-        input_ids, attention_mask = self._left_padded([self._prompt_ids(prompt)])
+        input_ids, attention_mask = self._left_padded([item.prepared["ids"]])
         streamer = IncrementalTextStreamer(self.tokenizer)
         # `closed` ends generation when our consumer goes away without setting `stop`
         closed = threading.Event()
