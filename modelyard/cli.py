@@ -157,17 +157,18 @@ def predict(
 ) -> None:
     """Call one model and print its outputs."""
     from modelyard.client import Client
+    from modelyard.values import jsonable
 
     inputs, parameters = _pairs(input or []), _pairs(param or [])
     with _ErrorsAsExit(), Client(address, timeout=timeout) as client:
         if not stream:
             result = client.predict(model, inputs, parameters=parameters)
-            console.print_json(json.dumps(result.outputs, default=_jsonable))
+            console.print_json(json.dumps(result.outputs, default=jsonable))
             return
         for event in client.predict_stream(model, inputs, parameters=parameters):
             if event.final:
                 console.print()
-                console.print_json(json.dumps(event.outputs, default=_jsonable))
+                console.print_json(json.dumps(event.outputs, default=jsonable))
             else:
                 console.print(event.outputs.get("text", event.outputs), end="")
 
@@ -184,16 +185,6 @@ def _pairs(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[name] = raw  # plain text needs no JSON quotes
     return parsed
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return {"dtype": str(value.dtype), "shape": list(value.shape), "values": value.tolist()}
-    if isinstance(value, bytes):
-        return {"bytes": len(value)}
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class _ErrorsAsExit:

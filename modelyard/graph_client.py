@@ -13,7 +13,7 @@ from rich.table import Table
 
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
-from modelyard.values import fill_value_map, from_value_map
+from modelyard.values import fill_value_map, from_value_map, jsonable
 
 
 def deploy_files(address: str, files: Sequence[Path], console: Console) -> None:
@@ -93,7 +93,7 @@ def _print_finished(console: Console, timing: pb.NodeTiming) -> None:
 
 def _print_result(console: Console, result: pb.RunResponse) -> None:
     console.print("[bold]outputs[/bold]")
-    console.print_json(json.dumps(from_value_map(result.outputs), default=_jsonable))
+    console.print_json(json.dumps(from_value_map(result.outputs), default=jsonable))
     table = Table(title="timeline")
     for column in ("node", "start (ms)", "duration (ms)", "worker", "status"):
         table.add_column(column)
@@ -106,11 +106,3 @@ def _print_result(console: Console, result: pb.RunResponse) -> None:
             timing.status,
         )
     console.print(table)
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return {"dtype": str(value.dtype), "shape": list(value.shape)}
-    return str(value)

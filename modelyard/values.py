@@ -174,3 +174,16 @@ def _reshape(flat: np.ndarray[Any, Any], tensor: pb.Tensor) -> np.ndarray[Any, A
         # What still fails is a shape numpy cannot hold (too many dimensions, or an
         # empty tensor whose other dimensions overflow): the caller's to fix.
         raise InvalidArgument(f"tensor shape {list(shape)} is not supported: {error}") from None
+
+
+def jsonable(value: Any) -> Any:
+    """`json.dumps(default=jsonable)` for decoded values, as the command line prints them:
+    a tensor as dtype, shape and (up to 16) values, bytes as their length."""
+    if isinstance(value, np.ndarray):
+        shown: dict[str, Any] = {"dtype": str(value.dtype), "shape": list(value.shape)}
+        flat = value.reshape(-1)
+        shown["values"] = flat[:16].tolist() + (["..."] if flat.size > 16 else [])
+        return shown
+    if isinstance(value, bytes):
+        return {"bytes": len(value)}
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -142,3 +142,17 @@ def test_unencodable_objects_raise_type_error() -> None:
         to_value({1, 2})
     with pytest.raises(TypeError, match="map keys must be strings"):
         to_value({1: "a"})
+
+
+def test_jsonable_shows_tensors_and_bytes_readably() -> None:
+    import json
+
+    from modelyard.values import jsonable
+
+    text = json.dumps({"e": np.arange(20, dtype=np.float32), "b": b"xyz"}, default=jsonable)
+    shown = json.loads(text)
+    assert shown["e"]["dtype"] == "float32" and shown["e"]["shape"] == [20]
+    assert shown["e"]["values"][:2] == [0.0, 1.0] and shown["e"]["values"][-1] == "..."
+    assert shown["b"] == {"bytes": 3}
+    with pytest.raises(TypeError, match="set is not JSON serialisable"):
+        json.dumps({1, 2}, default=jsonable)
