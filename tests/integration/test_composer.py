@@ -15,6 +15,7 @@ from composer.settings import ComposerSettings
 from composer.spec import graph_from_dict
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
+from modelyard.client import AsyncClient
 from modelyard.etcd import EtcdSettings
 from modelyard.testing.etcd import EtcdServer, free_port
 from modelyard.v1 import composer_pb2 as pb
@@ -33,12 +34,19 @@ CHAIN = {
 }
 
 
+running_worker_address: list[str] = []  # the composer fixture's worker, for direct calls
+
+
 @pytest_asyncio.fixture
 async def composer(etcd: EtcdServer) -> AsyncIterator[Composer]:
     plane = ControlPlane(ControlPlaneSettings(port=0, etcd=etcd.settings()))
     await plane.start()
-    models = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
-    async with running_worker(models, etcd=etcd.settings(), lease_ttl=2.0):
+    models = [
+        {"name": "echo", "class": "modelyard.testing.models:Echo"},
+        {"name": "ticker", "class": "modelyard.testing.models:Ticker"},
+    ]
+    async with running_worker(models, etcd=etcd.settings(), lease_ttl=2.0) as worker:
+        running_worker_address[:] = [worker.address]
         running = Composer(
             ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
         )
@@ -89,3 +97,33 @@ async def test_a_composer_that_has_not_read_etcd_says_unavailable_not_not_found(
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await running.stop()
+
+
+async def test_a_cancelled_run_stops_the_workers_generation(composer: Composer) -> None:
+    # ticker streams 1,000 ticks at 10 ms (10 s) into echo, chunk by chunk
+    graph = graph_from_dict(
+        {
+            "name": "long",
+            "inputs": {"n": "int"},
+            "nodes": [
+                {"name": "gen", "model": "ticker", "inputs": {"count": "inputs.n"}},
+                {"name": "each", "model": "echo", "inputs": {"tick": "gen.tick"},
+                 "stream": "chunk"},
+            ],
+            "outputs": {"ticks": "gen.ticks"},
+        }
+    )  # fmt: skip
+    assert await composer.routed.wait_for_endpoints("ticker", timeout=5)  # registered
+    request = pb.RunStreamRequest(graph=graph)
+    fill_value_map(request.inputs, {"n": 1000})
+    async with grpc.aio.insecure_channel(composer.address) as channel:
+        call = composer_pb2_grpc.ComposerStub(channel).RunStream(request)
+        async for event in call:
+            if event.WhichOneof("event") == "chunk" and event.chunk.node == "each":
+                break  # the generation is under way and flowing downstream
+        call.cancel()
+    # The worker runs one stream per model thread: if the generation went on, this call
+    # would wait ~10 s behind it and miss its deadline.
+    async with AsyncClient(running_worker_address[0]) as client:
+        result = await client.predict("ticker", count=1, timeout=3)
+    assert result.outputs == {"ticks": 1}
