@@ -50,11 +50,15 @@ from modelyard.v1 import predict_pb2_grpc
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Route:
     selector: Selector
     watcher: EndpointWatcher
     balancer: Balancer
+    used_at: float = 0.0
+
+    def busy(self) -> bool:
+        return any(self.balancer.in_flight(e.worker_id) for e in self.balancer.endpoints)
 
 
 class _Channels:
@@ -114,6 +118,7 @@ class RoutedClient:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         idle_timeout_s: float | None = 5.0,
+        route_idle_s: float = 300.0,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -130,6 +135,11 @@ class RoutedClient:
         # A control plane re-sends every set each `refresh_seconds` (1 s by default), so a
         # stream silent this long means a hung or partitioned replica: try the next one.
         self.idle_timeout_s = idle_timeout_s
+        # A (model, selector) nobody asked about for this long stops being watched: each
+        # route holds a WatchEndpoints stream on a control plane, and tools (graph
+        # validation, typos) would otherwise leave them open for the client's whole life.
+        self.route_idle_s = route_idle_s
+        self._retiring: set[asyncio.Task[None]] = set()
         self._rng = rng or random.Random()
         self._routes: dict[tuple[str, str], _Route] = {}
         self._channels = _Channels()
@@ -144,7 +154,7 @@ class RoutedClient:
         """Stops every endpoint watch and closes every channel."""
         routes = list(self._routes.values())
         self._routes.clear()
-        await asyncio.gather(*(route.watcher.stop() for route in routes))
+        await asyncio.gather(*(route.watcher.stop() for route in routes), *self._retiring)
         await self._channels.close()
 
     async def wait_for_endpoints(
@@ -250,6 +260,8 @@ class RoutedClient:
             )
             route = self._routes[key] = _Route(parsed, watcher, balancer)
             watcher.start()
+        route.used_at = time.monotonic()
+        self._retire_idle_routes(route.used_at)
         left = self._left(deadline, model)
         wait = self.ready_timeout if left is None else min(left, self.ready_timeout)
         try:
@@ -261,6 +273,20 @@ class RoutedClient:
                 ) from None
             raise
         return route
+
+    def _retire_idle_routes(self, now: float) -> None:
+        idle = [
+            key
+            for key, route in self._routes.items()
+            if now - route.used_at > self.route_idle_s and not route.busy()
+        ]
+        for key in idle:
+            task = asyncio.get_running_loop().create_task(self._routes.pop(key).watcher.stop())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        if idle:
+            routes = self._routes.values()
+            self._channels.keep_only({e.address for r in routes for e in r.balancer.endpoints})
 
     def _on_update(self, balancer: Balancer, endpoint_set: EndpointSet) -> None:
         balancer.update(endpoint_set.endpoints)

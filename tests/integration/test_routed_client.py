@@ -385,3 +385,19 @@ def test_backoff_grows_to_its_cap_with_jitter() -> None:
     for delay, base in zip(delays, (1, 2, 4, 8, 10, 10), strict=True):
         assert 0.8 * base <= delay <= 1.2 * base
     assert len(set(delays)) == len(delays)  # jittered: clients do not reconnect in step
+
+
+async def test_routes_nobody_uses_stop_being_watched(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str],
+) -> None:
+    before = client_tasks()
+    routed = RoutedClient([plane[2]], timeout=10, backoff=FAST, route_idle_s=0.2)
+    await routed.predict("echo", x=1)
+    await asyncio.sleep(0.3)
+    await routed.predict("slow", x=2)  # any use retires what has been idle for long enough
+    assert routed.endpoints("echo") == ()  # no longer watched
+    assert routed.endpoints("slow")
+    assert (await routed.predict("echo", x=3)).outputs == {"x": 3}  # watched again on demand
+    await routed.close()
+    leaked = client_tasks() - before
+    assert not leaked, sorted(t.get_coro().__qualname__ for t in leaked)  # type: ignore[union-attr]
