@@ -4,12 +4,12 @@ control plane's endpoint sets, retried on UNAVAILABLE before the first response.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc.aio
 
+from composer.validation import Unchecked
 from modelyard.client import Prediction, StreamEvent
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import predict_pb2, predict_pb2_grpc
@@ -46,21 +46,40 @@ class RoutedInvoker:
         )
 
 
+Described = predict_pb2.GetModelMetadataResponse | Unchecked
+
+
 async def fetch_metadata(
     client: RoutedClient, models: Iterable[str], *, wait: float = 1.0
-) -> dict[str, predict_pb2.GetModelMetadataResponse]:
-    """GetModelMetadata of each model from one of its replicas; models nobody serves
-    (within `wait` seconds) are left out, which validation reports as a warning."""
+) -> dict[str, Described]:
+    """GetModelMetadata of each model from one of its replicas. Models nobody serves
+    (within `wait` seconds) are left out; a served model whose description could not be
+    fetched maps to `Unchecked` saying why, so validation does not call it unserved."""
 
-    async def one(model: str) -> tuple[str, predict_pb2.GetModelMetadataResponse | None]:
-        with contextlib.suppress(Exception):
-            endpoints = await client.wait_for_endpoints(model, timeout=wait)
-            if endpoints:
-                async with grpc.aio.insecure_channel(endpoints[0].address) as channel:
-                    stub = predict_pb2_grpc.PredictStub(channel)
-                    request = predict_pb2.GetModelMetadataRequest(model=model)
-                    return model, await stub.GetModelMetadata(request, timeout=wait)
-        return model, None
+    async def one(model: str) -> tuple[str, Described | None]:
+        endpoints = await client.wait_for_endpoints(model, timeout=wait)
+        if not endpoints:
+            return model, None
+        try:
+            async with grpc.aio.insecure_channel(endpoints[0].address) as channel:
+                stub = predict_pb2_grpc.PredictStub(channel)
+                request = predict_pb2.GetModelMetadataRequest(model=model)
+                return model, await stub.GetModelMetadata(request, timeout=wait)
+        except grpc.aio.AioRpcError as error:
+            where = endpoints[0].worker_id
+            return model, Unchecked(f"{where} answered {error.code().name}: {error.details()}")
 
     found = await asyncio.gather(*(one(model) for model in set(models)))
     return {model: meta for model, meta in found if meta is not None}
+
+
+def lookup(found: Mapping[str, Described]) -> Callable[[str], Any]:
+    """The `metadata` callable validation takes, over what `fetch_metadata` found."""
+
+    def metadata(model: str) -> predict_pb2.GetModelMetadataResponse | None:
+        described = found.get(model)
+        if isinstance(described, Unchecked):
+            raise described
+        return described
+
+    return metadata

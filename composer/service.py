@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from composer.engine import Event, RunResult, run_graph
-from composer.invoker import RoutedInvoker, fetch_metadata
+from composer.invoker import RoutedInvoker, fetch_metadata, lookup
 from composer.store import GraphStore
 from composer.validation import Report, validate
 from modelyard.errors import InvalidArgument
@@ -38,8 +38,7 @@ class ComposerService:
 
     async def validate(self, graph: graph_pb2.Graph) -> Report:
         models = {call.model for call in calls_of(graph) if call.model}
-        metadata = await fetch_metadata(self._client, models)
-        return validate(graph, metadata.get)
+        return validate(graph, lookup(await fetch_metadata(self._client, models)))
 
     async def deploy(self, graph: graph_pb2.Graph) -> list[str]:
         report = await self.validate(graph)

@@ -52,6 +52,11 @@ class Report:
         return not self.errors
 
 
+class Unchecked(Exception):
+    """Raised by a `metadata` lookup when a model is served but its description could not
+    be fetched: the call is then reported unchecked, with why, not as unserved."""
+
+
 def validate(graph: g.Graph, metadata: Metadata | None = None) -> Report:
     """Checks `graph`; with `metadata`, also each model call against the model's inputs."""
     return _Validator(graph, metadata).run()
@@ -179,7 +184,7 @@ class _Validator:
         self.kinds = {node.name: node.WhichOneof("kind") for node in graph.nodes}
         self.inputs = {item.name for item in graph.inputs}
         self.used: set[str] = set()  # input and node names something references
-        self._described: dict[str, GetModelMetadataResponse | None] = {}
+        self._described: dict[str, GetModelMetadataResponse | Unchecked | None] = {}
 
     def error(self, message: str) -> None:
         self.report.errors.append(message)
@@ -325,7 +330,13 @@ class _Validator:
     def check_against_model(self, where: str, prefix: str, call: g.ModelCall) -> None:
         if self.metadata is None:
             return
-        described = self.describe(call.model)
+        try:
+            described = self.describe(call.model)
+        except Unchecked as why:
+            message = f"{where}: model '{call.model}' could not be checked: {why}"
+            if message not in self.report.warnings:
+                self.warn(message)
+            return
         if described is None:
             message = f"{where}: no worker serves model '{call.model}' yet"
             if message not in self.report.warnings:  # a switch may call one model twice
@@ -358,8 +369,14 @@ class _Validator:
         if self.metadata is None:
             return None
         if model not in self._described:
-            self._described[model] = self.metadata(model)
-        return self._described[model]
+            try:
+                self._described[model] = self.metadata(model)
+            except Unchecked as why:
+                self._described[model] = why
+        found = self._described[model]
+        if isinstance(found, Unchecked):
+            raise found
+        return found
 
     def check_map(self, where: str, node: g.MapNode) -> None:
         if not node.over:

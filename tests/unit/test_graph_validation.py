@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from composer.spec import graph_from_dict, load_graph
-from composer.validation import Report, check, dependencies, topological_order, validate
+from composer.validation import (
+    Report,
+    Unchecked,
+    check,
+    dependencies,
+    topological_order,
+    validate,
+)
 from modelyard.errors import InvalidArgument
 from modelyard.v1 import graph_pb2 as g
 from modelyard.v1 import predict_pb2 as p
@@ -407,6 +414,19 @@ def test_unserved_models_warn_once_per_node() -> None:
     report = validate(make(gen(), routed), served("gpt2"))
     assert report.errors == []
     assert report.warnings == ["node 's': no worker serves model 'nobody' yet"]
+
+
+def test_a_served_model_whose_description_failed_is_reported_unchecked_not_unserved() -> None:
+    def metadata(model: str) -> p.GetModelMetadataResponse | None:
+        if model == "gpt2":
+            raise Unchecked("w1 answered DEADLINE_EXCEEDED: slow")
+        return None
+
+    report = validate(make(gen()), metadata)
+    assert report.errors == []
+    assert report.warnings == [
+        "node 'gen': model 'gpt2' could not be checked: w1 answered DEADLINE_EXCEEDED: slow"
+    ]
 
 
 def test_the_input_mapping_fits_the_model() -> None:
