@@ -151,7 +151,3 @@ class Keys:
 
     def worker_health(self, worker_id: str) -> bytes:
         return f"{self.health}{worker_id}".encode()
-
-    @staticmethod
-    def last_segment(key: bytes) -> str:
-        return key.decode().rsplit("/", 1)[-1]
