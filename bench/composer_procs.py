@@ -1,7 +1,7 @@
 """Processes of the composer bench: modelyard stacks, the BentoML baseline, the load
 generator, and RSS sampling of whole process sets.
 
-A modelyard stack is `modelyard.stack.Stack` (etcd, control plane, workers, composer as real
+A modelyard stack is `modelyard_cli.stack.Stack` (etcd, control plane, workers, composer as real
 processes, as `modelyard up` starts them). BentoML runs from its own venv
 (`.cache/bentoml-venv`, created here on first use) so that the project's venv is never
 touched. Everything listens on 127.0.0.1; every wait has a time limit.
@@ -31,8 +31,8 @@ from rich.console import Console
 
 from bench import procs
 from bench.procs import REPO, BenchError, free_port, log_tail
-from modelyard.graph_client import deploy_files
-from modelyard.stack import Stack
+from modelyard_cli.graph_output import deploy_files
+from modelyard_cli.stack import Stack
 
 BENTOML_VENV = REPO / ".cache" / "bentoml-venv"
 BENTOML_VERSION = "1.4.39"  # 1.4.40 does not resolve here (shared/ENVIRONMENT.md)

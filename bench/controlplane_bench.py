@@ -72,8 +72,8 @@ from bench.procs import (
     stop_process,
     worker_command,
 )
-from modelyard.etcd import EtcdClient, Keys
-from modelyard.testing.etcd import EtcdServer
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_server.etcd import EtcdClient, Keys
 
 RESULTS = Path(__file__).resolve().parent / "results" / "controlplane.json"
 SCENARIOS = ("balancing", "failure", "scale")

@@ -27,16 +27,16 @@ from bench.procs import HOST, REPO, BenchError, Command, log_tail, write_worker_
 from modelyard.v1 import controlplane_pb2 as cp
 from modelyard.v1 import controlplane_pb2_grpc
 
-SLOW_ECHO = "modelyard.testing.models:SlowEcho"
+SLOW_ECHO = "tests.support.models:SlowEcho"
 # Children's JSON lines can be long (a fleet's 250 addresses, a 30 s timeline).
 LINE_LIMIT = 16 * 1024 * 1024
 
 
 def controlplane_command(etcd_endpoint: str) -> Command:
-    # `-m modelyard.cli` is the console script without its wrapper process: the pid we
+    # `-m modelyard_cli.main` is the console script without its wrapper process: the pid we
     # sample and profile is the control plane itself.
     def argv(port_file: Path) -> list[str]:
-        return [sys.executable, "-m", "modelyard.cli", "controlplane", "--etcd", etcd_endpoint,
+        return [sys.executable, "-m", "modelyard_cli", "controlplane", "--etcd", etcd_endpoint,
                 "--port", "0", "--port-file", str(port_file)]  # fmt: skip
 
     return argv
@@ -47,7 +47,7 @@ def probed_controlplane_command(etcd_endpoint: str) -> Command:
     plain = controlplane_command(etcd_endpoint)
 
     def argv(port_file: Path) -> list[str]:
-        python, _, _, *rest = plain(port_file)  # drop "-m modelyard.cli"
+        python, _, _, *rest = plain(port_file)  # drop "-m modelyard_cli.main"
         return [python, "-m", "bench.cp_gc_probe", "--freeze-on-sigusr1", *rest]
 
     return argv

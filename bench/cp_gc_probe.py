@@ -71,7 +71,7 @@ def main() -> None:
         args = args[1:]
     gc.callbacks.append(PauseLog())
     sys.argv = ["modelyard", *args]
-    from modelyard.cli import main as cli_main
+    from modelyard_cli.main import main as cli_main
 
     cli_main()
 

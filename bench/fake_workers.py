@@ -37,8 +37,8 @@ from typing import Any
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from modelyard.etcd import EtcdClient, EtcdSettings, Keys
-from modelyard.workerinfo import ModelInfo, WorkerInfo
+from modelyard_server.etcd import EtcdClient, EtcdSettings, Keys
+from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 
 HOST = "127.0.0.1"
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -72,10 +72,10 @@ Command = Callable[[Path], list[str]]
 
 
 def worker_command(config: Path) -> Command:
-    # `python -m modelyard.cli` is the `modelyard` console script without its wrapper
+    # `python -m modelyard_cli.main` is the `modelyard` console script without its wrapper
     # process, so the pid we measure is the worker itself.
     def argv(port_file: Path) -> list[str]:
-        return [sys.executable, "-m", "modelyard.cli", "worker", "--config", str(config),
+        return [sys.executable, "-m", "modelyard_cli", "worker", "--config", str(config),
                 "--port", "0", "--port-file", str(port_file)]  # fmt: skip
 
     return argv

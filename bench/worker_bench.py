@@ -191,7 +191,7 @@ def machine_info() -> dict[str, Any]:
 
 OVERHEAD_LEVELS = (Level(1, 2000, 300), Level(16, 10000, 1000))
 MULTI_CHANNEL = Level(16, 10000, 1000, channels=4)
-ECHO_MODEL = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
+ECHO_MODEL = [{"name": "echo", "class": "tests.support.models:Echo"}]
 
 
 def overhead(run: Run) -> None:
@@ -300,7 +300,7 @@ GOAL_CONCURRENCY = 32
 def build_checkpoints(root: Path) -> dict[str, Path]:
     """The tiny checkpoints, built in a child process so this one never imports torch."""
     subprocess.run(
-        [sys.executable, "-m", "modelyard.tiny_models", str(root)],
+        [sys.executable, "-m", "tools.tiny_models", str(root)],
         cwd=Path(__file__).resolve().parents[1],
         check=True,
         capture_output=True,

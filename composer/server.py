@@ -17,12 +17,12 @@ from composer.service import ComposerService
 from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
 from composer.store import GraphStore
-from modelyard.aio import cancel_and_wait, serve_until_signalled
-from modelyard.etcd import EtcdClient, Keys
-from modelyard.grpc_errors import ErrorMappingInterceptor
-from modelyard.portfile import write_port_file
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import composer_pb2, composer_pb2_grpc
+from modelyard_server.aio import cancel_and_wait, serve_until_signalled
+from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.grpc_errors import ErrorMappingInterceptor
+from modelyard_server.portfile import write_port_file
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelyard.etcd import EtcdSettings
+from modelyard_server.etcd import EtcdSettings
 
 
 class ComposerSettings(BaseSettings):

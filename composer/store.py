@@ -11,9 +11,9 @@ from typing import Any
 from google.protobuf import json_format
 
 from modelyard.errors import NotFound, Unavailable
-from modelyard.etcd import Keys
-from modelyard.informer import Informer
 from modelyard.v1 import graph_pb2
+from modelyard_server.etcd import Keys
+from modelyard_server.informer import Informer
 
 
 def _decode(raw: bytes) -> graph_pb2.Graph:
@@ -56,7 +56,7 @@ class GraphStore:
 
     def remember(self, graph: graph_pb2.Graph) -> None:
         """Makes a just-deployed graph runnable here before the watch event arrives."""
-        from modelyard.informer import Entry
+        from modelyard_server.informer import Entry
 
         current = self.informer.cache.get(graph.name)
         revision = current.mod_revision if current else 0

@@ -10,9 +10,9 @@ from typing import Any
 
 from controlplane.view import ClusterView, WorkerView
 from modelyard.errors import NotFound
-from modelyard.etcd import Keys
 from modelyard.selectors import Selector
-from modelyard.workerinfo import DesiredWorker
+from modelyard_server.etcd import Keys
+from modelyard_server.workerinfo import DesiredWorker
 
 
 class Admin:

@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelyard.workerinfo import WorkerHealth, WorkerInfo
+from modelyard_server.workerinfo import WorkerHealth, WorkerInfo
 
 log = logging.getLogger(__name__)
 

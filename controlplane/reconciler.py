@@ -19,8 +19,8 @@ from controlplane.load import LoadFeeds
 from controlplane.prober import ProberPool
 from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue
-from modelyard.etcd import Keys
-from modelyard.workerinfo import WorkerHealth
+from modelyard_server.etcd import Keys
+from modelyard_server.workerinfo import WorkerHealth
 
 log = logging.getLogger(__name__)
 

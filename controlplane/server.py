@@ -26,13 +26,13 @@ from controlplane.servicer import ControlPlaneServicer
 from controlplane.settings import ControlPlaneSettings
 from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue
-from modelyard.aio import cancel_and_wait, serve_until_signalled
-from modelyard.etcd import EtcdClient, Keys
-from modelyard.grpc_errors import ErrorMappingInterceptor
-from modelyard.informer import Informer
-from modelyard.portfile import write_port_file
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
-from modelyard.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
+from modelyard_server.aio import cancel_and_wait, serve_until_signalled
+from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.grpc_errors import ErrorMappingInterceptor
+from modelyard_server.informer import Informer
+from modelyard_server.portfile import write_port_file
+from modelyard_server.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
 
 log = logging.getLogger(__name__)
 

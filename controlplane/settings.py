@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelyard.etcd import EtcdSettings
+from modelyard_server.etcd import EtcdSettings
 
 
 class ControlPlaneSettings(BaseSettings):

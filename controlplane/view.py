@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelyard.endpoints import Endpoint, Load
-from modelyard.informer import Entry
 from modelyard.selectors import Selector
-from modelyard.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
+from modelyard_server.informer import Entry
+from modelyard_server.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
 
 NOT_DRAINED = DesiredWorker()
 

@@ -1,4 +1,5 @@
-"""Custom models, as a user writes them: a torch module and a plain function.
+"""Custom models, as a user writes them: a torch module, a streamer, a preprocessing step
+and a plain function.
 
 Serve them with examples/custom-worker.yaml:
 
@@ -73,3 +74,20 @@ class WordStreamer(Model):
 def shout(text: str, suffix: str = "!") -> dict[str, Any]:
     """A plain function served as a model: inputs and parameters arrive as keyword args."""
     return {"text": text.upper() + suffix}
+
+
+class Normalize(Model):
+    """Text preprocessing: trims, collapses whitespace, and lower-cases (seed: sequential)."""
+
+    task = "normalize"
+    inputs = (Field("text", "string", "Raw text."),)
+    outputs = (Field("text", "string", "The normalised text."),)
+    parameters = (Field("lowercase", "bool", "Lower-case the text."),)
+    default_parameters = {"lowercase": True}
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        results: list[Outputs] = []
+        for request in batch:
+            text = " ".join(request.inputs["text"].split())
+            results.append({"text": text.lower() if request.parameters["lowercase"] else text})
+        return results

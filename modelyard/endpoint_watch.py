@@ -22,11 +22,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import grpc
 import grpc.aio
 
+from modelyard.backoff import Backoff
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.v1 import controlplane_pb2 as cp
@@ -34,19 +34,8 @@ from modelyard.v1 import controlplane_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delays between reconnects: gRPC's own connection backoff shape, shorter to start."""
-
-    initial_s: float = 0.25
-    max_s: float = 10.0
-    multiplier: float = 1.6
-    jitter: float = 0.2  # +-20%, so clients cut off together do not reconnect together
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = self.initial_s * self.multiplier ** min(attempt, 64)  # no float overflow
-        return min(self.max_s, base) * rng.uniform(1 - self.jitter, 1 + self.jitter)
+#: gRPC's own connection backoff shape, shorter to start
+RECONNECT = Backoff(initial=0.25, cap=10.0, multiplier=1.6, jitter=0.2)
 
 
 def endpoint_set_of(response: cp.WatchEndpointsResponse) -> EndpointSet:
@@ -86,7 +75,7 @@ class EndpointWatcher:
         self.addresses = tuple(control_plane_addresses)
         self.model = model
         self.selector = selector
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RECONNECT
         self.idle_timeout_s = idle_timeout_s
         self._on_update = on_update
         self._rng = rng or random.Random()

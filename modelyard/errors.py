@@ -1,7 +1,7 @@
 """One error hierarchy for every modelyard service.
 
 Each error carries the gRPC status code it maps to and a message meant for the caller.
-The server edge (`modelyard.grpc_errors`) turns these into statuses; anything else that
+The server edge (`modelyard_server.grpc_errors`) turns these into statuses; anything else that
 escapes becomes INTERNAL with a fixed message, so exception text never leaks.
 """
 

@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from modelyard.backoff import Backoff
 from modelyard.balancing import POLICIES, Balancer
 from modelyard.client import (
     CHANNEL_OPTIONS,
@@ -40,7 +41,7 @@ from modelyard.client import (
     prediction_of,
     stream_event_of,
 )
-from modelyard.endpoint_watch import Backoff, EndpointWatcher
+from modelyard.endpoint_watch import EndpointWatcher
 from modelyard.endpoints import Endpoint, EndpointSet
 from modelyard.errors import DeadlineExceeded, InvalidArgument, Unavailable, from_status
 from modelyard.selectors import Selector, parse_selector

@@ -8,6 +8,7 @@ tensors keep dtype and shape, and a decoded tensor is a numpy view of the wire b
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,8 +98,8 @@ def _is_torch_tensor(obj: Any) -> bool:
 
 
 def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
-    import torch
-
+    # the module that made `tensor`: already imported, and never a dependency of clients
+    torch = sys.modules["torch"]
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         # numpy has no bfloat16: widen losslessly. Callers that need bf16 on the wire

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from modelyard.etcd import EtcdClient
-from modelyard.testing.etcd import EtcdServer
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_server.etcd import EtcdClient
 
 # Set before anything imports huggingface_hub, which reads them once at import: there is no
 # hub here, and a test must never try to reach it.
@@ -20,8 +20,8 @@ os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny random Hugging Face checkpoints (see modelyard.tiny_models), name -> directory."""
-    from modelyard.tiny_models import build_tiny_checkpoints  # imports torch: only when used
+    """Tiny random Hugging Face checkpoints (see tools.tiny_models), name -> directory."""
+    from tools.tiny_models import build_tiny_checkpoints  # imports torch: only when used
 
     return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny-checkpoints"))
 

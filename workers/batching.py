@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from modelyard.clock import Clock, MonotonicClock
 from modelyard.errors import ResourceExhausted
-from workers.clock import Clock, MonotonicClock
 
 T = TypeVar("T")
 

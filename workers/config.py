@@ -35,8 +35,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelyard.etcd import EtcdSettings
-from modelyard.settings_file import build_settings
+from modelyard_server.etcd import EtcdSettings
+from modelyard_server.settings_file import build_settings
 
 
 class BatchingConfig(BaseModel):

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
-from modelyard.aio import Backoff, cancel_and_wait, describe_error
-from modelyard.etcd import EtcdClient
-from modelyard.workerinfo import DesiredWorker
+from modelyard.backoff import Backoff
+from modelyard_server.aio import cancel_and_wait, describe_error
+from modelyard_server.etcd import EtcdClient
+from modelyard_server.workerinfo import DesiredWorker
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class DesiredState:
         # A watch stream can die without telling (a half-open connection): read the key
         # again this often regardless, as informers resync.
         self._resync = resync
-        self._backoff = backoff or Backoff()
+        self._backoff = (backoff or Backoff()).counter()
         self.current = DesiredWorker()
         self._applied = False
         self._following: bool | None = None

@@ -24,9 +24,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelyard.aio import Backoff, cancel_and_wait, describe_error
-from modelyard.etcd import EtcdClient
-from modelyard.workerinfo import ModelInfo, WorkerInfo
+from modelyard.backoff import Backoff
+from modelyard_server.aio import cancel_and_wait, describe_error
+from modelyard_server.etcd import EtcdClient
+from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 from workers.registry import ModelRegistry, ModelState
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Registration:
         self._info = info
         self._ttl = ttl
         self._on_change = on_change
-        self._backoff = backoff or Backoff()
+        self._backoff = (backoff or Backoff()).counter()
         # A request slower than this would make the next refresh late; give up on it and
         # start over (the key itself stays until the last granted TTL runs out).
         self._call_timeout = max(ttl / 3.0, 0.5)

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from modelyard.clock import Clock, MonotonicClock
 from modelyard.errors import ModelError, ResourceExhausted
 from modelyard.model import Model, Outputs, Request
 from workers.batching import Batcher, Pending
-from workers.clock import Clock, MonotonicClock
 from workers.config import BatchingConfig
 from workers.metrics import WorkerMetrics
 

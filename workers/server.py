@@ -31,11 +31,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from modelyard.etcd import EtcdClient, Keys
-from modelyard.grpc_errors import ErrorMappingInterceptor
-from modelyard.portfile import write_port_file
 from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
-from modelyard.workerinfo import DesiredWorker, WorkerInfo
+from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.grpc_errors import ErrorMappingInterceptor
+from modelyard_server.portfile import write_port_file
+from modelyard_server.workerinfo import DesiredWorker, WorkerInfo
 from workers.config import WorkerSettings
 from workers.desired_state import DesiredState
 from workers.devices import device_tags, resolve_device

@@ -1,7 +1,7 @@
 """modelyard.v1.Predict over gRPC: protobuf in, `WorkerService` call, protobuf out.
 
 Errors are raised as `ModelyardError`s and mapped to statuses by the shared edge in
-`modelyard.grpc_errors`.
+`modelyard_server.grpc_errors`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 import grpc.aio
 
-from modelyard.grpc_errors import status_code_of
 from modelyard.signature import Field, Kind
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
+from modelyard_server.grpc_errors import status_code_of
 from workers.registry import ModelEntry, ModelState
 from workers.service import WorkerService
 

@@ -4,7 +4,7 @@ The same graph as examples/graphs/inference-graph.yaml, written the way BentoML'
 model composition: one service per model (each its own process under `bentoml serve`),
 composed with `bentoml.depends`; the two generations run concurrently (asyncio.gather),
 then the classifier scores each text (again concurrently, like modelyard's map node).
-Models are the same tiny checkpoints (`modelyard.demo.prepare_models`), run through
+Models are the same tiny checkpoints (`tools.demo_models`), run through
 transformers pipelines on CPU with one torch thread each, as modelyard's workers run them.
 
     cd bench/bentoml_service

@@ -20,17 +20,17 @@ import pytest_asyncio
 import yaml
 
 from modelyard.routed_client import RoutedClient
-from modelyard.testing.etcd import EtcdServer
-from modelyard.testing.processes import start_service, stop_service
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_cli.processes import start_service, stop_service
 from tests.helpers import EndpointFollower, eventually
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 LEASE_TTL = 1.0
 SLOW = {
     "name": "slow",
-    "class": "modelyard.testing.models:SlowEcho",
+    "class": "tests.support.models:SlowEcho",
     "batching": {"max_batch_size": 1, "max_queue_size": 64},
     "options": {"delay_ms": 20},
 }
@@ -96,7 +96,7 @@ async def follower_factory() -> AsyncIterator[Any]:
 async def test_workers_register_and_the_cli_lists_and_filters_them(cluster: Cluster) -> None:
     _, control = cluster.control_plane()
     cluster.worker("a")
-    cluster.worker("b", models=[SLOW, {"name": "echo", "class": "modelyard.testing.models:Echo"}])
+    cluster.worker("b", models=[SLOW, {"name": "echo", "class": "tests.support.models:Echo"}])
     env = {**os.environ, "MODELYARD_CONTROLPLANE_ADDRESS": control, "COLUMNS": "250"}
 
     def listed(*args: str) -> str:
@@ -161,7 +161,7 @@ async def test_a_killed_control_plane_restarts_from_etcd_and_clients_keep_servin
         assert [r.outputs["x"] for r in results] == list(range(10))
         port = control.rpartition(":")[2]
         restarted = subprocess.Popen(  # noqa: ASYNC220  (starting it does not block)
-            [sys.executable, "-m", "modelyard.cli", "controlplane", "--etcd", etcd.endpoint,
+            [sys.executable, "-m", "modelyard_cli", "controlplane", "--etcd", etcd.endpoint,
              "--port", port],
         )  # fmt: skip
         cluster.processes.append(restarted)

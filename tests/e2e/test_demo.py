@@ -6,12 +6,14 @@ import re
 import subprocess
 import sys
 
-from modelyard.demo import REPO
+from modelyard_cli.demo import REPO
+from tools.demo_models import prepare_models
 
 
 def test_the_demo_serves_several_models_in_one_worker_and_stops_cleanly() -> None:
+    prepare_models()  # what `make demo-worker` runs first (`make models`)
     done = subprocess.run(
-        [sys.executable, "-m", "modelyard.cli", "demo"],
+        [sys.executable, "-m", "modelyard_cli", "demo"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -14,11 +14,11 @@ import grpc
 import pytest
 
 from composer.spec import load_graph
-from modelyard.demo import REPO
-from modelyard.stack import Stack
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
+from modelyard_cli.demo import REPO
+from modelyard_cli.stack import Stack
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 GRAPHS = REPO / "examples" / "graphs"
@@ -28,8 +28,8 @@ GRAPHS = REPO / "examples" / "graphs"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from rich.console import Console
 
-    from modelyard.demo import prepare_models
-    from modelyard.graph_client import deploy_files
+    from modelyard_cli.graph_output import deploy_files
+    from tools.demo_models import prepare_models
 
     prepare_models()
     running = Stack(REPO / "examples" / "stack.yaml", work_dir=tmp_path_factory.mktemp("stack"))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelyard.demo import start_worker
+from modelyard_cli.demo import start_worker
 from workers.config import WorkerSettings
 from workers.server import Worker
 
@@ -71,7 +71,7 @@ def hf_worker_config(
         },
         {"name": "ner", "source": str(tiny_checkpoints["tiny-bert-ner"])},
         {"name": "fill-mask", "source": str(tiny_checkpoints["tiny-bert-mlm"])},
-        {"name": "echo", "class": "modelyard.testing.models:Echo"},
+        {"name": "echo", "class": "tests.support.models:Echo"},
     ]
     path = tmp_path_factory.mktemp("hf-worker") / "worker.yaml"
     return write_config(path, models, tags={"zone": "ci"})

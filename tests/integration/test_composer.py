@@ -16,11 +16,11 @@ from composer.spec import graph_from_dict
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
 from modelyard.client import AsyncClient
-from modelyard.etcd import EtcdSettings
-from modelyard.testing.etcd import EtcdServer, free_port
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
+from modelyard_cli.etcd_server import EtcdServer, free_port
+from modelyard_server.etcd import EtcdSettings
 from tests.integration.conftest import running_worker
 
 CHAIN = {
@@ -42,8 +42,8 @@ async def composer(etcd: EtcdServer) -> AsyncIterator[Composer]:
     plane = ControlPlane(ControlPlaneSettings(port=0, etcd=etcd.settings()))
     await plane.start()
     models = [
-        {"name": "echo", "class": "modelyard.testing.models:Echo"},
-        {"name": "ticker", "class": "modelyard.testing.models:Ticker"},
+        {"name": "echo", "class": "tests.support.models:Echo"},
+        {"name": "ticker", "class": "tests.support.models:Ticker"},
     ]
     async with running_worker(models, etcd=etcd.settings(), lease_ttl=2.0) as worker:
         running_worker_address[:] = [worker.address]

@@ -16,15 +16,15 @@ import pytest_asyncio
 
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
-from modelyard.etcd import Keys
-from modelyard.testing.etcd import EtcdServer
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
-from modelyard.workerinfo import ModelInfo, WorkerInfo
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_server.etcd import Keys
+from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 from tests.helpers import EndpointFollower as Watcher
 from tests.integration.conftest import running_worker
 
-ECHO = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
+ECHO = [{"name": "echo", "class": "tests.support.models:Echo"}]
 
 
 @pytest_asyncio.fixture
@@ -153,8 +153,8 @@ async def test_a_restarted_control_plane_rebuilds_from_etcd(
 
 
 async def test_before_it_has_read_etcd_a_replica_sends_no_set_and_refuses_reads() -> None:
-    from modelyard.etcd import EtcdSettings
-    from modelyard.testing.etcd import free_port
+    from modelyard_cli.etcd_server import free_port
+    from modelyard_server.etcd import EtcdSettings
 
     unreachable = EtcdSettings(endpoints=[f"127.0.0.1:{free_port()}"])
     plane = ControlPlane(ControlPlaneSettings(port=0, etcd=unreachable))

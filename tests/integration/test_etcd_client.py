@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from modelyard.etcd import EtcdClient, EtcdSettings
-from modelyard.testing.etcd import EtcdServer
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_server.etcd import EtcdClient, EtcdSettings
 
 
 async def test_put_get_and_lease_against_a_real_etcd(etcd: EtcdServer) -> None:

@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
 from modelyard.client import AsyncClient
-from modelyard.etcd import EtcdClient, Keys
-from modelyard.testing.etcd import EtcdServer
-from modelyard.workerinfo import ModelInfo, WorkerInfo
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker, worker_process, write_config
 from workers.config import WorkerSettings, load_settings
@@ -34,10 +34,10 @@ TTL = 1.0
 MODELS: list[dict[str, Any]] = [
     {
         "name": "echo",
-        "class": "modelyard.testing.models:Echo",
+        "class": "tests.support.models:Echo",
         "batching": {"max_queue_size": 32},
     },
-    {"name": "broken", "class": "modelyard.testing.models:BrokenLoad"},
+    {"name": "broken", "class": "tests.support.models:BrokenLoad"},
 ]
 
 
@@ -107,7 +107,7 @@ async def test_a_graceful_stop_withdraws_the_worker_before_it_drains(
 ) -> None:
     slow = {
         "name": "slow",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "batching": {"max_batch_size": 4},
         "options": {"delay_ms": 500},
     }

@@ -16,7 +16,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from modelyard.endpoint_watch import Backoff, EndpointWatcher
+from modelyard.backoff import Backoff
+from modelyard.endpoint_watch import EndpointWatcher
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import (
     DeadlineExceeded,
@@ -33,16 +34,16 @@ from workers.config import WorkerSettings
 from workers.server import Worker
 
 MODELS: list[dict[str, Any]] = [
-    {"name": "echo", "class": "modelyard.testing.models:Echo"},
+    {"name": "echo", "class": "tests.support.models:Echo"},
     {
         "name": "slow",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "batching": {"max_batch_size": 1},
         "options": {"delay_ms": 500},
     },
-    {"name": "ticker", "class": "modelyard.testing.models:Ticker"},
+    {"name": "ticker", "class": "tests.support.models:Ticker"},
 ]
-FAST = Backoff(initial_s=0.02, max_s=0.1)
+FAST = Backoff(initial=0.02, cap=0.1)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -379,7 +380,7 @@ async def test_a_silent_stream_is_treated_as_broken_after_the_idle_timeout() -> 
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
-    backoff = Backoff(initial_s=1.0, max_s=10.0, multiplier=2.0, jitter=0.2)
+    backoff = Backoff(initial=1.0, cap=10.0, multiplier=2.0, jitter=0.2)
     rng = random.Random(3)
     delays = [backoff.delay(attempt, rng) for attempt in (0, 1, 2, 3, 4, 10_000)]
     for delay, base in zip(delays, (1, 2, 4, 8, 10, 10), strict=True):

@@ -13,10 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.client import AsyncClient
 from modelyard.errors import Unavailable
-from modelyard.etcd import EtcdClient, Keys
-from modelyard.testing.etcd import EtcdServer
 from modelyard.v1 import predict_pb2 as pb
-from modelyard.workerinfo import DesiredWorker
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.workerinfo import DesiredWorker
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
 from workers.server import PREDICT_SERVICE, Worker
@@ -26,7 +26,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SLOW: list[dict[str, Any]] = [
     {
         "name": "slow",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "batching": {"max_batch_size": 4, "max_wait_ms": 5},
         "options": {"delay_ms": 300},
     }

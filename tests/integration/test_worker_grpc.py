@@ -32,26 +32,26 @@ from workers.server import Worker
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MODELS: list[dict[str, Any]] = [
-    {"name": "echo", "class": "modelyard.testing.models:Echo"},
+    {"name": "echo", "class": "tests.support.models:Echo"},
     {
         "name": "slow",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "batching": {"max_batch_size": 8, "max_wait_ms": 20},
         "options": {"delay_ms": 30},
     },
     {
         "name": "tiny-queue",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "batching": {"max_batch_size": 1, "max_queue_size": 2},
         "options": {"delay_ms": 150},
     },
-    {"name": "ticker", "class": "modelyard.testing.models:Ticker"},
+    {"name": "ticker", "class": "tests.support.models:Ticker"},
     {
         "name": "picky",
-        "class": "modelyard.testing.models:Picky",
+        "class": "tests.support.models:Picky",
         "batching": {"max_batch_size": 4, "max_wait_ms": 20},
     },
-    {"name": "broken", "class": "modelyard.testing.models:BrokenLoad"},
+    {"name": "broken", "class": "tests.support.models:BrokenLoad"},
 ]
 
 

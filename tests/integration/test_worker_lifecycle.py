@@ -28,7 +28,7 @@ async def test_a_loading_model_is_not_serving_and_refuses_calls_until_ready() ->
             models=[
                 {
                     "name": "slow-load",
-                    "class": "modelyard.testing.models:SlowEcho",
+                    "class": "tests.support.models:SlowEcho",
                     "options": {"load_ms": 1500, "delay_ms": 0},
                 }
             ],
@@ -57,7 +57,7 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones() -> None:
     models = [
         {
             "name": "slow",
-            "class": "modelyard.testing.models:SlowEcho",
+            "class": "tests.support.models:SlowEcho",
             "batching": {"max_batch_size": 4, "max_wait_ms": 5},
             "options": {"delay_ms": 300},
         }
@@ -78,8 +78,8 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones() -> None:
 
 async def test_strict_mode_refuses_to_start_when_a_model_fails() -> None:
     models = [
-        {"name": "echo", "class": "modelyard.testing.models:Echo"},
-        {"name": "broken", "class": "modelyard.testing.models:BrokenLoad"},
+        {"name": "echo", "class": "tests.support.models:Echo"},
+        {"name": "broken", "class": "tests.support.models:BrokenLoad"},
     ]
     worker = Worker(WorkerSettings(port=0, models=models, strict=True))
     with pytest.raises(StartupError, match="broken: FileNotFoundError"):
@@ -90,7 +90,7 @@ async def test_strict_mode_refuses_to_start_when_a_model_fails() -> None:
 
 async def test_an_unimportable_class_fails_that_model_only() -> None:
     models = [
-        {"name": "echo", "class": "modelyard.testing.models:Echo"},
+        {"name": "echo", "class": "tests.support.models:Echo"},
         {"name": "ghost", "class": "no_such_package.models:Ghost"},
     ]
     async with running_worker(models) as worker, AsyncClient(worker.address) as client:
@@ -100,7 +100,7 @@ async def test_an_unimportable_class_fails_that_model_only() -> None:
 
 
 async def test_stopping_frees_the_metrics_port() -> None:
-    models = [{"name": "echo", "class": "modelyard.testing.models:Echo"}]
+    models = [{"name": "echo", "class": "tests.support.models:Echo"}]
     async with running_worker(models, metrics_port=0) as worker:
         port = worker.metrics_port
         assert port

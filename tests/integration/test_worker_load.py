@@ -22,11 +22,11 @@ from workers.server import Worker
 SLOW: list[dict[str, Any]] = [
     {
         "name": "slow",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "batching": {"max_batch_size": 8, "max_wait_ms": 5},
         "options": {"delay_ms": 300},
     },
-    {"name": "echo", "class": "modelyard.testing.models:Echo"},
+    {"name": "echo", "class": "tests.support.models:Echo"},
 ]
 
 

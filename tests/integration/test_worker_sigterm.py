@@ -19,7 +19,7 @@ def test_sigterm_loses_no_request_in_flight(tmp_path: Path) -> None:
     models = [
         {
             "name": "slow",
-            "class": "modelyard.testing.models:SlowEcho",
+            "class": "tests.support.models:SlowEcho",
             "batching": {"max_batch_size": 4, "max_wait_ms": 5},
             "options": {"delay_ms": 250},
         }

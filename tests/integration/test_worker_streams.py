@@ -15,27 +15,27 @@ import pytest_asyncio
 
 from modelyard.client import AsyncClient, StreamEvent
 from modelyard.errors import DeadlineExceeded, ResourceExhausted
-from modelyard.testing.models import Ticker
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 from modelyard.values import to_value_map
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
+from tests.support.models import Ticker
 from workers.server import Worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 QUEUE_LIMIT = 2
 MODELS: list[dict[str, Any]] = [
-    {"name": "ticker", "class": "modelyard.testing.models:Ticker"},
+    {"name": "ticker", "class": "tests.support.models:Ticker"},
     {
         "name": "ticker-small-queue",
-        "class": "modelyard.testing.models:Ticker",
+        "class": "tests.support.models:Ticker",
         "batching": {"max_queue_size": QUEUE_LIMIT},
     },
     {
         "name": "slow",
-        "class": "modelyard.testing.models:SlowEcho",
+        "class": "tests.support.models:SlowEcho",
         "options": {"delay_ms": 2000},
     },
 ]

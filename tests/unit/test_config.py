@@ -27,7 +27,7 @@ models:
     task: text-generation
     batching: {max_batch_size: 8, max_wait_ms: 3}
     parameters: {max_new_tokens: 5}
-  - {name: echo, class: "modelyard.testing.models:Echo"}
+  - {name: echo, class: "tests.support.models:Echo"}
 tags: {zone: eu-1}
 """,
         )
@@ -36,7 +36,7 @@ tags: {zone: eu-1}
     assert gen.source == str(tmp_path / "models" / "tiny-gpt2")  # relative to the config
     assert gen.batching.max_batch_size == 8
     assert gen.parameters == {"max_new_tokens": 5}
-    assert echo.class_path == "modelyard.testing.models:Echo"
+    assert echo.class_path == "tests.support.models:Echo"
     assert settings.tags == {"zone": "eu-1"}
 
 

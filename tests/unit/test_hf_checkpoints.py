@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.tiny_models import (
+from tools.tiny_models import (
     CHECKPOINT_NAMES,
     MARKER,
     build_checkpoint,

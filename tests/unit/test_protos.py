@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelyard import protogen
+from tools import protogen
 
 STUBS = protogen.ROOT / "modelyard" / "v1"
 

@@ -1,37 +1,15 @@
-"""Small asyncio helpers shared by the services: backoff, reliable task cancellation, and
-etcd errors in a few words."""
+"""Small asyncio helpers shared by the services: reliable task cancellation, and etcd
+errors in a few words."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-
-class Backoff:
-    """Capped exponential delays with jitter, so workers that lost etcd together do not
-    all come back in the same instant."""
-
-    def __init__(
-        self, initial: float = 0.05, cap: float = 2.0, rng: random.Random | None = None
-    ) -> None:
-        self._initial = initial
-        self._cap = cap
-        self._rng = rng or random.Random()
-        self._attempts = 0
-
-    def next(self) -> float:
-        delay = min(self._cap, self._initial * 2.0**self._attempts)
-        self._attempts += 1
-        return delay * self._rng.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self._attempts = 0
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:

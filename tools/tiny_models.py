@@ -6,7 +6,7 @@ real ones (`config.json` + `model.safetensors` + `tokenizer.json`, read by
 meaningless but deterministic: each checkpoint is built from a fixed seed. (The GPT-2s'
 output layer is scaled so that they at least babble in corpus words: see _favour_words.)
 
-    python -m modelyard.tiny_models DIR
+    python -m tools.tiny_models DIR
 """
 
 from __future__ import annotations

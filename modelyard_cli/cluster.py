@@ -44,8 +44,8 @@ def controlplane(
     """Run a control-plane replica (several may run; one leads, elected in etcd)."""
     from controlplane.server import run
     from controlplane.settings import ControlPlaneSettings
-    from modelyard.cli import setup_logging
-    from modelyard.settings_file import SETTINGS_ERRORS, build_settings
+    from modelyard_cli.main import setup_logging
+    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings
 
     setup_logging(False)
     overrides = {"port": port, "host": host, "port_file": port_file}
@@ -114,8 +114,8 @@ def undrain(
 
 
 def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
-    from modelyard.cli_rpc import call_service
     from modelyard.v1 import controlplane_pb2_grpc
+    from modelyard_cli.rpc import call_service
 
     return call_service(_address(address), controlplane_pb2_grpc.ControlPlaneStub, call)
 

@@ -26,9 +26,9 @@ from typing import Any
 import grpc
 import yaml
 
-from modelyard.testing.etcd import EtcdServer
-from modelyard.testing.processes import start_service, stop_service
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
+from modelyard_cli.etcd_server import EtcdServer
+from modelyard_cli.processes import import_path_env, start_service, stop_service
 
 
 @dataclass
@@ -67,6 +67,7 @@ class Stack:
             process, address = start_service(
                 ["worker", "--config", str(config)],
                 timeout=timeout,
+                env=import_path_env(base),
                 log_file=self.work_dir / f"{worker_id}.log",
             )
             self._processes.append(process)

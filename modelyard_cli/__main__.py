@@ -1,0 +1,3 @@
+from modelyard_cli.main import main
+
+main()

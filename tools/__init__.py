@@ -1,0 +1,3 @@
+"""Developer tools run from the Makefile (stub generation, the demo's tiny checkpoints).
+
+Nothing in a production package imports them."""
