@@ -1,0 +1,157 @@
+"""One etcd lease kept alive: etcd's concurrency.Session, for worker registration and
+leader election.
+
+    session = LeaseSession(client, ttl=2.0)
+    await session.grant()            # raises if etcd cannot be reached
+    ... bind keys to session.lease ...
+    reason = await session.lost()    # returns when the lease is gone or can no longer be
+                                     # trusted to be alive; `reason` says why
+    await session.close()            # stops refreshing and revokes the lease
+
+The lease is refreshed every ttl/3. A refresh that fails or hangs is retried until the
+lease could have expired (minus a safety margin), not given up after ttl/3: an etcd leader
+election takes about a second, and a session that gave up sooner would drop its keys and
+leadership for a blip that the lease itself survives. The margin keeps the holder's view
+on the safe side: `lost()` returns before etcd can expire the lease, so a leader steps
+down before a successor can be elected.
+
+aetcd 1.0 has no keep-alive of its own; its lease objects are untyped, read as `Any`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from typing import Any
+
+from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard_server.aio import cancel_and_wait, describe_error
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The session's lease is gone (or was never granted)."""
+
+
+class LeaseSession:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        ttl: float,
+        clock: Clock = SYSTEM_CLOCK,
+        margin: float | None = None,
+        name: str = "lease",
+    ) -> None:
+        self._client = client
+        self.ttl = max(1, math.ceil(ttl))  # etcd grants whole seconds
+        self._clock = clock
+        #: how long before the lease could expire the session calls it lost
+        self.margin = margin if margin is not None else self.ttl / 6.0
+        self._name = name
+        self.lease: Any = None
+        self._alive_until = 0.0  # when etcd could expire the lease, on our clock
+        self._lost = asyncio.Event()
+        self._reason = ""
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease_id(self) -> int | None:
+        return int(self.lease.id) if self.lease is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.lease is not None and not self._lost.is_set()
+
+    async def grant(self, timeout: float | None = None) -> None:
+        """Grants a new lease and starts keeping it alive. `timeout` bounds the grant
+        (default: the margin before a lease of this TTL could expire)."""
+        asked = self._clock.now()
+        async with asyncio.timeout(timeout if timeout is not None else self.ttl - self.margin):
+            self.lease = await self._client.lease(self.ttl)
+        # counted from when we asked: etcd may have started the TTL at any point since
+        self._alive_until = asked + self.ttl
+        self._task = asyncio.get_running_loop().create_task(
+            self._keep_alive(), name=f"keep-alive {self._name}"
+        )
+
+    async def lost(self) -> str:
+        """Waits until the lease is lost; why."""
+        await self._lost.wait()
+        return self._reason
+
+    async def _keep_alive(self) -> None:
+        try:
+            reason = await self._refresh_until_lost()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug here must not look like a live lease
+            reason = f"keep-alive crashed: {describe_error(error)}"
+        self._lose(reason)
+
+    async def _refresh_until_lost(self) -> str:
+        error = ""
+        while True:
+            budget = self._alive_until - self.margin - self._clock.now()
+            if budget <= 0:
+                return f"keep-alive unanswered for {self.ttl} s ({error or 'no reply'})"
+            if not error:  # on schedule: one refresh each ttl/3; after a failure: at once
+                await self._clock.sleep(min(self.ttl / 3.0, budget))
+                budget = self._alive_until - self.margin - self._clock.now()
+                if budget <= 0:
+                    continue
+            asked = self._clock.now()
+            try:
+                async with asyncio.timeout(budget):
+                    reply = await self.lease.refresh()
+            except TimeoutError:
+                error = "etcd did not answer in time"
+                continue
+            except Exception as failure:  # etcd unreachable or electing: retry within budget
+                error = describe_error(failure)
+                await self._clock.sleep(min(0.1, max(0.0, budget)))
+                continue
+            # etcd answers a keep-alive for a lease it no longer has with TTL 0, not an error
+            if reply is None or int(reply.TTL) <= 0:
+                return "the lease expired in etcd"
+            if error:
+                log.info("%s: keep-alive answered again after: %s", self._name, error)
+            error = ""
+            # etcd restarted the TTL when it handled the refresh, which was after `asked`
+            self._alive_until = max(self._alive_until, asked + self.ttl)
+
+    def _lose(self, reason: str) -> None:
+        if not self._lost.is_set():
+            self._reason = reason
+            self._lost.set()
+
+    async def close(self, *, revoke: bool = True, timeout: float = 2.0) -> None:
+        """Stops keeping the lease alive and, with `revoke`, revokes it so its keys go at
+        once (otherwise they go when it runs out)."""
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+        lease, self.lease = self.lease, None
+        self._lose("closed")
+        if revoke and lease is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await lease.revoke()
+            except Exception as error:  # etcd away: the keys go when the lease runs out
+                log.warning(
+                    "%s: could not revoke lease (%s); it expires within %d s",
+                    self._name,
+                    describe_error(error),
+                    self.ttl,
+                )
+
+    async def __aenter__(self) -> LeaseSession:
+        await self.grant()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self.close()
