@@ -1,44 +1,16 @@
-"""Graphs as YAML or JSON files.
+"""Graphs as YAML or JSON files: the file form (`modelyard.graph_spec`) read from and
+written to text.
 
-The format is the Graph proto's JSON shape with snake_case field names, plus conveniences
-so that files read naturally:
+    graph = load_graph(Path("examples/graphs/inference-graph.yaml"))
+    print(dump_graph(graph))          # canonical YAML; dump_graph(graph, "json") for JSON
 
-    name: example
-    inputs:
-      prompt: string                       # name -> kind (required: it has no default)
-      labels: {kind: list, default: [a, b]}  # name -> {kind, required, default}
-    nodes:
-      - name: gen                          # the node's kind is the key present
-        model: gpt2                        # shorthand: the call's keys sit beside it
-        inputs: {text: inputs.prompt}
-        parameters: {max_new_tokens: 16}   # plain values, not Value messages
-      - name: mood                         # the nested form of a model call
-        model: {model: sentiment, inputs: {text: gen.text}, stream: segment}
-      - name: each                         # one call per element; `item` is the element
-        map: {over: inputs.labels, call: {model: bert, inputs: {text: item}}}
-      - name: reply
-        switch:
-          cases:
-            - when: {value: each.results.0.label, op: "==", operand: POSITIVE}
-              call: {model: gpt2, inputs: {text: inputs.prompt}}
-          default: {model: distilgpt2, inputs: {text: inputs.prompt}}
-      - name: both
-        aggregate: {method: collect, values: [mood, reply]}
-    outputs: {text: gen.text, both: both.value}
-
-`inputs` may also be the proto's list of {name, kind, required, default}. In every form
-an input is required unless it has a `default`, and `kind` defaults to "any". `stream`
-is "chunk", "segment" or "none" (or an enum name). Null means "not given" everywhere
-except `default` and a condition's `operand`, where it is the value null.
-
-This module checks the shape only (unknown keys, wrong types): anything the proto can
-hold, even a graph that cannot run, parses, and `composer.validation` then reports every
-problem at once, the same way for files and for graphs that arrive over gRPC.
+The mapping <-> proto translation is in the client core, where client apps use it without
+a YAML parser; `graph_from_dict` and `graph_to_dict` are re-exported here for the services
+and tools that read files and dicts side by side.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -47,21 +19,10 @@ from typing import Any, Literal
 import yaml
 
 from modelyard.errors import InvalidArgument
+from modelyard.graph_spec import graph_from_dict, graph_to_dict, kind_of
 from modelyard.v1 import graph_pb2 as g
-from modelyard.v1 import value_pb2
-from modelyard.values import from_value, to_value
 
-STREAM_MODES: Mapping[str, g.StreamMode.ValueType] = {
-    "none": g.STREAM_MODE_UNSPECIFIED,
-    "chunk": g.STREAM_MODE_CHUNK,
-    "segment": g.STREAM_MODE_SEGMENT,
-}
-_STREAM_NAMES = {mode: name for name, mode in STREAM_MODES.items()}
-_STREAM_ENUM = dict(g.StreamMode.items())  # the proto JSON names, e.g. STREAM_MODE_SEGMENT
-_KINDS = ("model", "map", "switch", "aggregate")
-_CALL_KEYS = ("model", "inputs", "parameters", "selector", "stream", "segment_delimiters")
-_NODE_KEYS = ("name", *_KINDS, "optional", "timeout_seconds", "retries")
-_INPUT_KEYS = ("kind", "required", "default")
+__all__ = ["dump_graph", "graph_from_dict", "graph_to_dict", "load_graph"]
 
 
 def load_graph(path: Path) -> g.Graph:
@@ -73,7 +34,7 @@ def load_graph(path: Path) -> g.Graph:
     try:
         data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
         if not isinstance(data, Mapping):
-            raise InvalidArgument(f"a graph file holds a mapping, got {_kind(data)}")
+            raise InvalidArgument(f"a graph file holds a mapping, got {kind_of(data)}")
         return graph_from_dict(data)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise InvalidArgument(f"{path}: not valid {suffix[1:].upper()}: {error}") from None
@@ -94,287 +55,6 @@ def dump_graph(graph: g.Graph, fmt: Literal["yaml", "json"] = "yaml") -> str:
     except (TypeError, yaml.YAMLError) as error:  # tensors (and bytes in JSON) have no form
         raise InvalidArgument(f"cannot write this graph as {fmt}: {error}") from None
     raise InvalidArgument(f"unknown graph format {fmt!r}: use yaml or json")
-
-
-# --- reading --------------------------------------------------------------------------
-
-
-def graph_from_dict(data: Mapping[str, Any]) -> g.Graph:
-    """Builds a Graph from its file form; raises InvalidArgument naming the bad key."""
-    f = _Fields("graph", data, ("name", "description", "inputs", "nodes", "outputs"))
-    graph = g.Graph(name=f.string("name"), description=f.string("description"))
-    graph.inputs.extend(_inputs(f.get("inputs")))
-    graph.nodes.extend(_node(i, node) for i, node in enumerate(f.sequence("nodes")))
-    graph.outputs.update(_references("graph: outputs", f.mapping("outputs")))
-    return graph
-
-
-def _inputs(raw: Any) -> list[g.GraphInput]:
-    if raw is None:
-        return []
-    if isinstance(raw, Mapping):
-        inputs = []
-        for name, spec in raw.items():
-            if not isinstance(name, str):
-                # YAML 1.1 reads unquoted yes/no/on/off keys as booleans.
-                raise InvalidArgument(f"inputs: input names are strings, got {name!r} (quote it)")
-            where = f"input {name!r}"
-            if isinstance(spec, str):
-                spec = {"kind": spec}
-            inputs.append(_input(where, name, _Fields(where, spec, _INPUT_KEYS)))
-        return inputs
-    if isinstance(raw, list):
-        inputs = []
-        for i, spec in enumerate(raw):
-            name = spec.get("name") if isinstance(spec, Mapping) else None
-            where = f"input {name!r}" if isinstance(name, str) else f"input at position {i}"
-            f = _Fields(where, spec, ("name", *_INPUT_KEYS))
-            inputs.append(_input(where, f.string("name"), f))
-        return inputs
-    raise InvalidArgument(f"graph: 'inputs' must be a mapping or a list, got {_kind(raw)}")
-
-
-def _input(where: str, name: str, f: _Fields) -> g.GraphInput:
-    has_default = "default" in f.data
-    required = f.flag("required", default=not has_default)
-    item = g.GraphInput(name=name, kind=f.string("kind", default="any"), required=required)
-    if has_default:
-        item.default.CopyFrom(_value(where, "default", f.data["default"]))
-    return item
-
-
-def _node(position: int, data: Any) -> g.Node:
-    name = data.get("name") if isinstance(data, Mapping) else None
-    where = f"node {name!r}" if isinstance(name, str) and name else f"node at position {position}"
-    if not isinstance(data, Mapping):
-        raise InvalidArgument(f"{where}: must be a mapping, got {_kind(data)}")
-    kinds = [kind for kind in _KINDS if data.get(kind) is not None]
-    if len(kinds) > 1:
-        raise InvalidArgument(f"{where}: has both '{kinds[0]}' and '{kinds[1]}'; pick one kind")
-    shorthand = kinds == ["model"] and isinstance(data["model"], str)
-    if not shorthand:
-        for key in _CALL_KEYS[1:]:
-            if key in data:
-                raise InvalidArgument(
-                    f"{where}: unknown key '{key}' here: it belongs to a model call, beside "
-                    "'model: <name>' or inside the call's mapping"
-                )
-    f = _Fields(where, data, _NODE_KEYS + (_CALL_KEYS[1:] if shorthand else ()))
-    node = g.Node(
-        name=f.string("name"),
-        optional=f.flag("optional"),
-        timeout_seconds=f.number("timeout_seconds"),
-        retries=f.integer("retries"),
-    )
-    kind = kinds[0] if kinds else None
-    if shorthand:
-        _set(node.model, _call(where, {k: data[k] for k in _CALL_KEYS if k in data}))
-    elif kind == "model":
-        _set(node.model, _call(f"{where}, model", data["model"]))
-    elif kind == "map":
-        _set(node.map, _map(f"{where}, map", data["map"]))
-    elif kind == "switch":
-        _set(node.switch, _switch(f"{where}, switch", data["switch"]))
-    elif kind == "aggregate":
-        _set(node.aggregate, _aggregate(f"{where}, aggregate", data["aggregate"]))
-    return node
-
-
-def _call(where: str, data: Any) -> g.ModelCall:
-    f = _Fields(where, data, _CALL_KEYS)
-    call = g.ModelCall(
-        model=f.string("model"),
-        selector=f.string("selector"),
-        stream=_stream(where, f.get("stream")),
-        segment_delimiters=f.string("segment_delimiters"),
-    )
-    call.inputs.update(_references(f"{where}: inputs", f.mapping("inputs")))
-    for key, value in _string_keys(f"{where}: parameters", f.mapping("parameters")).items():
-        call.parameters[key].CopyFrom(_value(where, f"parameter {key!r}", value))
-    return call
-
-
-def _stream(where: str, value: Any) -> g.StreamMode.ValueType:
-    if value is None:
-        return g.STREAM_MODE_UNSPECIFIED
-    if isinstance(value, str):
-        if value in STREAM_MODES:
-            return STREAM_MODES[value]
-        if value in _STREAM_ENUM:
-            return _STREAM_ENUM[value]
-    raise InvalidArgument(f"{where}: 'stream' must be chunk, segment or none, got {value!r}")
-
-
-def _map(where: str, data: Any) -> g.MapNode:
-    f = _Fields(where, data, ("over", "call", "concurrency"))
-    node = g.MapNode(over=f.string("over"), concurrency=f.integer("concurrency"))
-    if f.get("call") is not None:
-        _set(node.call, _call(f"{where} call", f.get("call")))
-    return node
-
-
-def _switch(where: str, data: Any) -> g.SwitchNode:
-    f = _Fields(where, data, ("cases", "default"))
-    node = g.SwitchNode()
-    for i, raw in enumerate(f.sequence("cases")):
-        case_where = f"{where} case {i}"
-        case = _Fields(case_where, raw, ("when", "call"))
-        item = node.cases.add()
-        if case.get("when") is not None:
-            _set(item.when, _condition(f"{case_where} when", case.get("when")))
-        if case.get("call") is not None:
-            _set(item.call, _call(f"{case_where} call", case.get("call")))
-    if f.get("default") is not None:
-        _set(node.default, _call(f"{where} default", f.get("default")))
-    return node
-
-
-def _condition(where: str, data: Any) -> g.Condition:
-    f = _Fields(where, data, ("value", "op", "operand"))
-    condition = g.Condition(value=f.string("value"), op=f.string("op"))
-    if "operand" in f.data:  # null is a real operand here ("== null")
-        condition.operand.CopyFrom(_value(where, "operand", f.data["operand"]))
-    return condition
-
-
-def _aggregate(where: str, data: Any) -> g.AggregateNode:
-    f = _Fields(where, data, ("method", "values", "weights"))
-    node = g.AggregateNode(method=f.string("method"))
-    for i, value in enumerate(f.sequence("values")):
-        if not isinstance(value, str):
-            raise InvalidArgument(f"{where}: value {i} must be a reference, got {_kind(value)}")
-        node.values.append(value)
-    for i, weight in enumerate(f.sequence("weights")):
-        if not _is_number(weight):
-            raise InvalidArgument(f"{where}: weight {i} must be a number, got {_kind(weight)}")
-        node.weights.append(float(weight))
-    return node
-
-
-def _set(field: Any, message: Any) -> None:
-    # SetInParent marks the oneof member present even when `message` is empty, so a node
-    # written `map: {}` stays a (broken) map node that validation can name.
-    field.SetInParent()
-    field.MergeFrom(message)
-
-
-def _references(where: str, data: Mapping[str, Any]) -> dict[str, str]:
-    refs = _string_keys(where, data)
-    for key, value in refs.items():
-        if not isinstance(value, str):
-            raise InvalidArgument(f"{where}: {key!r} must be a reference, got {_kind(value)}")
-    return refs
-
-
-def _string_keys(where: str, data: Mapping[Any, Any]) -> dict[str, Any]:
-    for key in data:
-        if not isinstance(key, str):
-            raise InvalidArgument(f"{where}: keys are strings, got {key!r} (quote it)")
-    return dict(data)
-
-
-def _value(where: str, what: str, obj: Any) -> value_pb2.Value:
-    try:
-        return to_value(obj)
-    except TypeError as error:  # e.g. a YAML date, which has no Value form
-        raise InvalidArgument(f"{where}: {what}: {error}") from None
-
-
-class _Fields:
-    """One mapping of the file with typed getters; rejects keys it does not know."""
-
-    def __init__(self, where: str, data: Any, known: Iterable[str]) -> None:
-        if not isinstance(data, Mapping):
-            raise InvalidArgument(f"{where}: must be a mapping, got {_kind(data)}")
-        known = tuple(known)
-        for key in data:
-            if key not in known:
-                raise InvalidArgument(f"{where}: unknown key {_show(key)}{_hint(key, known)}")
-        self.where = where
-        self.data: Mapping[str, Any] = data
-
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def _typed(self, key: str, ok: bool, expected: str) -> Any:
-        value = self.data[key]
-        if not ok:
-            raise InvalidArgument(f"{self.where}: '{key}' must be {expected}, got {_kind(value)}")
-        return value
-
-    def string(self, key: str, default: str = "") -> str:
-        value = self.get(key)
-        if value is None:
-            return default
-        return str(self._typed(key, isinstance(value, str), "a string"))
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        value = self.get(key)
-        if value is None:
-            return default
-        return bool(self._typed(key, isinstance(value, bool), "true or false"))
-
-    def integer(self, key: str) -> int:
-        value = self.get(key)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return 0 if value is None else int(self._typed(key, ok, "an integer"))
-
-    def number(self, key: str) -> float:
-        value = self.get(key)
-        return 0.0 if value is None else float(self._typed(key, _is_number(value), "a number"))
-
-    def mapping(self, key: str) -> Mapping[Any, Any]:
-        value = self.get(key)
-        return {} if value is None else self._typed(key, isinstance(value, Mapping), "a mapping")
-
-    def sequence(self, key: str) -> list[Any]:
-        value = self.get(key)
-        return [] if value is None else self._typed(key, isinstance(value, list), "a list")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    for cls, name in names.items():
-        if type(value) is cls:
-            return f"{name} ({value!r})" if cls is str else name
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
-
-
-def _show(key: Any) -> str:
-    return f"'{key}'" if isinstance(key, str) else repr(key)
-
-
-def _hint(key: Any, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(key), known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (expected: {', '.join(known)})"
-
-
-# --- writing --------------------------------------------------------------------------
-
-
-def graph_to_dict(graph: g.Graph) -> dict[str, Any]:
-    """The canonical file form: proto shape, empty fields left out, maps sorted by key
-    (proto maps have no order, and sorted dumps diff well)."""
-    data: dict[str, Any] = {"name": graph.name}
-    if graph.description:
-        data["description"] = graph.description
-    if graph.inputs:
-        data["inputs"] = [_input_to_dict(item) for item in graph.inputs]
-    if graph.nodes:
-        data["nodes"] = [_node_to_dict(node) for node in graph.nodes]
-    if graph.outputs:
-        data["outputs"] = dict(sorted(graph.outputs.items()))
-    return data
 
 
 class _Dumper(yaml.SafeDumper):
@@ -398,81 +78,3 @@ _Dumper.add_representer(
         "tag:yaml.org,2002:seq", data, flow_style=_flow(data, str(data))
     ),
 )
-
-
-def _input_to_dict(item: g.GraphInput) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": item.name, "kind": item.kind}
-    has_default = item.HasField("default")
-    if item.required == has_default:  # differs from what the file form assumes
-        data["required"] = item.required
-    if has_default:
-        data["default"] = from_value(item.default)
-    return data
-
-
-def _node_to_dict(node: g.Node) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": node.name}
-    kind = node.WhichOneof("kind")
-    if kind == "model":
-        data.update(_call_to_dict(node.model))  # the shorthand: call keys beside the node's
-    elif kind == "map":
-        data["map"] = _map_to_dict(node.map)
-    elif kind == "switch":
-        data["switch"] = _switch_to_dict(node.switch)
-    elif kind == "aggregate":
-        data["aggregate"] = _aggregate_to_dict(node.aggregate)
-    if node.optional:
-        data["optional"] = True
-    if node.timeout_seconds:
-        data["timeout_seconds"] = node.timeout_seconds
-    if node.retries:
-        data["retries"] = node.retries
-    return data
-
-
-def _call_to_dict(call: g.ModelCall) -> dict[str, Any]:
-    data: dict[str, Any] = {"model": call.model}
-    if call.inputs:
-        data["inputs"] = dict(sorted(call.inputs.items()))
-    if call.parameters:
-        data["parameters"] = {k: from_value(v) for k, v in sorted(call.parameters.items())}
-    if call.selector:
-        data["selector"] = call.selector
-    if call.stream:
-        data["stream"] = _STREAM_NAMES.get(call.stream, call.stream)
-    if call.segment_delimiters:
-        data["segment_delimiters"] = call.segment_delimiters
-    return data
-
-
-def _map_to_dict(node: g.MapNode) -> dict[str, Any]:
-    data: dict[str, Any] = {"over": node.over}
-    if node.HasField("call"):
-        data["call"] = _call_to_dict(node.call)
-    if node.concurrency:
-        data["concurrency"] = node.concurrency
-    return data
-
-
-def _switch_to_dict(node: g.SwitchNode) -> dict[str, Any]:
-    cases = []
-    for case in node.cases:
-        item: dict[str, Any] = {}
-        if case.HasField("when"):
-            item["when"] = {"value": case.when.value, "op": case.when.op}
-            if case.when.HasField("operand"):
-                item["when"]["operand"] = from_value(case.when.operand)
-        if case.HasField("call"):
-            item["call"] = _call_to_dict(case.call)
-        cases.append(item)
-    data: dict[str, Any] = {"cases": cases}
-    if node.HasField("default"):
-        data["default"] = _call_to_dict(node.default)
-    return data
-
-
-def _aggregate_to_dict(node: g.AggregateNode) -> dict[str, Any]:
-    data: dict[str, Any] = {"method": node.method, "values": list(node.values)}
-    if node.weights:
-        data["weights"] = list(node.weights)
-    return data

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from composer.spec import dump_graph, graph_from_dict, graph_to_dict, load_graph
+from composer.spec import dump_graph, load_graph
 from modelyard.errors import InvalidArgument
+from modelyard.graph_spec import graph_from_dict, graph_to_dict
 from modelyard.v1 import graph_pb2 as g
 from modelyard.values import from_value, to_value
 
