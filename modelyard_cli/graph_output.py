@@ -7,24 +7,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.v1 import composer_pb2 as pb
-from modelyard.v1 import composer_pb2_grpc
-from modelyard.values import fill_value_map, from_value_map, jsonable
+from modelyard.composer_client import (
+    Chunk,
+    ComposerClient,
+    NodeFinished,
+    NodeStarted,
+    Result,
+)
+from modelyard.errors import ModelyardError
+from modelyard.values import jsonable
 
 
 def deploy_files(address: str, files: Sequence[Path], console: Console) -> None:
     from composer.spec import load_graph
 
-    with grpc.insecure_channel(address) as channel:
-        stub = composer_pb2_grpc.ComposerStub(channel)
+    with ComposerClient(address, timeout=30) as client:
         for path in files:
             graph = load_graph(path)
-            reply = stub.DeployGraph(pb.DeployGraphRequest(graph=graph), timeout=30)
-            warned = f" ({'; '.join(reply.warnings)})" if reply.warnings else ""
+            warnings = client.deploy(graph)
+            warned = f" ({'; '.join(warnings)})" if warnings else ""
             console.print(f"deployed graph [bold]{graph.name}[/bold]{warned}")
 
 
@@ -38,36 +42,30 @@ def print_run(
 ) -> int:
     """Runs `graph` with RunStream: node events live, chunks as they stream, the outputs,
     and a per-node timeline. Returns a process exit code."""
-    request = pb.RunStreamRequest(name=graph)
-    fill_value_map(request.inputs, inputs)
     streaming_node = ""
-    with grpc.insecure_channel(address) as channel:
-        stub = composer_pb2_grpc.ComposerStub(channel)
+    with ComposerClient(address, timeout=timeout) as client:
         try:
-            for event in stub.RunStream(request, timeout=timeout):
-                kind = event.WhichOneof("event")
-                if kind == "chunk":
-                    streaming_node = _print_chunk(console, event.chunk, streaming_node)
+            for event in client.run_stream(graph, inputs):
+                if isinstance(event, Chunk):
+                    streaming_node = _print_chunk(console, event, streaming_node)
                     continue
                 if streaming_node:
                     console.print()
                     streaming_node = ""
-                if kind == "node_started":
-                    console.print(
-                        f"[dim]{event.node_started.at:7.3f}s[/dim] ▶ {event.node_started.node}"
-                    )
-                elif kind == "node_finished":
-                    _print_finished(console, event.node_finished)
-                elif kind == "result":
-                    _print_result(console, event.result)
-        except grpc.RpcError as error:
-            console.print(f"[red]{error.code().name}[/red]: {error.details()}")
+                if isinstance(event, NodeStarted):
+                    console.print(f"[dim]{event.at:7.3f}s[/dim] ▶ {event.node}")
+                elif isinstance(event, NodeFinished):
+                    _print_finished(console, event)
+                elif isinstance(event, Result):
+                    _print_result(console, event)
+        except ModelyardError as error:
+            console.print(f"[red]{error.code.name}[/red]: {error.message}")
             return 1
     return 0
 
 
-def _print_chunk(console: Console, chunk: pb.NodeChunk, streaming_node: str) -> str:
-    outputs = from_value_map(chunk.outputs)
+def _print_chunk(console: Console, chunk: Chunk, streaming_node: str) -> str:
+    outputs = chunk.outputs
     if streaming_node != chunk.node:
         if streaming_node:
             console.print()
@@ -79,7 +77,7 @@ def _print_chunk(console: Console, chunk: pb.NodeChunk, streaming_node: str) -> 
     return chunk.node
 
 
-def _print_finished(console: Console, timing: pb.NodeTiming) -> None:
+def _print_finished(console: Console, timing: NodeFinished) -> None:
     mark = {"ok": "[green]✓[/green]", "skipped": "[yellow]∅[/yellow]"}.get(
         timing.status, "[red]✗[/red]"
     )
@@ -91,9 +89,9 @@ def _print_finished(console: Console, timing: pb.NodeTiming) -> None:
     )
 
 
-def _print_result(console: Console, result: pb.RunResponse) -> None:
+def _print_result(console: Console, result: Result) -> None:
     console.print("[bold]outputs[/bold]")
-    console.print_json(json.dumps(from_value_map(result.outputs), default=jsonable))
+    console.print_json(json.dumps(result.outputs, default=jsonable))
     table = Table(title="timeline")
     for column in ("node", "start (ms)", "duration (ms)", "worker", "status"):
         table.add_column(column)

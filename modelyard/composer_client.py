@@ -1,0 +1,340 @@
+"""A small Python client for modelyard composers: run graphs, stream their events, and
+deploy, validate, list and delete them.
+
+    from modelyard.composer_client import Chunk, ComposerClient, Result
+
+    with ComposerClient("localhost:50070") as composer:
+        print(composer.run("inference-graph", prompt="I have an idea!").outputs)
+        for event in composer.run_stream("streaming", prompt="Once upon a time"):
+            if isinstance(event, Chunk):
+                print(event.outputs.get("text", ""), end="", flush=True)
+            elif isinstance(event, Result):
+                print(event.outputs)
+
+A graph is a deployed graph's name, a `modelyard.v1.Graph` (what `GraphBuilder.build()`
+returns), or a mapping in the shape of the YAML files in examples/graphs/. Values are plain
+Python, as with `modelyard.client.Client`; failed calls raise `modelyard.errors` classes
+(NotFound for an unknown graph, InvalidArgument naming the bad input or node, ...).
+`AsyncComposerClient` is the same for asyncio code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from modelyard.client import CHANNEL_OPTIONS
+from modelyard.errors import ModelyardError, from_status
+from modelyard.graph_spec import graph_from_dict
+from modelyard.v1 import composer_pb2 as pb
+from modelyard.v1 import composer_pb2_grpc
+from modelyard.v1 import graph_pb2 as g
+from modelyard.values import fill_value_map, from_value_map
+
+GraphSpec = g.Graph | Mapping[str, Any]
+GraphRef = str | GraphSpec  # a deployed graph's name, or a graph to run inline
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStarted:
+    node: str
+    at: float  # seconds since the run started
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFinished:
+    """How one node went: an event of a streamed run, and an entry of a run's timeline."""
+
+    node: str
+    started_at: float  # seconds since the run started
+    duration: float  # seconds
+    workers: tuple[str, ...]  # the replicas that served it
+    status: str  # "ok", "failed", or "skipped" (an optional node failed: outputs null)
+    reason: str = ""  # why it failed or was skipped
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A partial result a streaming node produced while the run went on."""
+
+    node: str
+    index: int  # its position in that node's stream
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A run's outputs; the last event of a streamed run."""
+
+    outputs: dict[str, Any]
+    timeline: tuple[NodeFinished, ...]  # in the order the nodes finished
+
+
+RunEvent = NodeStarted | NodeFinished | Chunk | Result
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """What checking a graph found: `errors` make it unusable, `warnings` do not (e.g. a
+    model nobody serves yet)."""
+
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def graph_of(graph: GraphSpec) -> g.Graph:
+    """The Graph proto of a graph given as a proto or in its file form."""
+    return graph if isinstance(graph, g.Graph) else graph_from_dict(graph)
+
+
+AnyRunRequest = TypeVar("AnyRunRequest", pb.RunRequest, pb.RunStreamRequest)
+
+
+def build_run_request(
+    message_type: type[AnyRunRequest], graph: GraphRef, inputs: Mapping[str, Any]
+) -> AnyRunRequest:
+    if isinstance(graph, str):
+        request = message_type(name=graph)
+    else:
+        request = message_type(graph=graph_of(graph))
+    fill_value_map(request.inputs, inputs)
+    return request
+
+
+def timing_of(message: pb.NodeTiming) -> NodeFinished:
+    return NodeFinished(
+        node=message.node,
+        started_at=message.started_at,
+        duration=message.duration,
+        workers=tuple(message.workers),
+        status=message.status,
+        reason=message.reason,
+    )
+
+
+def result_of(message: pb.RunResponse) -> Result:
+    timeline = tuple(timing_of(timing) for timing in message.timeline)
+    return Result(from_value_map(message.outputs), timeline)
+
+
+def event_of(message: pb.RunStreamResponse) -> RunEvent | None:
+    """The event a RunStream message carries; None for a kind newer than this client, which
+    it skips as protobuf skips unknown fields."""
+    kind = message.WhichOneof("event")
+    if kind == "node_started":
+        return NodeStarted(message.node_started.node, message.node_started.at)
+    if kind == "node_finished":
+        return timing_of(message.node_finished)
+    if kind == "chunk":
+        chunk = message.chunk
+        return Chunk(chunk.node, chunk.index, from_value_map(chunk.outputs))
+    if kind == "result":
+        return result_of(message.result)
+    return None
+
+
+def _error(error: grpc.RpcError) -> ModelyardError:
+    return from_status(error.code(), error.details() or "")
+
+
+class ComposerClient:
+    """A blocking client of one composer."""
+
+    def __init__(self, address: str, *, timeout: float | None = None) -> None:
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = composer_pb2_grpc.ComposerStub(self._channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> ComposerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def run(
+        self,
+        graph: GraphRef,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        **named_inputs: Any,
+    ) -> Result:
+        """Runs `graph` and returns its outputs with the timeline of its nodes."""
+        request = build_run_request(pb.RunRequest, graph, {**(inputs or {}), **named_inputs})
+        try:
+            return result_of(self._stub.Run(request, timeout=timeout or self.timeout))
+        except grpc.RpcError as error:
+            raise _error(error) from None
+
+    def run_stream(
+        self,
+        graph: GraphRef,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        **named_inputs: Any,
+    ) -> Iterator[RunEvent]:
+        """Runs `graph`, yielding node events and chunks as they happen, then the Result."""
+        request = build_run_request(pb.RunStreamRequest, graph, {**(inputs or {}), **named_inputs})
+        call = self._stub.RunStream(request, timeout=timeout or self.timeout)
+        try:
+            for message in call:
+                if (event := event_of(message)) is not None:
+                    yield event
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        finally:
+            call.cancel()  # a consumer that stops early stops the run and its node calls
+
+    def deploy(self, graph: GraphSpec, *, timeout: float | None = None) -> list[str]:
+        """Validates and stores `graph` under its name (replacing one); returns the warnings."""
+        request = pb.DeployGraphRequest(graph=graph_of(graph))
+        try:
+            reply = self._stub.DeployGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return list(reply.warnings)
+
+    def validate(self, graph: GraphSpec, *, timeout: float | None = None) -> Validation:
+        """Checks `graph` against the running cluster without storing it."""
+        request = pb.ValidateGraphRequest(graph=graph_of(graph))
+        try:
+            reply = self._stub.ValidateGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return Validation(tuple(reply.errors), tuple(reply.warnings))
+
+    def get(self, name: str, *, timeout: float | None = None) -> g.Graph:
+        try:
+            reply = self._stub.GetGraph(
+                pb.GetGraphRequest(name=name), timeout=timeout or self.timeout
+            )
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return reply.graph
+
+    def delete(self, name: str, *, timeout: float | None = None) -> None:
+        request = pb.DeleteGraphRequest(name=name)
+        try:
+            self._stub.DeleteGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+
+    def list(self, *, timeout: float | None = None) -> list[g.Graph]:
+        """The deployed graphs, sorted by name."""
+        try:
+            reply = self._stub.ListGraphs(pb.ListGraphsRequest(), timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return list(reply.graphs)
+
+
+class AsyncComposerClient:
+    """The asyncio client of one composer; create it inside the running loop."""
+
+    def __init__(self, address: str, *, timeout: float | None = None) -> None:
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = composer_pb2_grpc.ComposerStub(self._channel)
+        self.timeout = timeout
+
+    async def __aenter__(self) -> AsyncComposerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def run(
+        self,
+        graph: GraphRef,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        **named_inputs: Any,
+    ) -> Result:
+        """Runs `graph` and returns its outputs with the timeline of its nodes."""
+        request = build_run_request(pb.RunRequest, graph, {**(inputs or {}), **named_inputs})
+        try:
+            reply = await self._stub.Run(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return result_of(reply)
+
+    async def run_stream(
+        self,
+        graph: GraphRef,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        **named_inputs: Any,
+    ) -> AsyncIterator[RunEvent]:
+        """Runs `graph`, yielding node events and chunks as they happen, then the Result."""
+        request = build_run_request(pb.RunStreamRequest, graph, {**(inputs or {}), **named_inputs})
+        call = self._stub.RunStream(request, timeout=timeout or self.timeout)
+        try:
+            async for message in call:
+                if (event := event_of(message)) is not None:
+                    yield event
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        finally:
+            call.cancel()
+
+    async def deploy(self, graph: GraphSpec, *, timeout: float | None = None) -> list[str]:
+        """Validates and stores `graph` under its name (replacing one); returns the warnings."""
+        request = pb.DeployGraphRequest(graph=graph_of(graph))
+        try:
+            reply = await self._stub.DeployGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return list(reply.warnings)
+
+    async def validate(self, graph: GraphSpec, *, timeout: float | None = None) -> Validation:
+        """Checks `graph` against the running cluster without storing it."""
+        request = pb.ValidateGraphRequest(graph=graph_of(graph))
+        try:
+            reply = await self._stub.ValidateGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return Validation(tuple(reply.errors), tuple(reply.warnings))
+
+    async def get(self, name: str, *, timeout: float | None = None) -> g.Graph:
+        request = pb.GetGraphRequest(name=name)
+        try:
+            reply = await self._stub.GetGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return reply.graph
+
+    async def delete(self, name: str, *, timeout: float | None = None) -> None:
+        request = pb.DeleteGraphRequest(name=name)
+        try:
+            await self._stub.DeleteGraph(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+
+    async def list(self, *, timeout: float | None = None) -> list[g.Graph]:
+        """The deployed graphs, sorted by name."""
+        request = pb.ListGraphsRequest()
+        try:
+            reply = await self._stub.ListGraphs(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return list(reply.graphs)
