@@ -49,9 +49,8 @@ def build_wheel(work: Path) -> Path:
             shutil.copytree(path, source / path.name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    # no build isolation: setuptools is already in this venv, and the build stays offline
-    pip_wheel = ("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q")
-    run(sys.executable, *pip_wheel, "-w", work / "dist", source)
+    # with build isolation, as pip builds for a user: the build-system's setuptools
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "dist", source)
     (wheel,) = (work / "dist").glob("modelyard-*.whl")
     return wheel
 
