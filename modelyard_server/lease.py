@@ -24,12 +24,19 @@ import asyncio
 import contextlib
 import logging
 import math
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+from modelyard.backoff import Backoff
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: between keep-alive attempts after one failed (an etcd election takes about a second)
+REFRESH_RETRY = Backoff(initial=0.1, cap=0.25)
 
 
 class LeaseLost(Exception):
@@ -70,8 +77,8 @@ class LeaseSession:
         """Grants a new lease and starts keeping it alive. `timeout` bounds the grant
         (default: the margin before a lease of this TTL could expire)."""
         asked = self._clock.now()
-        async with asyncio.timeout(timeout if timeout is not None else self.ttl - self.margin):
-            self.lease = await self._client.lease(self.ttl)
+        bound = timeout if timeout is not None else self.ttl - self.margin
+        self.lease = await _within(self._clock, bound, self._client.lease(self.ttl))
         # counted from when we asked: etcd may have started the TTL at any point since
         self._alive_until = asked + self.ttl
         self._task = asyncio.get_running_loop().create_task(
@@ -93,26 +100,23 @@ class LeaseSession:
         self._lose(reason)
 
     async def _refresh_until_lost(self) -> str:
+        retry = REFRESH_RETRY.counter(clock=self._clock)
         error = ""
         while True:
-            budget = self._alive_until - self.margin - self._clock.now()
+            if self._budget() <= 0:
+                return f"no keep-alive answered before the lease could expire ({error})"
+            # on schedule: one refresh each ttl/3; after a failure: again soon
+            pause = retry.next() if error else self.ttl / 3.0
+            await self._clock.sleep(min(pause, self._budget()))
+            budget = self._budget()
             if budget <= 0:
-                return f"keep-alive unanswered for {self.ttl} s ({error or 'no reply'})"
-            if not error:  # on schedule: one refresh each ttl/3; after a failure: at once
-                await self._clock.sleep(min(self.ttl / 3.0, budget))
-                budget = self._alive_until - self.margin - self._clock.now()
-                if budget <= 0:
-                    continue
+                error = error or "the loop was too busy to refresh in time"
+                continue
             asked = self._clock.now()
             try:
-                async with asyncio.timeout(budget):
-                    reply = await self.lease.refresh()
-            except TimeoutError:
-                error = "etcd did not answer in time"
-                continue
+                reply = await _within(self._clock, budget, self.lease.refresh())
             except Exception as failure:  # etcd unreachable or electing: retry within budget
                 error = describe_error(failure)
-                await self._clock.sleep(min(0.1, max(0.0, budget)))
                 continue
             # etcd answers a keep-alive for a lease it no longer has with TTL 0, not an error
             if reply is None or int(reply.TTL) <= 0:
@@ -120,8 +124,13 @@ class LeaseSession:
             if error:
                 log.info("%s: keep-alive answered again after: %s", self._name, error)
             error = ""
+            retry.reset()
             # etcd restarted the TTL when it handled the refresh, which was after `asked`
             self._alive_until = max(self._alive_until, asked + self.ttl)
+
+    def _budget(self) -> float:
+        """How long the session may still count on its lease."""
+        return self._alive_until - self.margin - self._clock.now()
 
     def _lose(self, reason: str) -> None:
         if not self._lost.is_set():
@@ -138,8 +147,7 @@ class LeaseSession:
         self._lose("closed")
         if revoke and lease is not None:
             try:
-                async with asyncio.timeout(timeout):
-                    await lease.revoke()
+                await _within(self._clock, timeout, lease.revoke())
             except Exception as error:  # etcd away: the keys go when the lease runs out
                 log.warning(
                     "%s: could not revoke lease (%s); it expires within %d s",
@@ -155,3 +163,28 @@ class LeaseSession:
     async def __aexit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             await self.close()
+
+
+async def _within(clock: Clock, seconds: float, work: Awaitable[T]) -> T:
+    """Awaits `work` for at most `seconds` on `clock`, else raises TimeoutError. (Not
+    asyncio.timeout: that counts on the loop's clock, and the session's budget is on its
+    own.)"""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+            task.add_done_callback(_discard_outcome)
+    if not task.done():
+        raise TimeoutError
+    return task.result()
+
+
+def _discard_outcome(task: asyncio.Future[Any]) -> None:
+    # nobody awaits an abandoned call: read its outcome so asyncio does not log
+    # "exception was never retrieved" if it fails while being cancelled
+    if not task.cancelled():
+        task.exception()
