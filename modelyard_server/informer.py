@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard_server.aio import describe_error
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: between attempts to list and watch again after etcd failed us
+RELIST = Backoff(initial=0.05, cap=2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,31 +50,36 @@ class Informer(Generic[T]):
         decode: Callable[[bytes], T],
         on_change: Callable[[str], None],
         *,
-        max_backoff: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
+        backoff: Backoff = RELIST,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._decode = decode
         self._on_change = on_change
-        self._max_backoff = max_backoff
+        self._clock = clock
+        self._backoff = backoff
         self.cache: dict[str, Entry[T]] = {}
         self.synced = asyncio.Event()
         self.revision = 0
 
     async def run(self) -> None:
-        backoff = 0.05
+        retry = self._backoff.counter(clock=self._clock)
         while True:
             try:
                 await self._list()
-                backoff = 0.05
+                retry.reset()
                 await self._watch()
-                log.warning("watch on %s ended; listing again", self._prefix)
+                problem = "the watch ended"
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # etcd unreachable, compacted, or the stream broke
-                log.warning("informer on %s: %s; retrying in %.2f s", self._prefix, error, backoff)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self._max_backoff)
+                problem = describe_error(error)
+            # paced even after a listing that worked: a watch that keeps ending at once
+            # must not turn into a loop of listings
+            delay = retry.next()
+            log.warning("informer on %s: %s; listing again in %.2f s", self._prefix, problem, delay)
+            await self._clock.sleep(delay)
 
     async def _list(self) -> None:
         listing = await self._client.get_prefix(self._prefix.encode())
