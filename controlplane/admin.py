@@ -6,8 +6,7 @@ control-plane replica sees, so it survives restarts of either.
 
 from __future__ import annotations
 
-from typing import Any
-
+from controlplane.ports import Store
 from controlplane.view import ClusterView, WorkerView
 from modelyard.errors import NotFound
 from modelyard.selectors import Selector
@@ -16,9 +15,9 @@ from modelyard_server.workerinfo import DesiredWorker
 
 
 class Admin:
-    def __init__(self, view: ClusterView, client: Any, keys: Keys) -> None:
+    def __init__(self, view: ClusterView, store: Store, keys: Keys) -> None:
         self._view = view
-        self._client = client
+        self._store = store
         self._keys = keys
 
     def list_workers(self, model: str, selector: Selector) -> list[WorkerView]:
@@ -31,13 +30,13 @@ class Admin:
 
     async def drain(self, worker_id: str) -> None:
         self._require(worker_id)
-        await self._client.put(
+        await self._store.put(
             self._keys.desired_worker(worker_id), DesiredWorker(drain=True).to_json()
         )
 
     async def undrain(self, worker_id: str) -> None:
         self._require(worker_id)
-        await self._client.delete(self._keys.desired_worker(worker_id))
+        await self._store.delete(self._keys.desired_worker(worker_id))
 
     def _require(self, worker_id: str) -> None:
         if self._view.registration(worker_id) is None:

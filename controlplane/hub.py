@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint, EndpointSet
 from modelyard.selectors import Selector
 
@@ -45,8 +46,14 @@ class Subscription:
 
 
 class EndpointHub:
-    def __init__(self, compute: Callable[[str, Selector], tuple[Endpoint, ...]]) -> None:
+    def __init__(
+        self,
+        compute: Callable[[str, Selector], tuple[Endpoint, ...]],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._compute = compute
+        self._clock = clock
         self._subscriptions: set[Subscription] = set()
         # Versions start at the wall clock in ms, so they keep increasing across restarts
         # of this replica; within a run they increase by one per membership change.
@@ -88,5 +95,5 @@ class EndpointHub:
 
     async def refresh_every(self, seconds: float) -> None:
         while True:
-            await asyncio.sleep(seconds)
+            await self._clock.sleep(seconds)
             self.refresh()

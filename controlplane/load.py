@@ -5,22 +5,37 @@ touches etcd; a restarted replica simply subscribes again."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
 import grpc.aio
 
+from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Load
 from modelyard.v1 import load_pb2, load_pb2_grpc
+from modelyard_server.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+#: between attempts to reach a worker's load stream
+FEED_RETRY = Backoff(initial=0.2, cap=5.0)
 
-class LoadFeeds:
-    def __init__(self, interval_ms: int = 1000) -> None:
+
+class LoadFeedPool:
+    """One load feed per registered worker; `loads` holds each one's latest report."""
+
+    def __init__(
+        self,
+        interval_ms: int = 1000,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        backoff: Backoff = FEED_RETRY,
+    ) -> None:
         self.loads: dict[str, Load] = {}
         self._interval_ms = interval_ms
+        self._clock = clock
+        self._backoff = backoff
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
     async def ensure(self, worker_id: str, address: str) -> None:
@@ -37,23 +52,21 @@ class LoadFeeds:
         current = self._tasks.pop(worker_id, None)
         self.loads.pop(worker_id, None)
         if current is not None:
-            current[1].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await current[1]
+            await cancel_and_wait(current[1])
 
     async def stop_all(self) -> None:
         for worker_id in list(self._tasks):
             await self.stop(worker_id)
 
     async def _follow(self, worker_id: str, address: str) -> None:
-        backoff = 0.2
+        retry = self._backoff.counter(clock=self._clock)
         request = load_pb2.WatchLoadRequest(interval_ms=self._interval_ms)
         while True:
             try:
                 async with grpc.aio.insecure_channel(address) as channel:
                     stub = load_pb2_grpc.WorkerLoadStub(channel)
                     async for report in stub.WatchLoad(request):
-                        backoff = 0.2
+                        retry.reset()
                         self.loads[worker_id] = Load(
                             report.in_flight, report.queue_depth, report.latency_ms
                         )
@@ -66,5 +79,4 @@ class LoadFeeds:
             # an old report (say 50 in flight) would keep steering traffic away; no report
             # means balancing on the clients' own counts until the feed is back
             self.loads.pop(worker_id, None)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await retry.wait()

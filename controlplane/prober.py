@@ -9,7 +9,6 @@ partitioned host that keeps its connection open is covered by its lease expiring
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,19 +17,34 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard_server.aio import cancel_and_wait
 from modelyard_server.workerinfo import WorkerHealth, WorkerInfo
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 HealthListener = Callable[[str, WorkerHealth], None]
+#: between probes of an unreachable worker; one that answered before is retried soonest
+PROBE_RETRY = Backoff(initial=0.1, cap=2.0)
 
 
 class WorkerProber:
-    def __init__(self, info: WorkerInfo, registration: int, on_health: HealthListener) -> None:
+    def __init__(
+        self,
+        info: WorkerInfo,
+        registration: int,
+        on_health: HealthListener,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        backoff: Backoff = PROBE_RETRY,
+    ) -> None:
         self.info = info
         self.registration = registration
         self._on_health = on_health
+        self._clock = clock
+        self._backoff = backoff
         self._task: asyncio.Task[None] | None = None
         self._last: WorkerHealth | None = None
 
@@ -41,12 +55,10 @@ class WorkerProber:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
-        backoff = 0.1
+        retry = self._backoff.counter(clock=self._clock)
         while True:
             answered = False
             try:
@@ -58,9 +70,9 @@ class WorkerProber:
             except Exception:
                 log.exception("probing worker %s failed", self.info.worker_id)
             self._report(reachable=False, statuses={})
-            # a worker that answered before dropping is probably restarting: retry soon
-            backoff = 0.1 if answered else min(backoff * 2, 2.0)
-            await asyncio.sleep(backoff)
+            if answered:  # it answered before dropping, so it is probably restarting
+                retry.reset()
+            await retry.wait()
 
     async def _probe(self) -> bool:
         """Watches until a stream fails; returns whether the worker ever answered."""
@@ -120,8 +132,16 @@ class WorkerProber:
 class ProberPool:
     """One prober per registered worker, restarted when its registration changes."""
 
-    def __init__(self, on_health: HealthListener) -> None:
+    def __init__(
+        self,
+        on_health: HealthListener,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        backoff: Backoff = PROBE_RETRY,
+    ) -> None:
         self._on_health = on_health
+        self._clock = clock
+        self._backoff = backoff
         self._probers: dict[str, WorkerProber] = {}
 
     async def ensure(self, info: WorkerInfo, registration: int) -> None:
@@ -129,7 +149,9 @@ class ProberPool:
         if current is not None and (current.info, current.registration) == (info, registration):
             return
         await self.stop(info.worker_id)
-        prober = WorkerProber(info, registration, self._on_health)
+        prober = WorkerProber(
+            info, registration, self._on_health, clock=self._clock, backoff=self._backoff
+        )
         self._probers[info.worker_id] = prober
         prober.start()
 
@@ -141,6 +163,3 @@ class ProberPool:
     async def stop_all(self) -> None:
         for worker_id in list(self._probers):
             await self.stop(worker_id)
-
-    def __len__(self) -> int:
-        return len(self._probers)

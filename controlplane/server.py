@@ -19,19 +19,22 @@ from grpc_reflection.v1alpha import reflection
 
 from controlplane.admin import Admin
 from controlplane.election import LeaderElection
+from controlplane.health_recorder import HealthRecorder
 from controlplane.hub import EndpointHub
-from controlplane.load import LoadFeeds
-from controlplane.reconciler import Reconciler, run_controller
+from controlplane.load import LoadFeedPool
+from controlplane.prober import ProberPool
+from controlplane.reconciler import Reconciler
 from controlplane.servicer import ControlPlaneServicer
 from controlplane.settings import ControlPlaneSettings
 from controlplane.view import ClusterView
-from controlplane.workqueue import WorkQueue
+from controlplane.workqueue import WorkQueue, run_controller
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
-from modelyard_server.aio import cancel_and_wait, serve_until_signalled
+from modelyard_server.aio import cancel_and_wait
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.informer import Informer
 from modelyard_server.portfile import write_port_file
+from modelyard_server.runner import run_until_signalled
 from modelyard_server.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -56,20 +59,24 @@ class ControlPlane:
         self.health_records = Informer(
             self.client, self.keys.health, WorkerHealth.from_json, self.queue.add
         )
-        self.loads = LoadFeeds(settings.load_interval_ms)
+        self.loads = LoadFeedPool(settings.load_interval_ms)
         self.view = ClusterView(
             self.workers.cache, self.desired.cache, self.health_records.cache, self.loads.loads
         )
         self.hub = EndpointHub(self.view.endpoints)
         self.election: LeaderElection | None = None
+        self.health_recorder = HealthRecorder(
+            view=self.view, store=self.client, keys=self.keys, is_leader=self.is_leader
+        )
+        self.probers = ProberPool(self.health_recorder.record)
         self.reconciler = Reconciler(
             view=self.view,
-            client=self.client,
+            store=self.client,
             keys=self.keys,
+            probers=self.probers,
             loads=self.loads,
             hub=self.hub,
             is_leader=self.is_leader,
-            has_health_record=lambda worker_id: worker_id in self.health_records.cache,
         )
         self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
         self.health = health.aio.HealthServicer()
@@ -109,8 +116,8 @@ class ControlPlane:
             ("informer-workers", self.workers.run()),
             ("informer-desired", self.desired.run()),
             ("informer-health", self.health_records.run()),
-            ("controller", run_controller(self.queue, self.reconciler)),
-            ("health-writer", self.reconciler.write_health()),
+            ("controller", run_controller(self.queue, self.reconciler.reconcile)),
+            ("health-recorder", self.health_recorder.run()),
             ("election", self.election.run()),
             ("refresh", self.hub.refresh_every(self.settings.refresh_seconds)),
             ("ready", self._serve_once_synced()),
@@ -143,24 +150,34 @@ class ControlPlane:
         log.info("control plane %s has read etcd and serves endpoint sets", self.replica_id)
 
     def _on_leadership(self, leader: bool) -> None:
-        log.info("replica %s is %s", self.replica_id, "the leader" if leader else "a follower")
-        # probers start or stop, and a new leader clears health records of departed workers
+        # (the election logs the change and why) probers start or stop, and a new leader
+        # clears the health records of departed workers
         for worker_id in self.workers.cache.keys() | self.health_records.cache.keys():
             self.queue.add(worker_id)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
+        await self._release(grace=1.0)
+
+    async def abort(self) -> None:
+        await self._release(grace=None)
+
+    async def _release(self, *, grace: float | None) -> None:
+        """Stops whatever `start` started, in the order that hands over cleanly: no more
+        reconciles, then leadership (a follower takes over now, not after the TTL), then
+        probes and feeds, then the server."""
         for task in self._tasks:
             await cancel_and_wait(task)  # a single cancel can be lost inside aetcd's watch
+        self._tasks.clear()
+        await self.queue.close()
         if self.election is not None:
-            await self.election.resign()  # a follower takes over now, not after the TTL
-        await self.reconciler.probers.stop_all()
+            await self.election.resign()
+        await self.probers.stop_all()
         await self.loads.stop_all()
-        await self.server.stop(grace=1.0)
+        await self.server.stop(grace)
         with contextlib.suppress(Exception):
             await self.client.close()
 
 
 async def run(settings: ControlPlaneSettings) -> int:
-    control_plane = ControlPlane(settings)
-    return await serve_until_signalled(control_plane.start, control_plane.stop, "control plane")
+    return await run_until_signalled(ControlPlane(settings), "control plane")

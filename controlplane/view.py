@@ -61,6 +61,10 @@ class ClusterView:
     def registration(self, worker_id: str) -> Entry[WorkerInfo] | None:
         return self._workers.get(worker_id)
 
+    def has_health_record(self, worker_id: str) -> bool:
+        """Whether etcd holds probe results for `worker_id`, of any registration."""
+        return worker_id in self._health
+
     def worker(self, worker_id: str) -> WorkerView | None:
         registered = self._workers.get(worker_id)
         if registered is None:

@@ -5,17 +5,29 @@ per-key exponential backoff. Handlers only enqueue; the controller loop reconcil
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from modelyard.backoff import Backoff, BackoffCounter
+from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard_server.aio import cancel_and_wait, describe_error
+
+log = logging.getLogger(__name__)
+
+#: after a failed reconcile: soon at first (etcd blips), at most every 5 s while it fails
+RETRY = Backoff(initial=0.05, cap=5.0)
 
 
 class WorkQueue:
-    def __init__(self, *, base_delay: float = 0.05, max_delay: float = 5.0) -> None:
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK, backoff: Backoff = RETRY) -> None:
+        self._clock = clock
+        self._backoff = backoff
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._processing: set[str] = set()
         self._dirty: set[str] = set()
-        self._failures: dict[str, int] = {}
-        self._base_delay = base_delay
-        self._max_delay = max_delay
+        self._retries: dict[str, BackoffCounter] = {}
+        self._delayed: dict[str, asyncio.Task[None]] = {}
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -41,12 +53,47 @@ class WorkQueue:
 
     def forget(self, key: str) -> None:
         """The key reconciled: its next failure starts the backoff afresh."""
-        self._failures.pop(key, None)
+        self._retries.pop(key, None)
 
     def retry_later(self, key: str) -> float:
-        """Re-adds `key` after its backoff; returns the delay."""
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        delay = min(self._base_delay * 2.0**failures, self._max_delay)
-        asyncio.get_running_loop().call_later(delay, self.add, key)
+        """Re-adds `key` after its backoff; returns the delay. A key already waiting for a
+        retry keeps its earlier one."""
+        counter = self._retries.get(key)
+        if counter is None:
+            counter = self._retries[key] = self._backoff.counter(clock=self._clock)
+        delay = counter.next()
+        if key not in self._delayed:
+            self._delayed[key] = asyncio.get_running_loop().create_task(
+                self._add_at(key, self._clock.now() + delay), name=f"retry {key}"
+            )
         return delay
+
+    async def _add_at(self, key: str, due: float) -> None:
+        await self._clock.sleep(due - self._clock.now())  # counted from the failure
+        del self._delayed[key]
+        self.add(key)
+
+    async def close(self) -> None:
+        """Drops the retries still waiting (on shutdown)."""
+        for task in list(self._delayed.values()):
+            await cancel_and_wait(task)
+        self._delayed.clear()
+
+
+async def run_controller(queue: WorkQueue, reconcile: Callable[[str], Awaitable[None]]) -> None:
+    """The worker loop: pop a key, reconcile it, retry with backoff when that fails."""
+    while True:
+        key = await queue.get()
+        try:
+            await reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            delay = queue.retry_later(key)
+            log.warning(
+                "reconcile %s failed (%s); retrying in %.2f s", key, describe_error(error), delay
+            )
+        else:
+            queue.forget(key)
+        finally:
+            queue.done(key)
