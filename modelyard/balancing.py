@@ -45,10 +45,10 @@ import bisect
 import contextlib
 import random
 import statistics
-import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint
 from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.selectors import Selector
@@ -80,7 +80,7 @@ class Balancer:
         policy: str = "p2c",
         *,
         model: str = "",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         choose = {
@@ -122,7 +122,7 @@ class Balancer:
         ]
         if not candidates:
             raise Unavailable(self._nothing_matches(selector, exclude))
-        now = self._clock()
+        now = self._clock.now()
         # an ejected replica is still better than none: the caller's retry decides
         healthy = [r for r in candidates if r.ejected_until <= now] or candidates
         return self._choose(healthy, now).endpoint
@@ -147,7 +147,7 @@ class Balancer:
             replica.timed += 1
             if replica.timed == 1:
                 return  # the first call also opened the channel: not the replica's speed
-            now, ms = self._clock(), latency_s * 1000.0 / (1 + ahead)
+            now, ms = self._clock.now(), latency_s * 1000.0 / (1 + ahead)
             fresh = now - replica.measured_at <= LATENCY_TTL_S
             a = LATENCY_EWMA_ALPHA
             replica.latency_ms = a * ms + (1 - a) * replica.latency_ms if fresh else ms
@@ -157,19 +157,19 @@ class Balancer:
     def track(self, worker_id: str) -> Iterator[None]:
         """`begin` ... `end`, timing the call by the clock when it succeeds."""
         ahead = self.begin(worker_id)
-        started = self._clock()
+        started = self._clock.now()
         try:
             yield
         except BaseException:
             self.end(worker_id, None)
             raise
-        self.end(worker_id, self._clock() - started, ahead)
+        self.end(worker_id, self._clock.now() - started, ahead)
 
     def eject(self, worker_id: str, seconds: float) -> None:
         """Avoids `worker_id` for `seconds` (it just refused a call), unless it is the last."""
         replica = self._replicas.get(worker_id)
         if replica is not None:
-            replica.ejected_until = self._clock() + seconds
+            replica.ejected_until = self._clock.now() + seconds
 
     def in_flight(self, worker_id: str) -> int:
         replica = self._replicas.get(worker_id)
@@ -177,7 +177,7 @@ class Balancer:
 
     def cost(self, worker_id: str) -> float:
         """The cost formula of the module doc, for one known replica."""
-        now = self._clock()
+        now = self._clock.now()
         typical = self._typical_ms(list(self._replicas.values()), now)
         return self._cost(self._replicas[worker_id], now, typical)
 

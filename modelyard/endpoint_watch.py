@@ -22,11 +22,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from types import TracebackType
 
 import grpc
 import grpc.aio
 
 from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.v1 import controlplane_pb2 as cp
@@ -56,7 +58,8 @@ class EndpointWatcher:
 
     `idle_timeout_s`, when set, treats a stream that sent nothing for that long as broken
     (a half-open connection otherwise looks like a quiet control plane forever). Set it
-    above the control plane's periodic push interval.
+    above the control plane's periodic push interval. That timer, the reconnect backoff and
+    `wait_ready`'s timeout all run on `clock`.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class EndpointWatcher:
         backoff: Backoff | None = None,
         idle_timeout_s: float | None = None,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not control_plane_addresses:
             raise InvalidArgument("at least one control plane address is needed")
@@ -79,6 +83,7 @@ class EndpointWatcher:
         self.idle_timeout_s = idle_timeout_s
         self._on_update = on_update
         self._rng = rng or random.Random()
+        self._clock = clock
         self._current: EndpointSet | None = None
         self._error: ModelyardError | None = None
         self._problem = "no answer yet"  # why the last connection failed, for messages
@@ -109,14 +114,15 @@ class EndpointWatcher:
         """The first set (or the current one); Unavailable if none came within `timeout`."""
         if self._task is None and not self._settled.is_set():
             raise RuntimeError("call start() before wait_ready()")
-        try:
-            async with asyncio.timeout(timeout):
-                await self._settled.wait()
-        except TimeoutError:
-            raise Unavailable(
-                f"no endpoint set for model {self.model!r} from control plane(s) "
-                f"{', '.join(self.addresses)} within {timeout:g}s: {self._problem}"
-            ) from None
+        if not self._settled.is_set():  # usually it is: no timer for every call that asks
+            try:
+                async with _Countdown(self._clock, timeout):
+                    await self._settled.wait()
+            except TimeoutError:
+                raise Unavailable(
+                    f"no endpoint set for model {self.model!r} from control plane(s) "
+                    f"{', '.join(self.addresses)} within {timeout:g}s: {self._problem}"
+                ) from None
         if self._current is not None:
             return self._current
         if self._error is not None:
@@ -124,7 +130,7 @@ class EndpointWatcher:
         raise Unavailable(f"the endpoint watch of model {self.model!r} was stopped")
 
     async def _run(self) -> None:
-        attempt = 0
+        retry = self.backoff.counter(rng=self._rng)  # delays only: logged, then slept on our clock
         turn = 0
         while True:
             address = self.addresses[turn % len(self.addresses)]
@@ -144,27 +150,22 @@ class EndpointWatcher:
                 log.exception("endpoint watch of %r failed unexpectedly", self.model)
                 self._problem = f"{address}: {type(error).__name__}"
             if self._received > received:
-                attempt = 0  # that connection worked: start the backoff afresh
-            delay = self.backoff.delay(attempt, self._rng)
-            attempt += 1
+                retry.reset()  # that connection worked: start the backoff afresh
+            delay = retry.next()
             # the first failure after a working stream is news; the rest of an outage is not
-            level = logging.WARNING if attempt == 1 else logging.DEBUG
+            level = logging.WARNING if retry.attempts == 1 else logging.DEBUG
             log.log(
                 level, "endpoint watch of %r: %s; retry in %.2fs", self.model, self._problem, delay
             )
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
 
     async def _watch(self, address: str) -> None:
         request = cp.WatchEndpointsRequest(model=self.model, selector=self.selector)
-        loop = asyncio.get_running_loop()
         async with grpc.aio.insecure_channel(address) as channel:
             call = controlplane_pb2_grpc.ControlPlaneStub(channel).WatchEndpoints(request)
-            async with asyncio.timeout(None) as idle:
-                if self.idle_timeout_s is not None:
-                    idle.reschedule(loop.time() + self.idle_timeout_s)
+            async with _Countdown(self._clock, self.idle_timeout_s) as idle:
                 async for response in call:
-                    if self.idle_timeout_s is not None:
-                        idle.reschedule(loop.time() + self.idle_timeout_s)
+                    idle.restart()
                     self._received += 1
                     self._publish(endpoint_set_of(response))
 
@@ -182,3 +183,51 @@ class EndpointWatcher:
         self._error = error
         log.error("endpoint watch of %r refused, not retrying: %s", self.model, error.message)
         self._settled.set()
+
+
+class _Countdown:
+    """`asyncio.timeout` on a `Clock` (asyncio's own runs on the loop's time, which a test
+    cannot move): once `seconds` pass without a `restart()`, the body is cancelled and the
+    `async with` raises TimeoutError. `seconds=None` never expires."""
+
+    def __init__(self, clock: Clock, seconds: float | None) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._ends_at = 0.0
+        self._expired = False
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0  # the task's cancel requests before ours: never a timeout
+        self._timer: asyncio.Task[None] | None = None
+
+    def restart(self) -> None:
+        if self._seconds is not None:
+            self._ends_at = self._clock.now() + self._seconds
+
+    async def __aenter__(self) -> _Countdown:
+        self._task = asyncio.current_task()
+        if self._seconds is not None and self._task is not None:
+            self._cancelling = self._task.cancelling()
+            self.restart()
+            self._timer = asyncio.get_running_loop().create_task(self._expire(self._task))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._expired or self._task is None:
+            return
+        # as asyncio.timeout does: when ours was the only new cancel request, it is a timeout
+        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+    async def _expire(self, task: asyncio.Task[object]) -> None:
+        # restart() only moves the end: the timer finds out when it wakes and sleeps on
+        while (left := self._ends_at - self._clock.now()) > 0:
+            await self._clock.sleep(left)
+        self._expired = True
+        task.cancel()

@@ -15,6 +15,9 @@ first response message, only to a replica not tried yet for this call, at most
 `max_attempts` in all, and never past the caller's deadline, which covers waiting for the
 first endpoint set and every attempt. A replica that refused a call is avoided by later
 calls for `eject_s` seconds, so a dead worker costs one failed attempt, not one per call.
+
+Deadlines, ejections, idle routes, the balancer's timings and the endpoint watches all read
+one `clock` (`modelyard.clock`); gRPC enforces each attempt's share of the deadline itself.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +43,7 @@ from modelyard.client import (
     prediction_of,
     stream_event_of,
 )
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoint_watch import EndpointWatcher
 from modelyard.endpoints import Endpoint, EndpointSet
 from modelyard.errors import DeadlineExceeded, InvalidArgument, Unavailable, from_status
@@ -120,6 +123,7 @@ class RoutedClient:
         rng: random.Random | None = None,
         idle_timeout_s: float | None = 5.0,
         route_idle_s: float = 300.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -142,6 +146,7 @@ class RoutedClient:
         self.route_idle_s = route_idle_s
         self._retiring: set[asyncio.Task[None]] = set()
         self._rng = rng or random.Random()
+        self._clock = clock
         self._routes: dict[tuple[str, str], _Route] = {}
         self._channels = _Channels()
 
@@ -163,11 +168,11 @@ class RoutedClient:
     ) -> tuple[Endpoint, ...]:
         """The replicas of `model` once at least one exists, or () after `timeout` seconds
         (for tools such as graph validation; calls wait inside predict)."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock.now() + timeout
         with contextlib.suppress(Unavailable, DeadlineExceeded):
             await self._ready_route(model, selector, deadline)
-        while not (found := self.endpoints(model, selector)) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)  # sets arrive by push to the balancer; poll briefly
+        while not (found := self.endpoints(model, selector)) and self._clock.now() < deadline:
+            await self._clock.sleep(0.02)  # sets arrive by push to the balancer; poll briefly
         return found
 
     def endpoints(self, model: str, selector: str | None = None) -> tuple[Endpoint, ...]:
@@ -250,7 +255,7 @@ class RoutedClient:
         key = (model, str(parsed))
         route = self._routes.get(key)
         if route is None:
-            balancer = Balancer(self.policy, model=model, rng=self._rng)
+            balancer = Balancer(self.policy, model=model, clock=self._clock, rng=self._rng)
             watcher = EndpointWatcher(
                 self.addresses,
                 model,
@@ -258,10 +263,11 @@ class RoutedClient:
                 on_update=lambda endpoints: self._on_update(balancer, endpoints),
                 backoff=self._backoff,
                 idle_timeout_s=self.idle_timeout_s,
+                clock=self._clock,
             )
             route = self._routes[key] = _Route(parsed, watcher, balancer)
             watcher.start()
-        route.used_at = time.monotonic()
+        route.used_at = self._clock.now()
         self._retire_idle_routes(route.used_at)
         left = self._left(deadline, model)
         wait = self.ready_timeout if left is None else min(left, self.ready_timeout)
@@ -328,14 +334,13 @@ class RoutedClient:
 
     def _deadline(self, timeout: float | None) -> float | None:
         timeout = timeout or self.timeout
-        return None if timeout is None else time.monotonic() + timeout
+        return None if timeout is None else self._clock.now() + timeout
 
-    @staticmethod
-    def _left(deadline: float | None, model: str) -> float | None:
+    def _left(self, deadline: float | None, model: str) -> float | None:
         """Time left before the caller's deadline (None: no deadline); raises once it passed."""
         if deadline is None:
             return None
-        left = deadline - time.monotonic()
+        left = deadline - self._clock.now()
         if left <= 0:
             raise DeadlineExceeded(f"deadline exceeded calling model {model!r}")
         return left
