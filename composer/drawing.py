@@ -3,48 +3,40 @@ docs, and YAML (the file format)."""
 
 from __future__ import annotations
 
-from composer.references import parse_ref
+from composer.references import Ref, Use, parse_ref, uses
 from modelyard.v1 import graph_pb2
+
+_STREAMS = {
+    graph_pb2.STREAM_MODE_CHUNK: "streams chunk",
+    graph_pb2.STREAM_MODE_SEGMENT: "streams segment",
+}
 
 
 def edges(graph: graph_pb2.Graph) -> list[tuple[str, str, str]]:
     """(from, to, label) for every reference: a node's inputs, and the graph's outputs."""
     found: list[tuple[str, str, str]] = []
     for node in graph.nodes:
-        for ref_text, label in _references(node):
-            ref = parse_ref(ref_text)
-            if ref.kind == "item":
-                continue
-            source = f"inputs.{ref.name}" if ref.kind == "input" else ref.name
-            found.append((source, node.name, label))
-    for output, ref_text in sorted(graph.outputs.items()):
-        ref = parse_ref(ref_text)
-        source = f"inputs.{ref.name}" if ref.kind == "input" else ref.name
-        found.append((source, f"outputs.{output}", ""))
+        for use in uses(node):
+            ref = parse_ref(use.text)
+            if ref.kind != "item":
+                found.append((_source(ref), node.name, _label(node, use)))
+    for output, text in sorted(graph.outputs.items()):
+        found.append((_source(parse_ref(text)), f"outputs.{output}", ""))
     return found
 
 
-def _references(node: graph_pb2.Node) -> list[tuple[str, str]]:
-    kind = node.WhichOneof("kind")
-    calls: list[graph_pb2.ModelCall] = []
-    refs: list[tuple[str, str]] = []
-    if kind == "model":
-        calls = [node.model]
-    elif kind == "map":
-        calls = [node.map.call]
-        refs.append((node.map.over, "map over"))
-    elif kind == "switch":
-        calls = [case.call for case in node.switch.cases] + [node.switch.default]
-        refs += [(case.when.value, "switch on") for case in node.switch.cases]
-    elif kind == "aggregate":
-        refs += [(value, node.aggregate.method) for value in node.aggregate.values]
-    for call in calls:
-        stream = graph_pb2.StreamMode.Name(call.stream).removeprefix("STREAM_MODE_").lower()
-        label = "streams" if stream in ("chunk", "segment") else ""
-        refs += [
-            (ref, f"{label} {stream}".strip() if label else "") for ref in call.inputs.values()
-        ]
-    return refs
+def _source(ref: Ref) -> str:
+    return f"inputs.{ref.name}" if ref.kind == "input" else ref.name
+
+
+def _label(node: graph_pb2.Node, use: Use) -> str:
+    if use.role == "over":
+        return "map over"
+    if use.role == "condition":
+        return "switch on"
+    if use.role == "value":
+        return node.aggregate.method
+    return _STREAMS.get(use.call.stream, "") if use.call is not None else ""
 
 
 def _describe(node: graph_pb2.Node) -> str:

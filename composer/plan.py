@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast, get_args
 
-from composer.references import Ref, parse_ref
+from composer.references import Ref, parse_ref, referenced_nodes, uses
 from modelyard.errors import InvalidArgument, ModelyardError, from_status
 from modelyard.signature import Field, Kind, check_value
 from modelyard.v1 import graph_pb2
@@ -61,15 +61,8 @@ class Plan:
                 self.deps[name].discard(upstream)
 
     def _references(self, node: graph_pb2.Node) -> set[str]:
-        # unset sub-messages read as empty, so only the node's own kind contributes
-        calls = [node.model, node.map.call, *(case.call for case in node.switch.cases)]
-        if node.switch.HasField("default"):
-            calls.append(node.switch.default)
-        texts = [*node.aggregate.values, node.map.over]
-        texts += [case.when.value for case in node.switch.cases]
-        texts += [text for call in calls for text in call.inputs.values()]
         try:
-            refs = [parse_ref(text) for text in texts if text]
+            refs = [parse_ref(use.text) for use in uses(node) if use.text]
             for ref in refs:
                 self._check_known(ref)
         except InvalidArgument as error:
@@ -84,8 +77,8 @@ class Plan:
     def _streamed_upstream(self, node: graph_pb2.Node) -> str | None:
         if not _is_model(node) or node.model.stream == graph_pb2.STREAM_MODE_UNSPECIFIED:
             return None
-        refs = [parse_ref(text) for text in node.model.inputs.values()]
-        found = sorted({r.name for r in refs if r.kind == "node" and _is_plain(self.nodes[r.name])})
+        named = referenced_nodes(node.model.inputs.values())
+        found = sorted(name for name in named if _is_plain(self.nodes[name]))
         if len(found) > 1:
             raise InvalidArgument(
                 f"node '{node.name}': a streaming call consumes one model node's stream, "

@@ -1,22 +1,29 @@
-"""References: the strings a graph uses to name values.
+"""References: the strings a graph uses to name values, and where its nodes make them.
 
 inputs.prompt        a graph input
 gen                  node `gen`'s whole outputs map
 gen.text             one field of it
 cls.scores.0         deeper: map keys and list indexes, dot-separated
 item                 the current element inside a map node (item.text: a field of it)
+
+This module is the one answer to "which values and nodes does a node reference": `uses`
+lists them (validation checks each, the run's plan waits on the nodes they name, drawing
+draws them as edges), `dependencies` gives the graph's node-to-node edges, and `calls` the
+model calls a node may make (the service describes their models for validation).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from modelyard.errors import InvalidArgument
+from modelyard.v1 import graph_pb2
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+#: One dot-separated part of a reference; node and input names are one (no dots).
+SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +40,7 @@ class Ref:
 def parse_ref(text: str) -> Ref:
     """Parses a reference; raises InvalidArgument saying what is wrong with it."""
     parts = text.split(".")
-    if not text or any(not _SEGMENT.match(p) for p in parts):
+    if not text or any(not SEGMENT.match(p) for p in parts):
         raise InvalidArgument(
             f"reference {text!r} is malformed: use inputs.<name>, <node>, <node>.<field> or item"
         )
@@ -44,6 +51,86 @@ def parse_ref(text: str) -> Ref:
     if parts[0] == "item":
         return Ref("item", "", tuple(parts[1:]))
     return Ref("node", parts[0], tuple(parts[1:]))
+
+
+def parsed_or_none(text: str) -> Ref | None:
+    """The reference, or None when it is malformed (validation reports that on its own)."""
+    try:
+        return parse_ref(text)
+    except InvalidArgument:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """One reference a node makes.
+
+    `holder` says where it is written, for messages: "input 'text'", "case 0 input 'text'",
+    "default input 'text'", "'over'", "case 0 condition" or "value 1". `call` is the model
+    call it is an input of (role "input" only); `item_ok` whether "item" may appear there
+    (only in a map node's call inputs)."""
+
+    text: str
+    role: Literal["input", "over", "condition", "value"]
+    holder: str
+    call: graph_pb2.ModelCall | None = None
+    item_ok: bool = False
+
+
+def uses(node: graph_pb2.Node) -> Iterator[Use]:
+    """Every reference `node` makes, in a fixed order: a map's 'over' before its call's
+    inputs; a switch's cases in turn (condition, then inputs), then its default; a call's
+    inputs by name. An unset 'over' or condition is no reference."""
+    kind = node.WhichOneof("kind")
+    if kind == "model":
+        yield from _inputs("", node.model)
+    elif kind == "map":
+        if node.map.over:
+            yield Use(node.map.over, "over", "'over'")
+        yield from _inputs("", node.map.call, item_ok=True)
+    elif kind == "switch":
+        for i, case in enumerate(node.switch.cases):
+            if case.when.value:
+                yield Use(case.when.value, "condition", f"case {i} condition")
+            yield from _inputs(f"case {i} ", case.call)
+        yield from _inputs("default ", node.switch.default)
+    elif kind == "aggregate":
+        for i, value in enumerate(node.aggregate.values):
+            yield Use(value, "value", f"value {i}")
+
+
+def _inputs(prefix: str, call: graph_pb2.ModelCall, *, item_ok: bool = False) -> Iterator[Use]:
+    for name, text in sorted(call.inputs.items()):
+        yield Use(text, "input", f"{prefix}input '{name}'", call, item_ok)
+
+
+def calls(node: graph_pb2.Node) -> Iterator[graph_pb2.ModelCall]:
+    """The model calls `node` may make: a model node's, a map's, each switch case's and the
+    switch's default."""
+    kind = node.WhichOneof("kind")
+    if kind == "model":
+        yield node.model
+    elif kind == "map":
+        yield node.map.call
+    elif kind == "switch":
+        yield from (case.call for case in node.switch.cases)
+        if node.switch.HasField("default"):
+            yield node.switch.default
+
+
+def referenced_nodes(texts: Iterable[str]) -> list[str]:
+    """The node names well-formed references among `texts` name, each once, first seen first."""
+    refs = (parsed_or_none(text) for text in texts)
+    return list(dict.fromkeys(ref.name for ref in refs if ref is not None and ref.kind == "node"))
+
+
+def dependencies(graph: graph_pb2.Graph) -> dict[str, set[str]]:
+    """Node -> the nodes it references (itself too, when it does; malformed references and
+    references to nodes the graph does not have left out)."""
+    deps: dict[str, set[str]] = {node.name: set() for node in graph.nodes}
+    for node in graph.nodes:
+        deps[node.name].update(n for n in referenced_nodes(u.text for u in uses(node)) if n in deps)
+    return deps
 
 
 class Missing(Exception):

@@ -11,15 +11,21 @@ each model call is also checked against what the model really takes.
 
 from __future__ import annotations
 
-import heapq
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import get_args
 
 from composer.aggregate import METHODS
 from composer.conditions import OPS
-from composer.references import Ref, parse_ref
+from composer.references import (
+    SEGMENT,
+    dependencies,
+    parse_ref,
+    parsed_or_none,
+    referenced_nodes,
+    uses,
+)
 from modelyard.errors import InvalidArgument
 from modelyard.selectors import parse_selector
 from modelyard.signature import Field, Kind, check_value
@@ -32,7 +38,6 @@ Metadata = Callable[[str], GetModelMetadataResponse | None]
 # Graphs and models are named like workers name models; node and input names are one
 # reference segment, so no dots (a dot would read as a field).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _NAME_RULE = "use letters, digits, '.', '_' and '-', starting with a letter or digit"
 _SEGMENT_RULE = "use letters, digits, '_' and '-' (no dots: references use them)"
 _RESERVED = ("inputs", "item")
@@ -47,10 +52,6 @@ class Report:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
 
 class Unchecked(Exception):
     """Raised by a `metadata` lookup when a model is served but its description could not
@@ -60,52 +61,6 @@ class Unchecked(Exception):
 def validate(graph: g.Graph, metadata: Metadata | None = None) -> Report:
     """Checks `graph`; with `metadata`, also each model call against the model's inputs."""
     return _Validator(graph, metadata).run()
-
-
-def check(graph: g.Graph, metadata: Metadata | None = None) -> list[str]:
-    """The warnings; raises InvalidArgument with every error, joined by "; "."""
-    report = validate(graph, metadata)
-    if report.errors:
-        raise InvalidArgument("; ".join(report.errors))
-    return report.warnings
-
-
-def dependencies(graph: g.Graph) -> dict[str, set[str]]:
-    """Node -> the other nodes it references (references to unknown nodes left out)."""
-    names = {node.name for node in graph.nodes}
-    deps: dict[str, set[str]] = {node.name: set() for node in graph.nodes}
-    for node in graph.nodes:
-        for use in _uses(node):
-            ref = _parsed(use.text)
-            if ref is not None and ref.kind == "node" and ref.name in names:
-                deps[node.name].add(ref.name)
-    return deps
-
-
-def topological_order(graph: g.Graph) -> list[str]:
-    """Node names, each after every node it references; ties keep the graph's order.
-    Raises InvalidArgument naming the cycle when there is one."""
-    deps = dependencies(graph)
-    names = list(deps)  # graph order; a heap of positions picks the earliest ready node
-    position = {name: i for i, name in enumerate(names)}
-    waiting = {name: len(needs) for name, needs in deps.items()}
-    users: dict[str, list[str]] = {name: [] for name in names}
-    for name, needs in deps.items():
-        for need in needs:
-            users[need].append(name)
-    ready = [position[name] for name, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        name = names[heapq.heappop(ready)]
-        order.append(name)
-        for user in users[name]:
-            waiting[user] -= 1
-            if waiting[user] == 0:
-                heapq.heappush(ready, position[user])
-    if len(order) < len(deps):
-        raise InvalidArgument("; ".join(_cycles(deps)))
-    return order
 
 
 def _cycles(deps: dict[str, set[str]]) -> list[str]:
@@ -133,47 +88,6 @@ def _cycles(deps: dict[str, set[str]]) -> list[str]:
                 loop = [*path[path.index(step) :], step]
                 found.append("cycle: " + " -> ".join(reversed(loop)))
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class _Use:
-    """One reference a node makes: what holds it (for messages), the text, and whether
-    "item" may appear there (only in a map node's call inputs)."""
-
-    what: str
-    text: str
-    item_ok: bool = False
-
-
-def _uses(node: g.Node) -> Iterator[_Use]:
-    kind = node.WhichOneof("kind")
-    if kind == "model":
-        yield from _call_uses("", node.model, item_ok=False)
-    elif kind == "map":
-        if node.map.over:
-            yield _Use("'over'", node.map.over)
-        yield from _call_uses("", node.map.call, item_ok=True)
-    elif kind == "switch":
-        for i, case in enumerate(node.switch.cases):
-            if case.when.value:
-                yield _Use(f"case {i} condition", case.when.value)
-            yield from _call_uses(f"case {i} ", case.call, item_ok=False)
-        yield from _call_uses("default ", node.switch.default, item_ok=False)
-    elif kind == "aggregate":
-        for i, value in enumerate(node.aggregate.values):
-            yield _Use(f"value {i}", value)
-
-
-def _call_uses(prefix: str, call: g.ModelCall, *, item_ok: bool) -> Iterator[_Use]:
-    for name, text in sorted(call.inputs.items()):
-        yield _Use(f"{prefix}input '{name}'", text, item_ok)
-
-
-def _parsed(text: str) -> Ref | None:
-    try:
-        return parse_ref(text)
-    except InvalidArgument:
-        return None
 
 
 class _Validator:
@@ -213,7 +127,7 @@ class _Validator:
             where = f"input '{item.name}'"
             if not item.name:
                 self.error(f"input at position {i} has no name")
-            elif not _SEGMENT.match(item.name):
+            elif not SEGMENT.match(item.name):
                 self.error(f"{where}: invalid name: {_SEGMENT_RULE}")
             elif item.name in seen:
                 self.error(f"{where}: the name is used by more than one input")
@@ -236,15 +150,15 @@ class _Validator:
                 self.error(f"node at position {i} has no name")
             elif node.name in _RESERVED:
                 self.error(f"{where}: the name is reserved (references use inputs and item)")
-            elif not _SEGMENT.match(node.name):
+            elif not SEGMENT.match(node.name):
                 self.error(f"{where}: invalid name: {_SEGMENT_RULE}")
             elif node.name in seen:
                 self.error(f"{where}: the name is used by more than one node")
             seen.add(node.name)
 
     def check_node(self, where: str, node: g.Node) -> None:
-        for use in _uses(node):
-            self.check_ref(f"{where}: {use.what}", use.text, item_ok=use.item_ok)
+        for use in uses(node):
+            self.check_ref(f"{where}: {use.holder}", use.text, item_ok=use.item_ok)
         if not node.timeout_seconds >= 0:  # also catches NaN
             self.error(f"{where}: timeout_seconds must be 0 or more, got {node.timeout_seconds}")
         if node.retries < 0:
@@ -305,8 +219,7 @@ class _Validator:
         if prefix:
             self.error(f"{subject}: only model nodes stream, not a switch's or map's call")
             return
-        refs = (_parsed(text) for _, text in sorted(call.inputs.items()))
-        named = dict.fromkeys(r.name for r in refs if r is not None and r.kind == "node")
+        named = referenced_nodes(text for _, text in sorted(call.inputs.items()))
         nodes = [n for n in self.graph.nodes if n.name in named]
         plain = [n for n in nodes if n.WhichOneof("kind") == "model" and not n.model.stream]
         if len(plain) > 1:
@@ -468,5 +381,5 @@ def _kind_of(node: g.Node) -> str:
 
 
 def _is_item(text: str) -> bool:
-    ref = _parsed(text)
+    ref = parsed_or_none(text)
     return ref is not None and ref.kind == "item"
