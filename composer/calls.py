@@ -2,8 +2,9 @@
 edge. The producer calls a streamed-from node's model with predict_stream and hands each
 chunk on, as a NodeChunk event and to its consumers' inboxes; the consumer calls its model on
 each chunk, or each finished segment, of its upstream while that is still generating. Each
-call is retried on UNAVAILABLE (up to the node's `retries`) within the node's timeout and the
-run's deadline. The calls go through an Invoker (re-exported by composer.engine)."""
+call is retried on UNAVAILABLE (up to the node's `retries`, with backoff) within the node's
+timeout and the run's deadline, all on the run's clock. The calls go through an Invoker
+(re-exported by composer.engine)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from composer import segments as streams
+from composer import streams
 from composer.events import Event, NodeChunk
 from composer.plan import prefixed
 from composer.references import parse_ref
+from composer.timeouts import timeout_on
+from modelyard.backoff import Backoff
 from modelyard.client import Prediction, StreamEvent
+from modelyard.clock import Clock
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
 from modelyard.v1 import graph_pb2
 from modelyard.values import from_value
@@ -72,13 +76,20 @@ class Run(Protocol):
 
 
 class Calls:
-    """A run's model calls, through its invoker. `retry_backoff` is the seconds before a
-    node's first retry; `stream_concurrency` a consumer's calls in flight."""
+    """A run's model calls, through its invoker. `clock` times node timeouts and the waits
+    between retries; `retry_backoff` spaces a node's retries; `stream_concurrency` is a
+    consumer's calls in flight."""
 
     def __init__(
-        self, run: Run, invoker: Invoker, *, retry_backoff: float, stream_concurrency: int
+        self,
+        run: Run,
+        invoker: Invoker,
+        *,
+        clock: Clock,
+        retry_backoff: Backoff,
+        stream_concurrency: int,
     ) -> None:
-        self.run, self.invoker = run, invoker
+        self.run, self.invoker, self.clock = run, invoker, clock
         self.retry_backoff, self.stream_concurrency = retry_backoff, stream_concurrency
 
     async def produce(
@@ -197,14 +208,14 @@ class Calls:
         `may_retry()`), each within the node's timeout and the run's deadline. The invoker
         already retries on other replicas; this outer layer rides out a brief outage."""
         limit = node.timeout_seconds if node.timeout_seconds > 0 else None
-        retry = 0
+        retry = self.retry_backoff.counter(clock=self.clock)
         while True:
             left = self.run.time_left()
             if left is not None and left <= 0:
                 raise DeadlineExceeded(f"the run's deadline passed before calling '{model}'")
-            scope = asyncio.timeout(limit)  # the invoker's own timeout may be only advisory
             try:
-                async with scope:
+                # the invoker's own timeout may be only advisory
+                async with timeout_on(self.clock, limit) as scope:
                     return await attempt(_tightest(limit, left))
             except TimeoutError:
                 if not scope.expired():
@@ -212,11 +223,9 @@ class Calls:
                 raise DeadlineExceeded(f"model '{model}' took over the node's {limit:g}s") from None
             except ModelyardError as error:
                 unavailable = error.code == grpc.StatusCode.UNAVAILABLE
-                if not unavailable or retry >= node.retries or not may_retry():
+                if not unavailable or retry.attempts >= node.retries or not may_retry():
                     raise
-            # the run's deadline cuts this short
-            await asyncio.sleep(self.retry_backoff * 2**retry)
-            retry += 1
+            await retry.wait()  # the run's deadline cuts this short
 
 
 def kind_of(value: Any) -> str:

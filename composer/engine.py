@@ -1,6 +1,6 @@
 """Runs one inference graph for one set of inputs against an injected invoker.
 
-    result = await run_graph(graph, {"prompt": "Once"}, invoker, deadline=time.monotonic() + 5)
+    result = await run_graph(graph, {"prompt": "Once"}, invoker, deadline=SYSTEM_CLOCK.now() + 5)
 
 Scheduling follows the data: a node starts once every node it references has finished, so
 independent nodes run concurrently; nodes whose outputs nobody uses run too. A failing
@@ -30,20 +30,22 @@ calls (retries, predict, the stream producer and consumer), composer.events hold
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from composer import segments as streams
+from composer import streams
 from composer.aggregate import aggregate
 from composer.calls import Calls, Invoker, kind_of
 from composer.conditions import pick_case
-from composer.events import Event, NodeChunk, NodeFinished, NodeStarted, NodeTiming, Status
+from composer.events import Event, NodeChunk, NodeFinished, NodeStarted, Status
 from composer.plan import Plan, check_inputs, prefixed
 from composer.references import Missing, parse_ref
 from composer.references import resolve as resolve_ref
+from composer.timeouts import timeout_on
+from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
 from modelyard.v1 import graph_pb2
 
@@ -56,16 +58,16 @@ __all__ = [
     "NodeChunk",
     "NodeFinished",
     "NodeStarted",
-    "NodeTiming",
     "RunResult",
     "Status",
-    "check_inputs",
     "run_graph",
 ]
 
 MAP_CONCURRENCY = 8  # a map node's calls in flight when it sets no `concurrency`
 STREAM_CONCURRENCY = 4  # a stream consumer's per-chunk or per-segment calls in flight
-RETRY_BACKOFF = 0.05  # seconds before a node's first retry; doubles with each retry
+# a node's retries on UNAVAILABLE: 50 ms before the first, doubling to at most 2 s (the run's
+# deadline cuts it shorter); jittered, so the runs an outage failed together do not return together
+RETRY_BACKOFF = Backoff(initial=0.05, cap=2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +83,18 @@ async def run_graph(
     *,
     deadline: float | None = None,
     on_event: Callable[[Event], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RunResult:
     """Runs `graph`. Raises InvalidArgument for bad inputs before any call; a failing node's
     error with its code and the message prefixed "node '<name>': "; DeadlineExceeded once
-    `deadline` (absolute, on `clock`) passes."""
+    `deadline` (absolute, on `clock`) passes. `clock` times everything: the deadline, node
+    timeouts, retry backoff, and the timeline."""
     run = _Run(graph, check_inputs(graph, inputs), invoker, deadline, on_event, clock)
     left = run.time_left()
     if left is not None and left <= 0:
         raise DeadlineExceeded(f"the deadline passed before graph '{graph.name}' started")
-    scope = asyncio.timeout(left)
     try:
-        async with scope:
+        async with timeout_on(clock, left) as scope:
             await run.run_nodes()
     except TimeoutError:
         if not scope.expired():
@@ -114,7 +116,7 @@ class _Run:
         invoker: Invoker,
         deadline: float | None,
         on_event: Callable[[Event], None] | None,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self.graph, self.inputs = graph, inputs
         self.deadline, self.on_event, self.clock = deadline, on_event, clock
@@ -128,12 +130,16 @@ class _Run:
         for name, upstream in self.stream_from.items():
             self.inboxes[name] = self.relays.setdefault(upstream, streams.Relay()).subscribe()
         self.calls = Calls(
-            self, invoker, retry_backoff=RETRY_BACKOFF, stream_concurrency=STREAM_CONCURRENCY
+            self,
+            invoker,
+            clock=clock,
+            retry_backoff=RETRY_BACKOFF,
+            stream_concurrency=STREAM_CONCURRENCY,
         )
-        self.t0 = clock()
+        self.t0 = clock.now()
 
     def time_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - self.clock()
+        return None if self.deadline is None else self.deadline - self.clock.now()
 
     async def run_nodes(self) -> None:
         order = {name: i for i, name in enumerate(self.nodes)}
@@ -167,7 +173,7 @@ class _Run:
         return started and all(dep in self.values for dep in self.deps[name])
 
     async def _node(self, node: graph_pb2.Node) -> None:
-        started = self.clock()
+        started = self.clock.now()
         self.emit(NodeStarted(node.name, started - self.t0))
         workers: list[str] = []
         status: Status = "ok"
@@ -184,7 +190,7 @@ class _Run:
             raise
         finally:  # not when cancelled: the run's own error says why
             if status != "ok" or node.name in self.values:
-                took = self.clock() - started
+                took = self.clock.now() - started
                 at = started - self.t0
                 timing = NodeFinished(node.name, at, took, tuple(workers), status, reason)
                 self.timeline.append(timing)

@@ -27,9 +27,6 @@ class NodeFinished:
     reason: str = ""
 
 
-NodeTiming = NodeFinished
-
-
 @dataclass(frozen=True, slots=True)
 class NodeChunk:
     node: str

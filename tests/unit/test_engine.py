@@ -24,11 +24,13 @@ from composer.engine import (
     RunResult,
     run_graph,
 )
+from modelyard.backoff import Backoff
 from modelyard.client import Prediction, StreamEvent
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError, Unavailable
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import graph_pb2 as g
 from modelyard.values import to_value
+from tests.support.clock import FakeClock
 
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 Streamer = Callable[[dict[str, Any]], AsyncIterator[StreamEvent]]
@@ -177,9 +179,18 @@ def only_this_task_left() -> bool:
     return asyncio.all_tasks() == {asyncio.current_task()}
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Lets other tasks run until `condition` holds: a bounded number of loop turns, no time."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "RETRY_BACKOFF", 0.0)
+    monkeypatch.setattr(engine, "RETRY_BACKOFF", Backoff(initial=1e-6, cap=1e-6))
 
 
 # --- scheduling -------------------------------------------------------------------------
@@ -240,14 +251,11 @@ async def test_dependent_nodes_run_in_order_and_unused_nodes_still_run() -> None
 
 
 async def test_timeline_times_workers_and_status() -> None:
-    now = [100.0]
-
-    def clock() -> float:
-        return now[0]
+    clock = FakeClock()
 
     def takes(seconds: float) -> Handler:
         async def handler(inputs: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-            now[0] += seconds
+            await clock.advance(seconds)
             return inputs
 
         return handler
@@ -486,6 +494,65 @@ async def test_deadline_cancels_everything() -> None:
     assert only_this_task_left()
     with pytest.raises(DeadlineExceeded, match="before graph 'test' started"):
         await run(spec, invoker, deadline=time.monotonic() - 1)
+
+
+async def test_the_deadline_runs_on_the_injected_clock() -> None:
+    clock = FakeClock()
+    invoker = FakeInvoker(models={"slow": forever})
+    spec = graph(node("slow", "slow", text="inputs.text"), outputs={})
+    # an hour on the fake clock: on the loop's clock this run would outlast the test
+    task = asyncio.create_task(
+        run_graph(spec, {"text": "hi"}, invoker, deadline=clock.now() + 3600, clock=clock)
+    )
+    await invoker.until_active("slow", 1)
+    assert invoker.calls[0].timeout == 3600  # the time left, read from the injected clock
+    await clock.advance(3599)
+    assert not task.done()
+    await clock.advance(1)
+    await until(task.done)
+    with pytest.raises(DeadlineExceeded, match=r"still running: slow"):
+        task.result()
+    assert invoker.cancelled == ["slow"]
+    assert only_this_task_left()
+    with pytest.raises(DeadlineExceeded, match="before graph 'test' started"):
+        await run_graph(spec, {"text": "hi"}, invoker, deadline=clock.now(), clock=clock)
+
+
+async def test_node_timeouts_and_retry_backoff_run_on_the_injected_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine, "RETRY_BACKOFF", Backoff(initial=1.0, cap=1.0, jitter=0.0))
+    clock = FakeClock()
+    invoker = FakeInvoker(models={"flaky": fails(Unavailable("no replica"), times=1)})
+    spec = graph(
+        g.Node(name="n", model=call("flaky", text="inputs.text"), retries=1),
+        outputs={"t": "n.text"},
+    )
+    task = asyncio.create_task(run_graph(spec, {"text": "hi"}, invoker, clock=clock))
+    await until(lambda: clock.sleepers == 1)  # the backoff after the first failure
+    await clock.advance(0.999)
+    assert len(invoker.calls) == 1
+    await clock.advance(0.001)
+    await until(task.done)
+    assert task.result().outputs == {"t": "hi"}
+    assert len(invoker.calls) == 2
+
+    slow = g.Node(name="slow", model=call("slow"), timeout_seconds=2)
+    task = asyncio.create_task(
+        run_graph(
+            graph(slow, outputs={}),
+            {"text": "hi"},
+            FakeInvoker(models={"slow": forever}),
+            clock=clock,
+        )
+    )
+    await until(lambda: clock.sleepers == 1)  # the node's timeout
+    await clock.advance(2)
+    await until(task.done)
+    with pytest.raises(
+        DeadlineExceeded, match=r"^node 'slow': model 'slow' took over the node's 2s"
+    ):
+        task.result()
 
 
 async def test_node_timeout_bounds_each_attempt() -> None:

@@ -1,4 +1,4 @@
-"""Segmenting streamed text, and ordered bounded calls (composer.segments)."""
+"""Segmenting streamed text, and ordered bounded calls (composer.streams)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from composer.segments import Relay, Segmenter, call_in_order, chunks, segments
+from composer.streams import Relay, Segmenter, call_in_order, chunks, segments
 from modelyard.errors import InvalidArgument
 
 
