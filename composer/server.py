@@ -19,10 +19,11 @@ from composer.settings import ComposerSettings
 from composer.store import GraphStore
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import composer_pb2, composer_pb2_grpc
-from modelyard_server.aio import cancel_and_wait, serve_until_signalled
+from modelyard_server.aio import cancel_and_wait
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.portfile import write_port_file
+from modelyard_server.runner import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +77,24 @@ class Composer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self) -> None:
+        """NOT_SERVING, then runs in flight get `grace_seconds` to finish, then the rest."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace=5.0)  # runs in flight finish
+        await self.server.stop(grace=self.settings.grace_seconds)
+        await self._release()
+
+    async def abort(self) -> None:
+        """After a failed or interrupted start: stops whatever it started, at once."""
+        await self.server.stop(grace=None)
+        await self._release()
+
+    async def _release(self) -> None:
         for task in self._tasks:
             await cancel_and_wait(task)  # a single cancel can be lost inside aetcd's watch
+        self._tasks.clear()
         await self.routed.close()
         with contextlib.suppress(Exception):
             await self.client.close()
 
 
 async def run(settings: ComposerSettings) -> int:
-    composer = Composer(settings)
-    return await serve_until_signalled(composer.start, composer.stop, "composer")
+    return await run_until_signalled(Composer(settings), "composer")

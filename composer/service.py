@@ -1,74 +1,121 @@
 """The composer's core, free of gRPC: graphs in and out of the store, validation against
-what workers really serve, and runs through the engine."""
+what workers really serve, and runs through the engine (composer.servicer translates)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+import asyncio
+import builtins
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from composer.engine import Event, RunResult, run_graph
 from composer.invoker import RoutedInvoker, fetch_metadata, lookup
+from composer.references import calls
 from composer.store import GraphStore
 from composer.validation import Report, validate
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import InvalidArgument
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import graph_pb2
 
 
-def calls_of(graph: graph_pb2.Graph) -> Iterator[graph_pb2.ModelCall]:
-    for node in graph.nodes:
-        kind = node.WhichOneof("kind")
-        if kind == "model":
-            yield node.model
-        elif kind == "map":
-            yield node.map.call
-        elif kind == "switch":
-            yield from (case.call for case in node.switch.cases)
-            if node.switch.HasField("default"):
-                yield node.switch.default
-
-
 class ComposerService:
-    def __init__(self, store: GraphStore, client: RoutedClient, *, default_timeout: float) -> None:
-        self.store = store
+    """`clock` times the runs: their deadlines (the caller's time remaining, else
+    `default_timeout`) and their timelines."""
+
+    def __init__(
+        self,
+        store: GraphStore,
+        client: RoutedClient,
+        *,
+        default_timeout: float,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._store = store
         self._client = client
         self._invoker = RoutedInvoker(client)
         self._default_timeout = default_timeout
+        self._clock = clock
 
     async def validate(self, graph: graph_pb2.Graph) -> Report:
-        models = {call.model for call in calls_of(graph) if call.model}
+        models = {call.model for node in graph.nodes for call in calls(node) if call.model}
         return validate(graph, lookup(await fetch_metadata(self._client, models)))
 
     async def deploy(self, graph: graph_pb2.Graph) -> list[str]:
+        """Stores a valid graph (runnable on this replica at once); its warnings."""
         report = await self.validate(graph)
         if report.errors:
             raise InvalidArgument(f"graph '{graph.name}' is invalid: " + "; ".join(report.errors))
-        await self.store.put(graph)
-        self.store.remember(graph)
+        await self._store.put(graph)
+        self._store.remember(graph)
         return list(report.warnings)
 
-    def graph_for(self, name: str, inline: graph_pb2.Graph | None) -> graph_pb2.Graph:
-        if inline is None:
-            return self.store.get(name)
-        report = validate(inline, None)  # structure only: runs must not wait on metadata
-        if report.errors:
-            raise InvalidArgument("the inline graph is invalid: " + "; ".join(report.errors))
-        return inline
+    def get(self, name: str) -> graph_pb2.Graph:
+        return self._store.get(name)
+
+    def list(self) -> builtins.list[graph_pb2.Graph]:
+        return self._store.list()
+
+    async def delete(self, name: str) -> None:
+        await self._store.delete(name)
 
     async def run(
         self,
-        graph: graph_pb2.Graph,
+        name: str,
+        inline: graph_pb2.Graph | None,
         inputs: Mapping[str, Any],
         *,
         time_remaining: float | None,
-        on_event: Callable[[Event], None] | None = None,
+    ) -> RunResult:
+        """Runs the deployed graph `name`, or `inline` when given, within the caller's
+        `time_remaining` in seconds (None: the default timeout)."""
+        return await self._run(self._graph_for(name, inline), inputs, time_remaining, None)
+
+    async def run_stream(
+        self,
+        name: str,
+        inline: graph_pb2.Graph | None,
+        inputs: Mapping[str, Any],
+        *,
+        time_remaining: float | None,
+    ) -> AsyncGenerator[Event | RunResult, None]:
+        """`run`, as its events while it goes and then its result. Closing the iterator
+        early (the caller went away) cancels the run and every node call in it."""
+        graph = self._graph_for(name, inline)  # NOT_FOUND before anything runs
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        run = asyncio.create_task(self._run(graph, inputs, time_remaining, events.put_nowait))
+        run.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            yield run.result()
+        finally:
+            run.cancel()  # a no-op once it is done
+            with contextlib.suppress(BaseException):
+                await run
+
+    async def _run(
+        self,
+        graph: graph_pb2.Graph,
+        inputs: Mapping[str, Any],
+        time_remaining: float | None,
+        on_event: Callable[[Event], None] | None,
     ) -> RunResult:
         budget = self._default_timeout if time_remaining is None else time_remaining
         return await run_graph(
             graph,
             inputs,
             self._invoker,
-            deadline=time.monotonic() + budget,
+            deadline=self._clock.now() + budget,
             on_event=on_event,
+            clock=self._clock,
         )
+
+    def _graph_for(self, name: str, inline: graph_pb2.Graph | None) -> graph_pb2.Graph:
+        if inline is None:
+            return self._store.get(name)
+        report = validate(inline, None)  # structure only: runs must not wait on metadata
+        if report.errors:
+            raise InvalidArgument("the inline graph is invalid: " + "; ".join(report.errors))
+        return inline

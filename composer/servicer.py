@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,6 @@ from modelyard.v1 import composer_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
 
 Context = grpc.aio.ServicerContext[Any, Any]
-_DONE = object()
 
 
 class ComposerServicer(composer_pb2_grpc.ComposerServicer):
@@ -24,39 +22,29 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
         self._service = service
 
     async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
-        graph = self._service.graph_for(
-            request.name, request.graph if request.HasField("graph") else None
-        )
         result = await self._service.run(
-            graph, from_value_map(request.inputs), time_remaining=context.time_remaining()
+            request.name,
+            request.graph if request.HasField("graph") else None,
+            from_value_map(request.inputs),
+            time_remaining=context.time_remaining(),
         )
         return _run_response(result)
 
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context
     ) -> AsyncIterator[pb.RunStreamResponse]:
-        graph = self._service.graph_for(
-            request.name, request.graph if request.HasField("graph") else None
+        stream = self._service.run_stream(
+            request.name,
+            request.graph if request.HasField("graph") else None,
+            from_value_map(request.inputs),
+            time_remaining=context.time_remaining(),
         )
-        events: asyncio.Queue[Any] = asyncio.Queue()
-        run = asyncio.create_task(
-            self._service.run(
-                graph,
-                from_value_map(request.inputs),
-                time_remaining=context.time_remaining(),
-                on_event=events.put_nowait,
-            )
-        )
-        run.add_done_callback(lambda _: events.put_nowait(_DONE))
-        try:
-            while (event := await events.get()) is not _DONE:
-                yield _event(event)
-            yield pb.RunStreamResponse(result=_run_response(run.result()))
-        finally:
-            # the client went away or a node failed: every node call is cancelled with it
-            run.cancel()
-            with contextlib.suppress(BaseException):
-                await run
+        async with contextlib.aclosing(stream):  # the client went away: the run is cancelled
+            async for item in stream:
+                if isinstance(item, RunResult):
+                    yield pb.RunStreamResponse(result=_run_response(item))
+                else:
+                    yield _event(item)
 
     async def DeployGraph(
         self, request: pb.DeployGraphRequest, context: Context
@@ -64,17 +52,17 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
         return pb.DeployGraphResponse(warnings=await self._service.deploy(request.graph))
 
     async def GetGraph(self, request: pb.GetGraphRequest, context: Context) -> pb.GetGraphResponse:
-        return pb.GetGraphResponse(graph=self._service.store.get(request.name))
+        return pb.GetGraphResponse(graph=self._service.get(request.name))
 
     async def ListGraphs(
         self, request: pb.ListGraphsRequest, context: Context
     ) -> pb.ListGraphsResponse:
-        return pb.ListGraphsResponse(graphs=self._service.store.list())
+        return pb.ListGraphsResponse(graphs=self._service.list())
 
     async def DeleteGraph(
         self, request: pb.DeleteGraphRequest, context: Context
     ) -> pb.DeleteGraphResponse:
-        await self._service.store.delete(request.name)
+        await self._service.delete(request.name)
         return pb.DeleteGraphResponse()
 
     async def ValidateGraph(

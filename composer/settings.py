@@ -29,5 +29,8 @@ class ComposerSettings(BaseSettings):
     default_timeout: float = Field(
         60.0, gt=0, description="Deadline of a run whose caller set none, in seconds."
     )
+    grace_seconds: float = Field(
+        5.0, ge=0, description="On SIGTERM, how long runs in flight may finish."
+    )
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")

@@ -64,6 +64,7 @@ async def test_deploy_list_run_and_delete_a_graph(composer: Composer) -> None:
         assert list(reply.warnings) == []  # echo is served: its signature was checked
         listed = await stub.ListGraphs(pb.ListGraphsRequest())
         assert [g.name for g in listed.graphs] == ["chain"]
+        assert (await stub.GetGraph(pb.GetGraphRequest(name="chain"))).graph == graph
         request = pb.RunRequest(name="chain")
         fill_value_map(request.inputs, {"x": 41})
         result = await stub.Run(request)
@@ -72,6 +73,29 @@ async def test_deploy_list_run_and_delete_a_graph(composer: Composer) -> None:
         await stub.DeleteGraph(pb.DeleteGraphRequest(name="chain"))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Run(request)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_run_stream_sends_each_node_as_it_goes_then_the_result(composer: Composer) -> None:
+    assert await composer.routed.wait_for_endpoints("echo", timeout=5)  # registered
+    request = pb.RunStreamRequest(graph=graph_from_dict(CHAIN))
+    fill_value_map(request.inputs, {"x": 7})
+    async with grpc.aio.insecure_channel(composer.address) as channel:
+        stub = composer_pb2_grpc.ComposerStub(channel)
+        replies = [reply async for reply in stub.RunStream(request)]
+        events = [(r.WhichOneof("event"), r.node_started.node or r.node_finished.node)
+                  for r in replies[:-1]]  # fmt: skip
+        assert events == [
+            ("node_started", "a"),
+            ("node_finished", "a"),
+            ("node_started", "b"),
+            ("node_finished", "b"),
+        ]
+        assert replies[-1].WhichOneof("event") == "result"
+        assert from_value_map(replies[-1].result.outputs) == {"x": 7}
+        unknown = pb.RunStreamRequest(name="nobody-deployed-this")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            [reply async for reply in stub.RunStream(unknown)]
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
