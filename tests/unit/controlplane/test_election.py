@@ -176,10 +176,13 @@ async def test_while_etcd_is_unreachable_a_replica_retries_with_backoff(
         caplog.text
     )
 
-    await clock.advance(0.05)  # the first retry waits about 0.1 s
-    assert not a.election.is_leader
-    etcd.failure = None
+    await settle()
+    await clock.advance(0.05)  # the first retry waits about 0.1 s, not at once
+    assert etcd.calls.count("lease") == 1 and not a.election.is_leader
     await clock.advance(0.1)
+    assert etcd.calls.count("lease") == 2
+    etcd.failure = None
+    await clock.advance(0.3)  # the second retry waits about 0.2 s
 
     await until(lambda: a.election.is_leader)
     assert a.changes == [True]
