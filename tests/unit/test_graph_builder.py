@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from composer.builder import GraphBuilder, InputRef, NodeRef, ValueRef
-from composer.spec import graph_from_dict, load_graph
-from composer.validation import check
+from composer.spec import load_graph
+from composer.validation import Report, validate
+from modelyard.graph_builder import GraphBuilder, InputRef, NodeRef, ValueRef
+from modelyard.graph_spec import graph_from_dict
 from modelyard.v1 import graph_pb2 as g
 from modelyard.values import from_value
 
@@ -161,5 +162,5 @@ def test_a_built_example_validates() -> None:
     clean = b.model("clean", "normalize", text=text)
     cls = b.model("classify", "sentiment", text=clean["text"])
     b.output("label", cls["label"])
-    assert check(b.build()) == []
+    assert validate(b.build()) == Report([], [])
     assert b.build().nodes[1].model == g.ModelCall(model="sentiment", inputs={"text": "clean.text"})
