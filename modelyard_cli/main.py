@@ -216,9 +216,11 @@ def demo() -> None:
 def main() -> None:
     from modelyard_cli import cluster as cli_cluster
     from modelyard_cli import graph as cli_graph
+    from modelyard_cli import health as cli_health
 
     cli_cluster.register(app)
     cli_graph.register(app)
+    cli_health.register(app)
     app()
 
 
