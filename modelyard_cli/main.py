@@ -19,11 +19,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from workers.settings import WorkerSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -55,19 +58,18 @@ def worker(
 ) -> None:
     """Serve the models of a worker config over gRPC (modelyard.v1.Predict)."""
     from modelyard_server.settings_file import SETTINGS_ERRORS
-    from workers.config import load_settings
+    from workers.settings import load_settings
 
     setup_logging(verbose)
+    overrides = {
+        "port": port,
+        "host": host,
+        "port_file": port_file,
+        "strict": strict,
+        "worker_id": worker_id,
+    }
     try:
-        settings = load_settings(
-            config,
-            port=port,
-            host=host,
-            port_file=port_file,
-            strict=strict,
-            worker_id=worker_id,
-            etcd_endpoints=etcd,
-        )
+        settings = load_settings(config, overrides, etcd)
     except SETTINGS_ERRORS as error:
         errors.print(f"[red]invalid worker config:[/red] {error}")
         raise typer.Exit(2) from None
@@ -79,17 +81,15 @@ def worker(
     raise typer.Exit(asyncio.run(run(settings)))
 
 
-def _describe_worker(settings: Any) -> None:
-    from workers.devices import device_tags, resolve_device
+def _describe_worker(settings: WorkerSettings) -> None:
+    from workers.devices import resolve_device, worker_tags
 
     table = Table(title="models")
     for column in ("name", "source", "task", "device", "batching", "threads"):
         table.add_column(column)
-    devices = set()
     for model in settings.models:
         try:
             device = resolve_device(model.device)
-            devices.add(device)
         except RuntimeError as error:
             device = f"[red]{error}[/red]"
         batching = model.batching
@@ -105,7 +105,7 @@ def _describe_worker(settings: Any) -> None:
     tags = Table(title="device tags")
     tags.add_column("tag")
     tags.add_column("value")
-    for key, value in device_tags(devices or {"cpu"}, settings.tags).items():
+    for key, value in worker_tags((m.device for m in settings.models), settings.tags).items():
         tags.add_row(key, value)
     console.print(tags)
 
@@ -216,13 +216,9 @@ def demo() -> None:
 def main() -> None:
     from modelyard_cli import cluster as cli_cluster
     from modelyard_cli import graph as cli_graph
-    from modelyard_cli import health as cli_health
-    from modelyard_cli import up as cli_up
 
     cli_cluster.register(app)
     cli_graph.register(app)
-    cli_up.register(app)
-    cli_health.register(app)
     app()
 
 

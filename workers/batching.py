@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from modelyard.clock import Clock, MonotonicClock
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import ResourceExhausted
 
 T = TypeVar("T")
@@ -49,14 +49,14 @@ class Batcher(Generic[T]):
         max_wait: float,
         max_queue_size: int,
         name: str = "",
-        clock: Clock | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_queue_size = max_queue_size
         self._name = name
-        self._clock = clock or MonotonicClock()
+        self._clock = clock
         # Entries in submission order; ones whose caller gave up stay until the loop reaches
         # them (or a compaction), so the deque's length is not the load.
         self._queue: deque[Pending[T]] = deque()

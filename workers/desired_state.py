@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import ValidationError
 
 from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
 from modelyard_server.etcd import EtcdClient
 from modelyard_server.workerinfo import DesiredWorker
@@ -41,6 +42,7 @@ class DesiredState:
         call_timeout: float = 2.0,
         resync: float = 60.0,
         backoff: Backoff | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._client = client
         self._key = key
@@ -49,7 +51,7 @@ class DesiredState:
         # A watch stream can die without telling (a half-open connection): read the key
         # again this often regardless, as informers resync.
         self._resync = resync
-        self._backoff = (backoff or Backoff()).counter()
+        self._retry = (backoff or Backoff()).counter(clock=clock)
         self.current = DesiredWorker()
         self._applied = False
         self._following: bool | None = None
@@ -77,13 +79,13 @@ class DesiredState:
                 revision = await self._read()
                 self._attempted.set()
                 self._set_following(True, "")
-                self._backoff.reset()
+                self._retry.reset()
                 await self._follow(revision)
                 log.debug("watch on %s ended; reading it again", self._key.decode())
             except Exception as error:  # etcd unreachable or slow, or the stream broke
                 self._attempted.set()
                 self._set_following(False, describe_error(error))
-                await asyncio.sleep(self._backoff.next())
+                await self._retry.wait()
 
     async def _read(self) -> int:
         """Acts on the key's value; returns the revision it was read at."""

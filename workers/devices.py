@@ -7,9 +7,10 @@ gpu_name, gpu_memory, gpu_count, plus the user's tags from the worker config.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import psutil
 
@@ -45,8 +46,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def device_tags(devices: set[str], user_tags: Mapping[str, str]) -> dict[str, str]:
-    """The worker's tags: its strongest device kind, the host, GPUs, and user tags."""
+def worker_tags(requested: Iterable[str], user_tags: Mapping[str, str]) -> dict[str, str]:
+    """The device tags of a worker whose models ask for the `requested` devices: what the
+    worker registers and reports, and what `modelyard worker --describe` prints.
+
+    A requested device that is missing is left out (its model fails at load, which says
+    why): the tags describe what exists. A worker with no model present is a cpu worker.
+    """
+    devices = set()
+    for device in requested:
+        with contextlib.suppress(RuntimeError):
+            devices.add(resolve_device(device))
+    return _host_tags(devices or {"cpu"}, user_tags)
+
+
+def _host_tags(devices: set[str], user_tags: Mapping[str, str]) -> dict[str, str]:
+    """The strongest kind among `devices`, the host, its GPUs, and the user's tags."""
     tags = {
         "device": _strongest_kind(devices),
         "cpu_count": str(os.cpu_count() or 1),

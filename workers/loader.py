@@ -10,7 +10,7 @@ from typing import Any
 
 from modelyard.function_model import FunctionModel
 from modelyard.model import Model
-from workers.config import ModelConfig
+from workers.settings import ModelConfig
 
 
 def create_model(config: ModelConfig) -> Model:

@@ -1,9 +1,15 @@
 """Prometheus metrics of one worker, on a registry of its own (no process globals, so
-several workers in one test process do not collide)."""
+several workers in one test process do not collide).
+
+These are the worker's own: batches, queueing, work in flight. Calls by method, model and
+status code, and their latency, are counted at the server edge on the same registry
+(`modelyard_server.grpc_metrics`, as modelyard_worker_requests and
+modelyard_worker_request_seconds).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -12,18 +18,6 @@ _WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "modelyard_worker_requests",
-            "Predict calls by model and gRPC status code.",
-            ["model", "code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "modelyard_worker_request_seconds",
-            "Time from a call's arrival to its result, by model.",
-            ["model"],
-            registry=self.registry,
-        )
         self.batch_size = Histogram(
             "modelyard_worker_batch_size",
             "Requests per model call.",

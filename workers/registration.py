@@ -1,32 +1,29 @@
 """This worker's entry in etcd, kept alive under a lease: etcd's naming + concurrency.Session.
 
-    grant a lease (ttl) --> put WorkerInfo bound to it --> refresh it every ttl/3 ...
-      ^                                                              |
+    grant a lease (a LeaseSession: it refreshes every ttl/3) --> put WorkerInfo bound to it
+      ^                                                  (and again whenever `update` says)
+      |                                                              |
       '---- at once, then with backoff while etcd is unreachable <---'
-            (a refresh or a put failed, or etcd no longer has the lease)
+            (the session lost its lease, or a put failed)
 
 Any failure starts over from a new lease. That is always safe: a put with the new lease
 moves the key off the old one, so the old lease expiring later deletes nothing. A worker
 whose registration fails keeps serving; only `registered` (and the health service
 "modelyard.v1.Registration" that the worker derives from it) says so.
-
-aetcd 1.0 has no keep-alive of its own and no types: the loop is here, and what aetcd
-returns is narrowed to plain ints and bytes where it is read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from modelyard.backoff import Backoff
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
 from modelyard_server.etcd import EtcdClient
+from modelyard_server.lease import LeaseSession
 from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 from workers.registry import ModelRegistry, ModelState
 
@@ -66,23 +63,25 @@ class Registration:
         ttl: float,
         on_change: StateListener | None = None,
         backoff: Backoff | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._client = client
         self._key = key
         self._info = info
         self._ttl = ttl
         self._on_change = on_change
-        self._backoff = (backoff or Backoff()).counter()
-        # A request slower than this would make the next refresh late; give up on it and
-        # start over (the key itself stays until the last granted TTL runs out).
+        self._clock = clock
+        self._retry = (backoff or Backoff()).counter(clock=clock)
+        # A grant or put slower than this would hold up registering for no gain: give up
+        # on it and start over.
         self._call_timeout = max(ttl / 3.0, 0.5)
         #: Set while registered: tests and start-up code can wait on it.
         self.registered_event = asyncio.Event()
-        self._lease: Any = None  # aetcd.Lease of the current attempt
+        self._session: LeaseSession | None = None  # of the current attempt
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._state: bool | None = None  # None until the first attempt ends
-        self._lost_at = time.monotonic()
+        self._lost_at = clock.now()
         self._ever_registered = False
 
     @property
@@ -91,7 +90,7 @@ class Registration:
 
     @property
     def lease_id(self) -> int | None:
-        return int(self._lease.id) if self._lease is not None else None
+        return self._session.lease_id if self._session is not None else None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -99,7 +98,7 @@ class Registration:
         )
 
     def update(self) -> None:
-        """The info changed (a model became ready or failed): put it again soon."""
+        """The info changed (a model became ready or failed): put it again now."""
         self._dirty.set()
 
     async def close(self, *, revoke: bool = True) -> None:
@@ -108,66 +107,64 @@ class Registration:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-        lease, self._lease = self._lease, None
-        if revoke and lease is not None:
-            try:
-                async with asyncio.timeout(self._call_timeout * 3):
-                    await lease.revoke()
-            except Exception as error:  # etcd away: the key goes when the lease runs out
-                log.warning(
-                    "could not revoke lease of %s (%s); it expires within %.0f s",
-                    self._key.decode(),
-                    describe_error(error),
-                    self._ttl,
-                )
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close(revoke=revoke, timeout=self._call_timeout * 3)
         await self._set_state(False, "closed")
 
     async def _run(self) -> None:
         while True:
+            session = LeaseSession(
+                self._client, ttl=self._ttl, clock=self._clock, name=self._key.decode()
+            )
+            self._session = session
             try:
-                await self._register()
+                await self._register(session)
             except Exception as error:  # etcd unreachable, slow, or refusing: try again
                 # (a lease granted by a failed attempt holds no key and simply expires)
+                await session.close(revoke=False)
                 await self._set_state(False, f"cannot register: {describe_error(error)}")
-                delay = self._backoff.next()
+                delay = self._retry.next()
                 log.debug("registering %s again in %.2f s", self._key.decode(), delay)
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
                 continue
-            self._backoff.reset()
+            self._retry.reset()
             await self._set_state(True, "")
-            reason = await self._keep_alive()
+            reason = await self._keep_current(session)
+            await session.close(revoke=False)  # lost already, or its key is out of date
             await self._set_state(False, reason)
             # no pause here: the first new attempt is immediate, backoff starts if it fails
 
-    async def _register(self) -> None:
+    async def _register(self, session: LeaseSession) -> None:
         self._dirty.clear()  # the put below carries the newest info
-        async with asyncio.timeout(self._call_timeout):
-            self._lease = await self._client.lease(math.ceil(self._ttl))
-        await self._put()
+        await session.grant(timeout=self._call_timeout)
+        await self._put(session)
 
-    async def _put(self) -> None:
+    async def _put(self, session: LeaseSession) -> None:
         info = self._info().to_json()
         async with asyncio.timeout(self._call_timeout):
-            await self._client.put(self._key, info, lease=self._lease)
+            await self._client.put(self._key, info, lease=session.lease)
 
-    async def _keep_alive(self) -> str:
-        """Refreshes the lease every ttl/3 (and puts changed info) until that fails; returns
-        why it stopped."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._ttl / 3.0):
-                    await self._dirty.wait()
-            try:
-                if self._dirty.is_set():
-                    self._dirty.clear()
-                    await self._put()
-                async with asyncio.timeout(self._call_timeout):
-                    reply = await self._lease.refresh()
-            except Exception as error:
-                return f"keep-alive failed: {describe_error(error)}"
-            # etcd answers a keep-alive for a lease it no longer has with TTL 0, not an error
-            if reply is None or int(reply.TTL) <= 0:
-                return "the lease expired (the worker was stopped or cut off longer than its TTL)"
+    async def _keep_current(self, session: LeaseSession) -> str:
+        """Puts changed info as soon as `update` says, until the session loses its lease or
+        a put fails; returns why it stopped."""
+        lost = asyncio.create_task(session.lost())
+        changed: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                changed = asyncio.create_task(self._dirty.wait())
+                await asyncio.wait((lost, changed), return_when=asyncio.FIRST_COMPLETED)
+                if lost.done():
+                    return f"lease lost: {lost.result()}"
+                self._dirty.clear()
+                try:
+                    await self._put(session)
+                except Exception as error:
+                    return f"cannot put changed info: {describe_error(error)}"
+        finally:
+            lost.cancel()
+            if changed is not None:
+                changed.cancel()
 
     async def _set_state(self, registered: bool, reason: str) -> None:
         # One log line per change of state, however many attempts fail in between.
@@ -181,12 +178,12 @@ class Registration:
                 ttl = math.ceil(self._ttl)
                 log.info("registered %s (lease %x, ttl %d s)", key, self.lease_id, ttl)
             else:
-                down = time.monotonic() - self._lost_at
+                down = self._clock.now() - self._lost_at
                 log.warning("registered %s again after %.1f s", key, down)
             self._ever_registered = True
         else:
             self.registered_event.clear()
-            self._lost_at = time.monotonic()
+            self._lost_at = self._clock.now()
             if reason != "closed":
                 log.warning("not registered in etcd (%s): %s; retrying", key, reason)
         if self._on_change is not None:

@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import NotFound
 from modelyard.model import LoadContext, Model
 from modelyard.signature import resolve_parameters
-from workers.config import ModelConfig
 from workers.devices import resolve_device
 from workers.loader import create_model, model_version
 from workers.metrics import WorkerMetrics
 from workers.runner import ModelRunner, set_torch_threads
+from workers.settings import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,13 @@ class ModelRegistry:
         configs: Iterable[ModelConfig],
         metrics: WorkerMetrics,
         on_change: StateListener | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._entries = {
             c.name: ModelEntry(
-                c, ModelRunner(c.name, c.batching, threads=c.threads, metrics=metrics)
+                c,
+                ModelRunner(c.name, c.batching, threads=c.threads, metrics=metrics, clock=clock),
             )
             for c in configs
         }

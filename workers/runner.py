@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from modelyard.clock import Clock, MonotonicClock
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import ModelError, ResourceExhausted
 from modelyard.model import Model, Outputs, Request
 from workers.batching import Batcher, Pending
-from workers.config import BatchingConfig
 from workers.metrics import WorkerMetrics
+from workers.settings import BatchingConfig
 
 R = TypeVar("R")
 _END = object()
@@ -43,12 +43,12 @@ class ModelRunner:
         *,
         threads: int,
         metrics: WorkerMetrics,
-        clock: Clock | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.batching = batching
         self._metrics = metrics
-        self._clock = clock or MonotonicClock()
+        self._clock = clock
         self._model: Model | None = None
         self._executor = ThreadPoolExecutor(
             1,

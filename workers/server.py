@@ -11,15 +11,14 @@ while in-flight calls finish, but the process keeps running and undraining reope
 Shutdown (SIGTERM/SIGINT, or `stop`): the lease is revoked first, so the control plane
 withdraws the worker before it drains; then everything goes NOT_SERVING and new calls get
 UNAVAILABLE, in-flight calls get up to `grace_seconds` to finish, then the server stops and
-the process exits 0.
+the process exits 0. `run` is the shared `modelyard_server.runner.run_until_signalled`; a
+start that fails (or is interrupted by a signal) is undone by `abort`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
 import threading
 import time
@@ -31,20 +30,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
+from modelyard_server.grpc_metrics import MetricsInterceptor
 from modelyard_server.portfile import write_port_file
+from modelyard_server.runner import run_until_signalled
 from modelyard_server.workerinfo import DesiredWorker, WorkerInfo
-from workers.config import WorkerSettings
 from workers.desired_state import DesiredState
-from workers.devices import device_tags, resolve_device
+from workers.devices import worker_tags
 from workers.load_servicer import WorkerLoadServicer
 from workers.metrics import WorkerMetrics
 from workers.registration import Registration, describe_worker
 from workers.registry import ModelEntry, ModelRegistry, ModelState
 from workers.service import WorkerService
 from workers.servicer import PredictServicer
+from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,22 @@ class StartupError(Exception):
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self._clock = clock
         self.metrics = WorkerMetrics()
         self.health = health.aio.HealthServicer()
-        self.registry = ModelRegistry(settings.models, self.metrics, self._on_model_change)
-        self.service = WorkerService(self.registry, self.metrics, self._tags())
+        self.registry = ModelRegistry(
+            settings.models, self.metrics, self._on_model_change, clock=clock
+        )
+        tags = worker_tags((m.device for m in settings.models), settings.tags)
+        self.service = WorkerService(self.registry, self.metrics, tags, clock=clock)
+        calls = MetricsInterceptor(
+            self.metrics.registry, namespace="modelyard_worker", models=self.registry.names
+        )
         self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            # counted outermost, so the counts carry the statuses the error mapping chose
+            interceptors=[calls, ErrorMappingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -83,22 +93,12 @@ class Worker:
         self.registration: Registration | None = None
         self.desired_state: DesiredState | None = None
         self._etcd: EtcdClient | None = None
-        self.load_servicer: WorkerLoadServicer | None = None
         self._loaded = False  # every model has loaded or failed
         self._stopping = False
-        self._stopped: asyncio.Task[bool] | None = None
+        self._stopped: asyncio.Task[None] | None = None
         self._started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[None]] = set()
-
-    def _tags(self) -> dict[str, str]:
-        devices = set()
-        for model in self.settings.models:
-            # a device that is missing fails its model at load, which says why;
-            # the tags describe what exists
-            with contextlib.suppress(RuntimeError):
-                devices.add(resolve_device(model.device))
-        return device_tags(devices or {"cpu"}, self.settings.tags)
 
     @property
     def address(self) -> str:
@@ -126,9 +126,10 @@ class Worker:
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.worker_id = self.settings.worker_id or f"{socket.gethostname()}-{self.port}"
-        self.load_servicer = WorkerLoadServicer(self.service, self.worker_id)
         predict_pb2_grpc.add_PredictServicer_to_server(PredictServicer(self.service), self.server)
-        load_pb2_grpc.add_WorkerLoadServicer_to_server(self.load_servicer, self.server)
+        load_pb2_grpc.add_WorkerLoadServicer_to_server(
+            WorkerLoadServicer(self.service, self.worker_id), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (PREDICT_SERVICE, LOAD_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
@@ -175,12 +176,14 @@ class Worker:
             self._describe,
             ttl=self.settings.lease_ttl,
             on_change=self._on_registration,
+            clock=self._clock,
         )
         self.desired_state = DesiredState(
             self._etcd,
             keys.desired_worker(self.worker_id),
             self._on_desired,
             call_timeout=min(etcd.timeout, 2.0),
+            clock=self._clock,
         )
         await self.desired_state.start(wait=min(etcd.timeout, 2.0))
 
@@ -226,35 +229,48 @@ class Worker:
         if self.registration is not None:
             self.registration.update()
 
-    async def stop(self) -> bool:
-        """Graceful shutdown; returns whether every in-flight call finished in time.
+    async def stop(self) -> None:
+        """Graceful shutdown (see the module's docstring).
 
         Calling it again (a second SIGTERM, a test's clean-up) waits for the first.
         """
         if self._stopped is None:
             self._stopped = asyncio.get_running_loop().create_task(self._stop())
-        return await asyncio.shield(self._stopped)
+        await asyncio.shield(self._stopped)
 
-    async def _stop(self) -> bool:
+    async def _stop(self) -> None:
         self._stopping = True
         if self.desired_state is not None:
             await self.desired_state.close()  # an undrain must not reopen a stopping worker
         if self.registration is not None:
             await self.registration.close(revoke=True)
         await self.health.enter_graceful_shutdown()
-        drained = await self.service.drain(self.settings.grace_seconds)
-        if not drained:
+        log.info("draining %d call(s) in flight", self.service.in_flight)
+        # also ends the load feeds, which would otherwise hold up the server's stop
+        if not await self.service.drain(self.settings.grace_seconds):
             log.warning("grace period over with %d call(s) in flight", self.service.in_flight)
-        if self.load_servicer is not None:
-            self.load_servicer.close()
         await self.server.stop(grace=1.0)
+        await self._release()
+
+    async def abort(self) -> None:
+        """Undoes a start that failed or was interrupted: no grace, in-flight calls end now,
+        the lease (if one was granted) is revoked."""
+        self._stopping = True
+        if self.desired_state is not None:
+            await self.desired_state.close()
+        if self.registration is not None:
+            await self.registration.close(revoke=True)
+        await self.server.stop(grace=None)
+        await self._release()
+
+    async def _release(self) -> None:
+        """What outlives the server: model threads, the etcd connection, the /metrics port."""
         await self.registry.close()
         if self._etcd is not None:
             await self._etcd.close()
-        await self.stop_metrics()
-        return drained
+        await self._stop_metrics()
 
-    async def stop_metrics(self) -> None:
+    async def _stop_metrics(self) -> None:
         """Closes the /metrics server, so its port and thread do not outlive the worker
         (a test process runs many workers; a restarted one may want the same port)."""
         if self._metrics_server is None:
@@ -269,25 +285,4 @@ class Worker:
 
 async def run(settings: WorkerSettings) -> int:
     """Runs a worker until SIGTERM or SIGINT; the process's exit code."""
-    worker = Worker(settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    startup = asyncio.create_task(worker.start())
-    stop_wait = asyncio.create_task(stopping.wait())
-    await asyncio.wait({startup, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if startup.done() and startup.exception() is not None:
-        stop_wait.cancel()
-        log.error("%s", startup.exception())
-        await worker.server.stop(grace=None)
-        await worker.registry.close()
-        await worker.stop_metrics()
-        return 1
-    await stopping.wait()
-    log.info("shutting down: draining %d call(s) in flight", worker.service.in_flight)
-    if not startup.done():
-        startup.cancel()
-    await worker.stop()
-    log.info("worker stopped")
-    return 0
+    return await run_until_signalled(Worker(settings), "worker")

@@ -1,5 +1,5 @@
 """The worker's core, free of gRPC: checks a call, routes it to its model, tracks in-flight
-work for draining and load reports. The servicers in `workers.servicer` and
+work for draining, and paces the load feeds. The servicers in `workers.servicer` and
 `workers.load_servicer` only translate to and from protobuf.
 
 Two things refuse new calls: an admin's drain (`set_draining`, reversible, the process keeps
@@ -10,11 +10,11 @@ reopen a worker that is shutting down.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import Unavailable
 from modelyard.model import Outputs, Request
 from modelyard.signature import check_inputs, resolve_parameters
@@ -23,6 +23,13 @@ from workers.registry import ModelEntry, ModelRegistry, ModelState
 
 #: Weight of the newest call in the latency average: about the last ten calls count.
 LATENCY_WEIGHT = 0.2
+#: A load feed's beat while nothing changes, unless its subscriber asks for another.
+DEFAULT_LOAD_INTERVAL = 1.0
+#: The tightest beat a subscriber gets: asking for a tighter one is the caller's bug.
+MIN_LOAD_INTERVAL = 0.05
+#: After any report the next waits at least this long, so a worker taking thousands of
+#: calls a second sends at most ~50 reports a second per subscriber.
+COALESCE_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,21 @@ class Pulse:
 
 class WorkerService:
     def __init__(
-        self, registry: ModelRegistry, metrics: WorkerMetrics, tags: Mapping[str, str]
+        self,
+        registry: ModelRegistry,
+        metrics: WorkerMetrics,
+        tags: Mapping[str, str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.tags = dict(tags)
         self.load_changed = Pulse()
+        self._clock = clock
+        #: Load feeds open now: one per subscriber (a control-plane replica, usually).
+        self.load_feeds = 0
+        self._feeds_closed = False
         self._drained = False  # by an admin, through etcd
         self._stopping = False  # by shutdown; never undone
         self._in_flight = 0
@@ -105,6 +121,36 @@ class WorkerService:
             draining=self.draining,
         )
 
+    async def load_feed(self, interval: float | None = None) -> AsyncGenerator[Load, None]:
+        """The load at once, then every `interval` seconds (default `DEFAULT_LOAD_INTERVAL`,
+        at least `MIN_LOAD_INTERVAL`) while nothing changes, and soon after each change of
+        in-flight work, so balancers see a burst as it starts. Changes are coalesced: after
+        any report the next waits at least `COALESCE_SECONDS`. Ends at shutdown (`drain`).
+        """
+        beat = max(interval or DEFAULT_LOAD_INTERVAL, MIN_LOAD_INTERVAL)
+        self.load_feeds += 1
+        try:
+            while not self._feeds_closed:
+                seen = self.load_changed.count  # before reading: a change meanwhile counts
+                yield self.load()
+                sent = self._clock.now()
+                await self._within(self.load_changed.wait(seen), beat)
+                await self._clock.sleep(max(0.0, sent + COALESCE_SECONDS - self._clock.now()))
+        finally:
+            self.load_feeds -= 1
+
+    async def _within(self, waiting: Awaitable[object], timeout: float) -> bool:
+        """Waits for `waiting`, at most `timeout` seconds on the service's clock; whether it
+        finished in time."""
+        task = asyncio.ensure_future(waiting)
+        timer = asyncio.ensure_future(self._clock.sleep(timeout))
+        try:
+            await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+            return task.done()
+        finally:
+            task.cancel()
+            timer.cancel()
+
     def prepare(
         self, model: str, inputs: Mapping[str, Any], overrides: Mapping[str, Any]
     ) -> tuple[ModelEntry, Request]:
@@ -122,7 +168,7 @@ class WorkerService:
 
     async def predict(self, entry: ModelEntry, request: Request) -> Outputs:
         self._enter(entry)
-        started = time.monotonic()
+        started = self._clock.now()
         try:
             return await entry.runner.predict(request)
         finally:
@@ -132,7 +178,7 @@ class WorkerService:
         self, entry: ModelEntry, request: Request
     ) -> AsyncIterator[tuple[bool, Outputs]]:
         self._enter(entry)
-        started = time.monotonic()
+        started = self._clock.now()
         try:
             async for item in entry.runner.predict_stream(request):
                 yield item
@@ -147,7 +193,7 @@ class WorkerService:
         self.load_changed.fire()
 
     def _leave(self, entry: ModelEntry, started: float) -> None:
-        elapsed = time.monotonic() - started
+        elapsed = self._clock.now() - started
         self._in_flight -= 1
         self._model_in_flight[entry.name] -= 1
         if self._in_flight == 0:
@@ -157,17 +203,17 @@ class WorkerService:
         else:
             self._latency += LATENCY_WEIGHT * (elapsed - self._latency)
         self.metrics.in_flight.labels(entry.name).dec()
-        self.metrics.latency.labels(entry.name).observe(elapsed)
         self.load_changed.fire()
 
     async def drain(self, grace: float) -> bool:
-        """Shutdown: refuses new calls for good and waits up to `grace` seconds for in-flight
-        ones. Returns whether everything in flight finished.
+        """Shutdown: refuses new calls for good, waits up to `grace` seconds for in-flight
+        ones, then ends the load feeds (they report the drain meanwhile; once ended, they do
+        not hold up the server's stop). Returns whether everything in flight finished.
         """
         self._stopping = True
         self.load_changed.fire()
         try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
-            return False
-        return True
+            return await self._within(self._idle.wait(), grace)
+        finally:
+            self._feeds_closed = True
+            self.load_changed.fire()  # wakes the feeds, which then see `_feeds_closed`

@@ -1,7 +1,8 @@
 """modelyard.v1.Predict over gRPC: protobuf in, `WorkerService` call, protobuf out.
 
 Errors are raised as `ModelyardError`s and mapped to statuses by the shared edge in
-`modelyard_server.grpc_errors`.
+`modelyard_server.grpc_errors`; calls are counted and timed by the one in
+`modelyard_server.grpc_metrics`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from modelyard.signature import Field, Kind
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
-from modelyard_server.grpc_errors import status_code_of
 from workers.registry import ModelEntry, ModelState
 from workers.service import WorkerService
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-_CANCELLED = grpc.StatusCode.CANCELLED.name
 
 _STATES = {
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
@@ -46,51 +44,29 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         self._service = service
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        # Cancelled unless shown otherwise: a call the client cancelled, or one past its
-        # deadline, ends with CancelledError (a BaseException) and must be counted too.
-        code = _CANCELLED
-        try:
-            entry, call = self._service.prepare(
-                request.model, from_value_map(request.inputs), from_value_map(request.parameters)
-            )
-            outputs = await self._service.predict(entry, call)
-            response = _response(entry, outputs, request.request_id)
-            code = "OK"
-        except Exception as error:
-            code = status_code_of(error).name
-            raise
-        finally:
-            self._count(request.model, code)
-        return response
+        entry, call = self._service.prepare(
+            request.model, from_value_map(request.inputs), from_value_map(request.parameters)
+        )
+        outputs = await self._service.predict(entry, call)
+        return _response(entry, outputs, request.request_id)
 
     async def PredictStream(
         self, request: pb.PredictStreamRequest, context: Context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
-        # As in Predict; a stream closed early also ends with GeneratorExit at its `yield`.
-        code = _CANCELLED
-        try:
-            entry, call = self._service.prepare(
-                request.model, from_value_map(request.inputs), from_value_map(request.parameters)
-            )
-            index = 0
-            async for final, outputs in self._service.predict_stream(entry, call):
-                if final:
-                    yield pb.PredictStreamResponse(
-                        result=_response(entry, outputs, request.request_id)
-                    )
-                    break
-                message = pb.PredictStreamResponse()
-                message.chunk.index = index
-                message.chunk.request_id = request.request_id
-                fill_value_map(message.chunk.outputs, outputs)
-                yield message
-                index += 1
-            code = "OK"
-        except Exception as error:
-            code = status_code_of(error).name
-            raise
-        finally:
-            self._count(request.model, code)
+        entry, call = self._service.prepare(
+            request.model, from_value_map(request.inputs), from_value_map(request.parameters)
+        )
+        index = 0
+        async for final, outputs in self._service.predict_stream(entry, call):
+            if final:
+                yield pb.PredictStreamResponse(result=_response(entry, outputs, request.request_id))
+                break
+            message = pb.PredictStreamResponse()
+            message.chunk.index = index
+            message.chunk.request_id = request.request_id
+            fill_value_map(message.chunk.outputs, outputs)
+            yield message
+            index += 1
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
@@ -140,11 +116,6 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         if self._service.draining:
             return pb.MODEL_STATE_DRAINING
         return _STATES[entry.state]
-
-    def _count(self, model: str, code: str) -> None:
-        # Unknown names share one label: a client must not be able to grow the series.
-        known = model in self._service.registry.names
-        self._service.metrics.requests.labels(model if known else "<unknown>", code).inc()
 
 
 def _response(entry: ModelEntry, outputs: Mapping[str, Any], request_id: str) -> pb.PredictResponse:

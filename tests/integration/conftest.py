@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from modelyard_cli.demo import start_worker
-from workers.config import WorkerSettings
 from workers.server import Worker
+from workers.settings import WorkerSettings
 
 
 @contextlib.asynccontextmanager

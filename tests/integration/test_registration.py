@@ -24,9 +24,9 @@ from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker, worker_process, write_config
-from workers.config import WorkerSettings, load_settings
 from workers.registration import Registration
 from workers.server import REGISTRATION_HEALTH, Worker
+from workers.settings import WorkerSettings, load_settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -122,7 +122,8 @@ async def test_a_graceful_stop_withdraws_the_worker_before_it_drains(
         assert await until_key(client, worker.worker_id, present=False, timeout=0.2) < 0.2
         assert worker.service.in_flight == 4  # withdrawn while its calls still run
         assert [r.outputs["x"] for r in await asyncio.gather(*in_flight)] == [0, 1, 2, 3]
-        assert await stopping is True
+        await stopping
+        assert worker.service.in_flight == 0
 
 
 async def test_a_worker_without_etcd_neither_registers_nor_reports_registration() -> None:

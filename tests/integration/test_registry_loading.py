@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.model import LoadContext
-from workers.config import ModelConfig
 from workers.hf.pipeline_model import PipelineModel
 from workers.metrics import WorkerMetrics
 from workers.registry import ModelRegistry, ModelState
+from workers.settings import ModelConfig
 
 SPECS = [
     ("text-generation", "tiny-gpt2"),

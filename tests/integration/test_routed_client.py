@@ -36,8 +36,8 @@ from modelyard.v1 import controlplane_pb2 as cp
 from modelyard.v1 import controlplane_pb2_grpc
 from tests.helpers import eventually
 from tests.support.clock import FakeClock
-from workers.config import WorkerSettings
 from workers.server import Worker
+from workers.settings import WorkerSettings
 
 MODELS: list[dict[str, Any]] = [
     {"name": "echo", "class": "tests.support.models:Echo"},
@@ -117,11 +117,16 @@ def endpoint(worker: Worker, worker_id: str, **tags: str) -> Endpoint:
 
 
 def calls(worker: Worker, model: str) -> int:
-    """Calls the worker started for `model`, whatever their outcome."""
-    count = worker.metrics.registry.get_sample_value(
-        "modelyard_worker_request_seconds_count", {"model": model}
+    """Predict and PredictStream calls the worker took for `model`, whatever their outcome."""
+    methods = ("/modelyard.v1.Predict/Predict", "/modelyard.v1.Predict/PredictStream")
+    return sum(
+        int(sample.value)
+        for family in worker.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "modelyard_worker_requests_total"
+        and sample.labels["model"] == model
+        and sample.labels["method"] in methods
     )
-    return int(count or 0)
 
 
 def free_address() -> str:
@@ -284,7 +289,7 @@ async def test_no_retry_after_a_chunk_was_delivered(
     client: RoutedClient, workers: list[Worker]
 ) -> None:
     seen: list[int] = []
-    stopping: list[asyncio.Task[bool]] = []
+    stopping: list[asyncio.Task[None]] = []
 
     async def consume() -> None:
         async for event in client.predict_stream("ticker", count=1000):

@@ -90,7 +90,8 @@ async def test_drain_finishes_in_flight_calls_refuses_new_ones_and_undrain_reope
         await client.delete(Keys().desired_worker(worker.worker_id))
         await until_statuses(worker, SERVING, timeout=0.5)
         assert (await calls.predict("slow", x=2)).outputs["x"] == 2
-        assert await worker.stop() is True
+        await worker.stop()
+        assert worker.service.in_flight == 0
 
 
 async def test_a_worker_drained_before_it_starts_never_serves_and_stops_cleanly(
@@ -104,7 +105,8 @@ async def test_a_worker_drained_before_it_starts_never_serves_and_stops_cleanly(
         assert await statuses(worker) == {NOT_SERVING}  # as soon as start returned
         with pytest.raises(Unavailable, match="draining"):
             await calls.predict("slow", x=1)
-        assert await worker.stop() is True  # shutdown works from the drained state too
+        await worker.stop()  # shutdown works from the drained state too
+        assert worker.service.in_flight == 0
         assert await client.get(Keys().worker("w-drained")) is None
 
 

@@ -14,8 +14,8 @@ from modelyard.client import AsyncClient
 from modelyard.errors import Unavailable
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
-from workers.config import WorkerSettings
 from workers.server import StartupError, Worker
+from workers.settings import WorkerSettings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -73,7 +73,8 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones() -> None:
             await client.predict("slow", x=99)
         results = await asyncio.gather(*in_flight)
         assert [r.outputs["x"] for r in results] == list(range(8))  # none lost
-        assert await stopping is True
+        await stopping
+        assert worker.service.in_flight == 0  # every call finished within the grace
 
 
 async def test_strict_mode_refuses_to_start_when_a_model_fails() -> None:
@@ -84,8 +85,7 @@ async def test_strict_mode_refuses_to_start_when_a_model_fails() -> None:
     worker = Worker(WorkerSettings(port=0, models=models, strict=True))
     with pytest.raises(StartupError, match="broken: FileNotFoundError"):
         await worker.start()
-    await worker.server.stop(None)
-    await worker.registry.close()
+    await worker.abort()
 
 
 async def test_an_unimportable_class_fails_that_model_only() -> None:

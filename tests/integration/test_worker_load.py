@@ -103,13 +103,11 @@ async def test_draining_shows_in_the_feed(worker: Worker) -> None:
 
 
 async def test_a_client_that_goes_away_ends_its_feed_on_the_worker(worker: Worker) -> None:
-    assert worker.load_servicer is not None
-    servicer = worker.load_servicer
     feeds = [Feed(worker.address, interval_ms=50) for _ in range(3)]
-    await eventually(lambda: servicer.streams == 3, timeout=1.0)
+    await eventually(lambda: worker.service.load_feeds == 3, timeout=1.0)
     for feed in feeds:
         await feed.close()
-    await eventually(lambda: servicer.streams == 0, timeout=1.0)
+    await eventually(lambda: worker.service.load_feeds == 0, timeout=1.0)
 
 
 async def test_shutdown_ends_open_feeds_without_an_error() -> None:

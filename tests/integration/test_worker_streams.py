@@ -54,8 +54,15 @@ async def stub(worker: Worker) -> AsyncIterator[predict_pb2_grpc.PredictStub]:
 
 
 def requests_counted(worker: Worker, model: str, code: str) -> float:
-    labels = {"model": model, "code": code}
-    return worker.metrics.registry.get_sample_value("modelyard_worker_requests_total", labels) or 0
+    """Predict and PredictStream calls for `model` that ended with `code`."""
+    methods = ("/modelyard.v1.Predict/Predict", "/modelyard.v1.Predict/PredictStream")
+    return sum(
+        worker.metrics.registry.get_sample_value(
+            "modelyard_worker_requests_total", {"method": method, "model": model, "code": code}
+        )
+        or 0
+        for method in methods
+    )
 
 
 StreamCall = grpc.aio.UnaryStreamCall[pb.PredictStreamRequest, pb.PredictStreamResponse]

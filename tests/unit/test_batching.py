@@ -8,28 +8,8 @@ from typing import Any
 import pytest
 
 from modelyard.errors import ResourceExhausted
+from tests.support.clock import FakeClock
 from workers.batching import Batcher, Pending
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.t + seconds, future))
-        await future
-
-    async def advance(self, seconds: float) -> None:
-        self.t += seconds
-        for due, future in self._sleepers:
-            if due <= self.t and not future.done():
-                future.set_result(None)
-        await settle()
 
 
 async def settle() -> None:

@@ -9,8 +9,8 @@ import huggingface_hub.constants
 import pytest
 
 from modelyard.model import Model
-from workers.config import ModelConfig
 from workers.loader import model_version
+from workers.settings import ModelConfig
 
 MAIN = "0123456789abcdef0123456789abcdef01234567"
 TAGGED = "fedcba9876543210fedcba9876543210fedcba98"

@@ -13,10 +13,10 @@ import pytest
 from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Model, Outputs, Request
 from modelyard.signature import resolve_parameters
-from workers.config import BatchingConfig
 from workers.hf import PipelineModel
 from workers.metrics import WorkerMetrics
 from workers.runner import ModelRunner
+from workers.settings import BatchingConfig
 
 
 @pytest.fixture

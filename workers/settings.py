@@ -1,4 +1,4 @@
-"""Worker settings: what a worker serves (the YAML config) and how it runs.
+"""Worker settings: what a worker serves (its YAML settings file) and how it runs.
 
 A worker config lists models; each is a Hugging Face id or local path run through a
 `transformers` pipeline, or a Python class path for a custom model:
@@ -16,7 +16,8 @@ A worker config lists models; each is a Hugging Face id or local path run throug
 Every worker setting can also come from the environment with the prefix
 `MODELYARD_WORKER_` (e.g. MODELYARD_WORKER_PORT=50051; nested ones with `__`:
 MODELYARD_WORKER_ETCD__ENDPOINTS='["10.0.0.5:2379"]'); a setting given on the command line
-wins over the YAML file, which wins over the environment.
+wins over the YAML file, which wins over the environment (`load_settings`, through the
+loader every service shares: `modelyard_server.settings_file`).
 
 With `etcd` set, the worker registers itself there under a lease and follows its desired
 state (drain); without it, it is a standalone server that nothing discovers:
@@ -29,6 +30,7 @@ state (drain); without it, it is a standalone server that nothing discovers:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +159,18 @@ class WorkerSettings(BaseSettings):
 
 
 def load_settings(
-    config_path: Path | None = None,
-    *,
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
     etcd_endpoints: list[str] | None = None,
-    **overrides: Any,
 ) -> WorkerSettings:
-    """Settings from the environment, then the YAML file, then explicit overrides.
+    """`build_settings` for the worker (the environment, then the file at `path`, then the
+    `overrides` that are set), with each model's `source` resolved against the file's folder.
 
     `etcd_endpoints` (the command line's --etcd) replaces only the endpoints of the file's
     `etcd:` section, keeping its prefix, TLS and user settings.
     """
-    settings = build_settings(WorkerSettings, config_path, overrides, etcd_endpoints)
-    base = config_path.parent if config_path is not None else Path.cwd()
+    settings = build_settings(WorkerSettings, path, overrides or {}, etcd_endpoints)
+    base = path.parent if path is not None else Path.cwd()
     for model in settings.models:
         model.source = resolve_source(model.source, base)
     return settings

@@ -1,4 +1,4 @@
-"""Worker config: YAML, environment, and the mistakes a user makes writing one."""
+"""Worker settings: YAML, environment, and the mistakes a user makes writing them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from workers.config import load_settings
+from workers.settings import load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -57,7 +57,7 @@ def test_environment_sets_worker_settings_and_the_command_line_wins(
     monkeypatch.setenv("MODELYARD_WORKER_PORT", "6000")
     monkeypatch.setenv("MODELYARD_WORKER_GRACE_SECONDS", "3")
     assert load_settings(None).port == 6000
-    assert load_settings(None, port=7000).port == 7000
+    assert load_settings(None, {"port": 7000}).port == 7000
     assert load_settings(None).grace_seconds == 3
 
 
