@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -22,21 +20,6 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         await asyncio.wait({task}, timeout=0.1)
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("%s ended with an error", task.get_name(), exc_info=error)
-
-
-async def serve_until_signalled(
-    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[Any]], name: str
-) -> int:
-    """Starts a service, waits for SIGTERM or SIGINT, stops it gracefully; the exit code."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await start()
-    await stopping.wait()
-    log.info("%s shutting down", name)
-    await stop()
-    return 0
 
 
 def describe_error(error: BaseException) -> str:

@@ -39,10 +39,6 @@ T = TypeVar("T")
 REFRESH_RETRY = Backoff(initial=0.1, cap=0.25)
 
 
-class LeaseLost(Exception):
-    """The session's lease is gone (or was never granted)."""
-
-
 class LeaseSession:
     def __init__(
         self,
