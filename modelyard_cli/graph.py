@@ -1,7 +1,5 @@
-"""`modelyard` commands for graphs: run a composer, deploy and inspect graphs, run them,
-and bring the whole local stack up.
+"""`modelyard` commands for graphs: run a composer, deploy and inspect graphs, run them.
 
-    modelyard up [examples/stack.yaml] [--run inference-graph -i prompt="..."] [--once]
     modelyard composer --etcd 127.0.0.1:2379 --controlplane 127.0.0.1:50050
     modelyard graph deploy examples/graphs/inference-graph.yaml
     modelyard graph list | show NAME [--format text|yaml|mermaid|dot] | delete NAME
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,50 +160,8 @@ def run(
     raise typer.Exit(code)
 
 
-def up(
-    stack: Annotated[Path, typer.Argument(help="Stack file.")] = Path("examples/stack.yaml"),
-    run_graph: Annotated[str | None, typer.Option("--run", help="Run this graph once up.")] = None,
-    input: Inputs = None,
-    once: Annotated[bool, typer.Option(help="Stop the stack after --run.")] = False,
-    work_dir: Annotated[Path, typer.Option(help="etcd data, generated worker configs.")] = Path(
-        ".cache/stack"
-    ),
-) -> None:
-    """Start the local stack: etcd, control plane, workers, composer; deploy its graphs."""
-    from modelyard_cli.graph_output import deploy_files, print_run
-    from modelyard_cli.main import _pairs, setup_logging
-    from modelyard_cli.stack import Stack
-
-    setup_logging(False)
-    console.rule("[bold]modelyard up")
-    running = Stack(stack, work_dir=work_dir)
-    code = 0
-    try:
-        running.start()
-        console.print(f"control plane {running.control_plane}   composer {running.composer}")
-        for worker_id, address in running.workers.items():
-            console.print(f"worker {worker_id} {address}")
-        deploy_files(running.composer, running.graph_files(), console)
-        if run_graph:
-            code = print_run(running.composer, run_graph, _pairs(input or []), console)
-        if not once:
-            console.print(
-                f"stack is up: export MODELYARD_COMPOSER_ADDRESS={running.composer} "
-                f"MODELYARD_CONTROLPLANE_ADDRESS={running.control_plane}; Ctrl-C stops it"
-            )
-            # blocked first, so sigwait receives them instead of the default handlers;
-            # the children started earlier keep their own handlers
-            stop_signals = {signal.SIGINT, signal.SIGTERM}
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-            signal.sigwait(stop_signals)
-    finally:
-        running.stop()
-        console.print("stack stopped")
-    raise typer.Exit(code)
-
-
 def register(app: typer.Typer) -> None:
-    for command in (composer, run, up):
+    for command in (composer, run):
         app.command()(command)
     app.add_typer(graph_app, name="graph")
 
