@@ -67,8 +67,12 @@ class EtcdServer:
         if self._fast:
             args += ["--heartbeat-interval", "10", "--election-timeout", "100", "--unsafe-no-fsync"]
         log = self.data_dir / "etcd.log"
+        # Its own process group: a Ctrl-C at the terminal reaches only the caller, which
+        # stops etcd last, once the services that use it have left.
         with log.open("ab") as sink:  # the child keeps its own descriptor
-            self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
+            self._process = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=sink, process_group=0
+            )
         deadline = time.monotonic() + timeout
         while not self._healthy():
             if self._process.poll() is not None:
