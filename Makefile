@@ -62,7 +62,7 @@ protos: $(STAMP)
 	$(PY) -m tools.protogen
 
 bench: $(STAMP)
-	$(PY) -m bench.worker_bench
+	$(PY) -m bench.worker
 
 clean:
 	rm -rf $(VENV) .cache

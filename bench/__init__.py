@@ -1,1 +1,2 @@
-"""Benchmarks of modelyard workers; run `python -m bench.worker_bench` (see bench/README.md)."""
+"""modelyard's benchmarks: `python -m bench.worker`, `bench.controlplane`, `bench.composer`
+(see bench/README.md)."""

@@ -1,0 +1,108 @@
+"""modelyard stacks for the composer bench: `modelyard_cli.stack.Stack` (etcd, control
+plane, workers, composer as real processes, as `modelyard up` starts them), graphs deployed,
+and the process ids of the whole set (for CPU, RSS and profiles)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+
+from bench.common.paths import REPO
+from modelyard_cli.graph_output import deploy_files
+from modelyard_cli.stack import Stack
+
+STACK_START_TIMEOUT_S = 180.0  # per worker: it imports torch and loads every model first
+# Both systems under comparison get one OpenMP thread per process: on 2 cores torch's
+# default (a thread per core in every process) oversubscribes the machine. modelyard's
+# workers also set torch to one thread per model (`threads: 1`, the default); the BentoML
+# service does the same.
+FAIR_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@dataclass
+class StackProcs:
+    stack: Stack
+    pids: dict[str, int]  # "etcd", "controlplane", "worker <id>", "composer" -> pid
+
+    @property
+    def composer(self) -> str:
+        return self.stack.composer
+
+    def address_of(self, model: str) -> str:
+        """The address of the worker that serves `model` (from the stack file)."""
+        for index, worker in enumerate(self.stack.spec()["workers"]):
+            if any(m["name"] == model for m in worker.get("models", [])):
+                return self.stack.workers[worker.get("worker_id") or f"worker-{index}"]
+        raise KeyError(f"no worker of {self.stack.stack_file} serves {model!r}")
+
+    def pid_of(self, address: str) -> int:
+        worker_id = next(w for w, a in self.stack.workers.items() if a == address)
+        return self.pids[f"worker {worker_id}"]
+
+
+def _label(process: psutil.Process) -> str:
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return f"pid {process.pid}"
+    if argv and Path(argv[0]).name == "etcd":
+        return "etcd"
+    for kind in ("controlplane", "composer"):
+        if kind in argv:
+            return kind
+    if "worker" in argv and "--config" in argv:
+        return f"worker {Path(argv[argv.index('--config') + 1]).stem}"
+    return " ".join(argv[:3])
+
+
+def _children() -> dict[int, psutil.Process]:
+    return {p.pid: p for p in psutil.Process().children(recursive=False)}
+
+
+def _with_descendants(processes: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
+    found = dict(processes)
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            found.update({p.pid: p for p in process.children(recursive=True)})
+    return found
+
+
+@contextlib.contextmanager
+def modelyard_stack(stack_file: Path, work_dir: Path) -> Iterator[StackProcs]:
+    """Starts a whole stack (what `modelyard up` starts), deploys its graphs, stops it.
+
+    Its services log to `work_dir`. Stack exposes no process ids, so they are found as
+    this process's new children (and theirs).
+    """
+    saved = {k: os.environ.get(k) for k in (*FAIR_ENV, "PYTHONPATH")}
+    os.environ.update(FAIR_ENV)  # inherited by the stack's processes, as is the import path:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), saved["PYTHONPATH"]]))
+    before = _children()
+    stack = Stack(stack_file, work_dir=work_dir)
+    try:
+        stack.start(timeout=STACK_START_TIMEOUT_S)
+        # our own new children and theirs: not a server started before (BentoML's services)
+        new = _with_descendants({pid: p for pid, p in _children().items() if pid not in before})
+        pids = {_label(p): pid for pid, p in sorted(new.items())}
+        deploy_files(stack.composer, stack.graph_files(), Console(file=io.StringIO()))
+        yield StackProcs(stack, pids)
+    finally:
+        stack.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

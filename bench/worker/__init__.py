@@ -1,0 +1,16 @@
+"""Benchmarks of one modelyard worker, each against a baseline measured in the same run.
+
+    python -m bench.worker            # all scenarios, about 2 minutes on 2 cores
+    python -m bench.worker --only overhead --rounds 5
+    python -m bench.worker --smoke    # one tiny round with stand-in models: does it run?
+
+Scenarios (bench/README.md, "Worker benchmarks"), one module each:
+
+    overhead   serving_overhead: the Echo model through Predict vs a bare grpc.aio server
+    batching   batching: tiny-bert-sentiment with dynamic batching on vs off
+    rss        peak_rss: one worker serving three tiny models vs a worker serving only Echo
+
+Servers (`echo_server` and real workers) and the load generator are separate processes on
+127.0.0.1; ports are picked by the servers (port 0); every request loop is bounded by a
+request count and a time cap.
+"""
