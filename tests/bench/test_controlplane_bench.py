@@ -1,0 +1,61 @@
+"""`python -m bench.controlplane --smoke`: every scenario runs and reports its documented
+fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_run_shape
+
+pytestmark = [pytest.mark.smoke_run("controlplane"), pytest.mark.timeout(LIMIT_S + 30)]
+VARIANTS = {"ideal_round_robin", "ideal_p2c", "p2c", "round_robin", "least_loaded"}
+
+
+@pytest.fixture(scope="module")
+def run(smoke_result: Callable[[str], Finished]) -> Finished:
+    return smoke_result("controlplane")
+
+
+def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Finished) -> None:
+    expected = {"controlplane_balancing": 1, "controlplane_failure": 1, "controlplane_scale": 1}
+    assert_run_shape(run, expected)
+
+
+def test_balancing_measures_every_policy_and_counts_calls_per_worker(run: Finished) -> None:
+    (record,) = run.records("controlplane_balancing")
+    assert set(record["variants"]) == VARIANTS == set(record["ratios_to_ideal"])
+    assert record["ideal"] in ("ideal_round_robin", "ideal_p2c")
+    for name, variant in record["variants"].items():
+        assert_has(variant, "p50_ms", "p99_ms", "throughput_rps", "client_cpu_pct", "retries")
+        assert_has(variant, "share_pct", "disturbed_rounds", "rounds")
+        assert variant["ok"] > 0
+        assert sum(variant["served"].values()) > 0, name  # read from the workers' /metrics
+        selector = "speed=fast" if name.startswith("ideal") else ""
+        assert variant["selector"] == selector
+    assert record["variants"]["ideal_round_robin"]["served"]["slow-1"] == 0
+
+
+def test_failure_kills_a_worker_under_load_and_times_its_withdrawal(run: Finished) -> None:
+    (record,) = run.records("controlplane_failure")
+    assert_has(record, "load.ok", "load.errors", "load.retries", "load.cpu.other_cpu_pct")
+    assert_has(record, "kill.victim_in_flight_at_kill", "kill.withdrawn_after_s")
+    assert_has(record, "kill.key_expired_after_s", "kill.around_kill.max_ms")
+    assert_has(record, "kill.retries_after_kill_s")
+    assert record["load"]["ok"] > 0
+    assert "fail-2" not in record["load"]["endpoints_at_end"]
+
+
+def test_scale_times_changes_on_a_fleet_and_reports_the_control_plane(run: Finished) -> None:
+    (record,) = run.records("controlplane_scale")
+    assert_has(record, "startup.full_set_at_subscriber_s", "startup.all_probed_s")
+    assert_has(record, "steady_state.controlplane_cpu_pct", "steady_state.controlplane_rss_mb")
+    assert_has(record, "during_changes.controlplane_cpu_pct", "gc.gen2_pauses")
+    for group in ("all", "registration", "health"):
+        assert_has(record, f"changes.{group}.p50_ms", f"changes.{group}.p99_ms")
+        assert_has(record, f"changes.{group}.missed")
+    assert set(record["changes"]["by_kind"]) == {"delete", "put", "not_serving", "serving"}
+    assert record["changes"]["all"]["count"] > 0
+    assert_has(record, "more_subscribers.subscribers", "more_subscribers.changes.p99_ms")
+    assert_has(record, "leadership_lost")

@@ -1,0 +1,52 @@
+"""`python -m bench.worker --smoke`: every scenario runs and reports its documented fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_load, assert_run_shape
+
+pytestmark = [pytest.mark.smoke_run("worker"), pytest.mark.timeout(LIMIT_S + 30)]
+
+
+@pytest.fixture(scope="module")
+def run(smoke_result: Callable[[str], Finished]) -> Finished:
+    return smoke_result("worker")
+
+
+def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Finished) -> None:
+    assert_run_shape(run, {"serving_overhead": 3, "batching": 3, "peak_rss": 1})
+
+
+def test_serving_overhead_compares_the_worker_with_the_bare_echo_server(run: Finished) -> None:
+    lines = run.records("serving_overhead")
+    assert [(r["concurrency"], r["channels"]) for r in lines] == [(1, 1), (16, 1), (16, 4)]
+    for record in lines:
+        assert_load(record, "worker")
+        assert_load(record, "baseline")
+        assert_has(record, "ratios.p50", "ratios.p99", "ratios.throughput")
+        assert_has(record, "ratios.server_cpu_per_req", "worker.server_cpu_pct")
+
+
+def test_batching_reports_the_mean_batch_and_the_gain(run: Finished) -> None:
+    lines = run.records("batching")
+    assert [r["concurrency"] for r in lines] == [1, 8, 32]
+    for record in lines:
+        assert_load(record, "batched")
+        assert_load(record, "baseline")
+        assert_has(record, "throughput_ratio", "batched.mean_batch_size", "batched.model_calls")
+        # the batch sizes were read from the worker's /metrics: its calls were counted
+        assert record["batched"]["model_calls"] > 0
+        assert record["baseline"]["model_calls"] > 0
+
+
+def test_peak_rss_samples_both_workers_from_spawn(run: Finished) -> None:
+    (record,) = run.records("peak_rss")
+    for side in ("worker", "baseline"):
+        assert_has(record, f"{side}.rss_peak_mb", f"{side}.rss_ready_mb", f"{side}.load")
+        assert record[side]["samples"] > 0
+        assert record[side]["rss_peak_mb"] >= record[side]["rss_ready_mb"] > 0
+    assert set(record["worker"]["load"]) == {"sentiment", "nli", "gpt2"}
+    assert_has(record, "models_delta_peak_mb", "worker.rss_peak_main_process_mb")
