@@ -25,6 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
     wanted = {marker.args[0] for item in session.items for marker in item.iter_markers("smoke_run")}
     for name in sorted(wanted - set(_RUNS)):
         module, *args = COMMANDS[name]
@@ -34,6 +36,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     for run in _RUNS.values():
         run.kill()  # a run no test waited for (an interrupted session)
+        run.remove_files()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,9 @@ class SmokeRun:
         assert self.process.returncode == 0, f"{' '.join(self.argv)} failed:\n{stderr[-4000:]}"
         lines = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
         return Finished(lines, self.output, stderr)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def kill(self) -> None:
         """Kills the run and every process it started, if it is still running (services
