@@ -9,10 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench.composer
 from bench.common.paths import REPO, RESULTS_DIR
 from bench.common.quiet import Quiet
 from bench.common.results import machine_info
-from bench.composer import bentoml, graph, hop, smoke
+from bench.composer import bentoml, graph, hop, profile, smoke
 from bench.composer.run import SCENARIOS, Run
 from bench.composer.stacks import modelyard_stack
 from bench.composer.stream import stream
@@ -23,7 +24,11 @@ EXAMPLE_STACK = REPO / "examples" / "stack.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.composer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.composer",
+        description=bench.composer.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the goal levels")
     parser.add_argument("--profile", action="store_true", help="py-spy the stack (+45 s)")
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     if args.profile and not args.smoke:  # this run's folded stacks only
-        (args.output.parent / "composer-profile.json").unlink(missing_ok=True)
+        profile.RESULTS.unlink(missing_ok=True)
     machine = machine_info("torch", "transformers")
     machine["bentoml"] = bentoml.VERSION
     with tempfile.TemporaryDirectory(prefix="composer-bench-") as tmp:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import bench.controlplane
 from bench.common.paths import RESULTS_DIR
 from bench.common.quiet import Quiet
 from bench.common.results import machine_info
@@ -27,7 +28,11 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.controlplane", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.controlplane",
+        description=bench.controlplane.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {list(SCENARIOS)}"
     )

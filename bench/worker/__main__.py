@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench.worker
 from bench.common.paths import RESULTS_DIR
 from bench.common.quiet import Quiet
 from bench.common.results import machine_info
@@ -22,7 +23,11 @@ SCENARIOS = ("overhead", "batching", "rss")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.worker",
+        description=bench.worker.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),
