@@ -5,13 +5,13 @@
     modelyard drain <worker-id>      /   modelyard undrain <worker-id>
 
 The admin commands talk to a control plane at --controlplane (default: the
-MODELYARD_CONTROLPLANE_ADDRESS environment variable, else 127.0.0.1:50050).
+MODELYARD_CONTROLPLANE_ADDRESS environment variable, else the running local stack's, else
+127.0.0.1:50050).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +19,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from modelyard_cli.state import default_address
 
 console = Console()
 errors = Console(stderr=True)
@@ -29,7 +31,7 @@ ControlPlaneOption = Annotated[
 
 
 def _address(given: str | None) -> str:
-    return given or os.environ.get("MODELYARD_CONTROLPLANE_ADDRESS", "127.0.0.1:50050")
+    return given or default_address("controlplane")
 
 
 def controlplane(

@@ -6,13 +6,12 @@
     modelyard run inference-graph -i prompt="I have an idea!"
 
 Graph commands talk to a composer at --composer (default: MODELYARD_COMPOSER_ADDRESS, else
-127.0.0.1:50070).
+the running local stack's, else 127.0.0.1:50070).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from modelyard_cli.state import default_address
 
 console = Console()
 errors = Console(stderr=True)
@@ -32,7 +33,7 @@ Inputs = Annotated[
 
 
 def _address(given: str | None) -> str:
-    return given or os.environ.get("MODELYARD_COMPOSER_ADDRESS", "127.0.0.1:50070")
+    return given or default_address("composer")
 
 
 def _call(address: str | None, call: Callable[[Any], Any]) -> Any:

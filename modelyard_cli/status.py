@@ -1,0 +1,113 @@
+"""`modelyard status`: the running local stack's services and their health.
+
+Every gRPC service is asked grpc.health.v1 Check (the whole server, ""), all at once; etcd
+its /health. Exit code: 0 every service serving, 1 any other answer (or none), 2 no stack
+runs from the work folder.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Annotated
+
+import grpc
+import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, ETCD, worker_service
+from modelyard_cli.state import StackState, running_stack
+from modelyard_cli.up import DEFAULT_WORK_DIR, WorkDir
+
+SERVING = "SERVING"
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def status(
+    work_dir: WorkDir = DEFAULT_WORK_DIR,
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds to wait per check.")] = 3.0,
+) -> None:
+    """Show the local stack's services and their health: exit 0 all serving, 1 not, 2 none."""
+    state = running_stack(work_dir)
+    if state is None:
+        errors.print(
+            f"no stack is running from {work_dir}; start one with `modelyard up` "
+            "(or `modelyard up --detach` to keep this shell)"
+        )
+        raise typer.Exit(2)
+    health = check_all(state, timeout)
+    console.print(
+        f"stack {state.stack_file} (pid {state.pid}, started {state.started_at})",
+        highlight=False,
+    )
+    table = Table()
+    for column in ("service", "address", "health"):
+        table.add_column(column, no_wrap=True)
+    for service, address in services(state):
+        answer = health.get(service, "starting")
+        colour = "green" if answer == SERVING else "red"
+        table.add_row(service, address, f"[{colour}]{answer}[/{colour}]")
+    console.print(table)
+    serving = state.ready and all(answer == SERVING for answer in health.values())
+    raise typer.Exit(0 if serving else 1)
+
+
+def services(state: StackState) -> list[tuple[str, str]]:
+    """(service, address) in start-up order."""
+    listed = [(ETCD, state.etcd), (CONTROL_PLANE, state.control_plane)]
+    listed += [(worker_service(w), address) for w, address in state.workers.items()]
+    return [*listed, (COMPOSER, state.composer)]
+
+
+def check_all(state: StackState, timeout: float) -> dict[str, str]:
+    """Each service's answer (SERVING, NOT_SERVING, ..., or why there was none), by name;
+    services without an address yet are left out."""
+    answers = {ETCD: etcd_health(state.etcd, timeout)} if state.etcd else {}
+    channels = []
+    pending = {}
+    try:
+        for service, address in services(state)[1:]:
+            if not address:
+                continue
+            channel = grpc.insecure_channel(address)
+            channels.append(channel)
+            stub = health_pb2_grpc.HealthStub(channel)
+            pending[service] = stub.Check.future(health_pb2.HealthCheckRequest(), timeout=timeout)
+        for service, call in pending.items():
+            answers[service] = _answer(call)
+    finally:
+        for channel in channels:
+            channel.close()
+    return answers
+
+
+def _answer(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str:
+    try:
+        reply = call.result()
+    except grpc.RpcError as error:
+        code = error.code()
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return "unreachable"
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "no answer"
+        return code.name
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def etcd_health(address: str, timeout: float) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{address}/health", timeout=timeout) as reply:
+            healthy = json.loads(reply.read()).get("health") == "true"
+    except OSError:
+        return "unreachable"
+    except ValueError:
+        return "unreadable /health"
+    return SERVING if healthy else "NOT_SERVING"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
