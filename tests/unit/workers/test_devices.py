@@ -4,6 +4,8 @@ what `modelyard worker --describe` prints; the host's devices are faked through 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -81,3 +83,17 @@ def _two_cell_rows(output: str) -> list[tuple[str, str]]:
         if len(cells) == 2 and cells != ["tag", "value"]:
             rows.append((cells[0], cells[1]))
     return rows
+
+
+def test_a_cpu_host_resolves_devices_without_loading_torch() -> None:
+    # in a fresh interpreter: this test process has imported torch long ago
+    code = (
+        "import sys; from workers.devices import resolve_device, worker_tags;"
+        "print(resolve_device('auto'), resolve_device('cpu'), worker_tags(['auto'], {})['device'],"
+        " 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    if os.path.exists("/dev/nvidiactl"):  # a GPU host must ask torch
+        assert done.stdout.split()[0].startswith("cuda")
+    else:
+        assert done.stdout.split() == ["cpu", "cpu", "cpu", "False"]
