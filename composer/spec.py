@@ -21,25 +21,38 @@ import yaml
 from modelyard.errors import InvalidArgument
 from modelyard.graph_spec import graph_from_dict, graph_to_dict, kind_of
 from modelyard.v1 import graph_pb2 as g
+from modelyard_server.settings_file import FileProblem, read_yaml
 
 __all__ = ["dump_graph", "graph_from_dict", "graph_to_dict", "load_graph"]
 
 
 def load_graph(path: Path) -> g.Graph:
-    """Reads a graph file (.yaml, .yml or .json); errors name the file."""
+    """Reads a graph file (.yaml, .yml or .json); every error is InvalidArgument naming the
+    file, and the line for a syntax error."""
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
         raise InvalidArgument(f"{path}: graph files end in .yaml, .yml or .json")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-        if not isinstance(data, Mapping):
-            raise InvalidArgument(f"a graph file holds a mapping, got {kind_of(data)}")
+        data = _read_json(path) if suffix == ".json" else read_yaml(path)
+    except FileProblem as problem:
+        raise InvalidArgument(str(problem)) from None
+    if not isinstance(data, Mapping):
+        raise InvalidArgument(f"{path}: a graph file holds a mapping, got {kind_of(data)}")
+    try:
         return graph_from_dict(data)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise InvalidArgument(f"{path}: not valid {suffix[1:].upper()}: {error}") from None
     except InvalidArgument as error:
         raise InvalidArgument(f"{path}: {error.message}") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise FileProblem(f"{path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise FileProblem(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise FileProblem(f"{path}, line {error.lineno}: {error.msg}") from None
 
 
 def dump_graph(graph: g.Graph, fmt: Literal["yaml", "json"] = "yaml") -> str:
