@@ -1,8 +1,8 @@
 """The one signal-driven service runner that every server's `run()` uses.
 
-    start ──▶ serving ──SIGTERM/SIGINT──▶ stop (graceful) ──▶ exit 0
-      │ fails: abort ──▶ exit 1
-      └ signalled while starting (a worker loading models): cancel start, abort ──▶ exit 0
+start ──▶ serving ──SIGTERM/SIGINT──▶ stop (graceful) ──▶ exit 0
+  │ fails: abort ──▶ exit 1 (exit 2 when its port is in use: the caller's to fix)
+  └ signalled while starting (a worker loading models): cancel start, abort ──▶ exit 0
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import asyncio
 import logging
 import signal
 from typing import Protocol
+
+from modelyard_server.ports import busy_address
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,13 @@ async def run_until_signalled(service: Service, name: str) -> int:
             return 0
         if (error := startup.exception()) is not None:
             signalled.cancel()
-            log.error("%s could not start: %s", name, error)
+            busy = busy_address(error)
+            if busy is not None:
+                log.error("%s could not start: %s is already in use", name, busy)
+            else:
+                log.error("%s could not start: %s", name, error)
             await service.abort()
-            return 1
+            return 1 if busy is None else 2
         await signalled
         log.info("%s shutting down", name)
         await service.stop()
