@@ -14,19 +14,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from modelyard_cli.mistakes import fail
+from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Verbose, from_config
 from modelyard_cli.state import default_address
 
+if TYPE_CHECKING:
+    from modelyard.v1 import controlplane_pb2
+
 console = Console()
-errors = Console(stderr=True)
 
 ControlPlaneOption = Annotated[
-    str | None, typer.Option("--controlplane", help="host:port of a control plane.")
+    str | None,
+    typer.Option(
+        "--controlplane",
+        help="host:port of a control plane.",
+        show_default="$MODELYARD_CONTROLPLANE_ADDRESS, else the local stack's",
+    ),
 ]
 
 
@@ -35,69 +45,120 @@ def _address(given: str | None) -> str:
 
 
 def controlplane(
-    config: Annotated[Path | None, typer.Option(help="Control-plane config (YAML).")] = None,
-    port: Annotated[int | None, typer.Option(help="gRPC port; 0 picks a free one.")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    etcd: Annotated[
-        list[str] | None, typer.Option(help="etcd endpoint host:port (repeat for several).")
+    config: Annotated[
+        Path | None, typer.Option(help="Control-plane config (YAML); the options below win.")
     ] = None,
-    port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50050)),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
+    ] = None,
+    etcd: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="etcd endpoint host:port (repeat for several).",
+            show_default=from_config("127.0.0.1:2379"),
+        ),
+    ] = None,
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the bound port here once serving.")
+    ] = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Run a control-plane replica (several may run; one leads, elected in etcd)."""
+    """Run a control-plane replica (several may run; one leads, elected in etcd).
+
+    Example:
+
+        modelyard controlplane --etcd 127.0.0.1:2379 --port 50050
+    """
     from controlplane.server import run
     from controlplane.settings import ControlPlaneSettings
     from modelyard_cli.main import setup_logging
-    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings
+    from modelyard_cli.preflight import check_etcd, check_ports
+    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
 
-    setup_logging(False)
+    setup_logging(verbose)
     overrides = {"port": port, "host": host, "port_file": port_file}
     try:
         settings = build_settings(ControlPlaneSettings, config, overrides, etcd)
     except SETTINGS_ERRORS as error:
-        errors.print(f"[red]invalid control-plane settings:[/red] {error}")
-        raise typer.Exit(2) from None
+        fail(f"invalid control-plane settings: {settings_problem(error, ControlPlaneSettings)}")
+    check_ports(settings.host, settings.port)
+    check_etcd(settings.etcd)
     raise typer.Exit(asyncio.run(run(settings)))
 
 
 def workers(
     controlplane: ControlPlaneOption = None,
     model: Annotated[str, typer.Option(help="Only workers serving this model.")] = "",
-    selector: Annotated[str, typer.Option(help="Only workers whose tags match.")] = "",
+    selector: Annotated[
+        str, typer.Option(help="Only workers whose tags match, e.g. device=cpu,zone!=eu.")
+    ] = "",
+    verbose: Verbose = False,
 ) -> None:
-    """List registered workers: id, address, models, tags, health, load, draining."""
+    """List registered workers: id, address, models, tags, health, load, draining.
+
+    Example:
+
+        modelyard workers --model sentiment
+    """
     from modelyard.v1 import controlplane_pb2 as pb
+    from modelyard_cli.main import setup_logging
+
+    setup_logging(verbose)
 
     request = pb.ListWorkersRequest(model=model, selector=selector)
     reply = _call(controlplane, lambda stub: stub.ListWorkers(request, timeout=10))
     table = Table(
         title=f"workers (answered by {reply.replica_id}{', the leader' if reply.leader else ''})"
     )
-    for column in ("worker", "address", "models", "tags", "health", "in flight", "draining"):
-        table.add_column(column)
+    # Ids and addresses are copied into other commands: whole, on one line. The rest is
+    # one item per line and folds rather than being cut, so 80 columns lose nothing.
+    # Cells are Text, not markup: "[::1]:50051" or ":memory:" are not rich's to interpret.
+    for column in ("worker", "address"):
+        table.add_column(column, no_wrap=True)
+    for column in ("models", "tags", "state"):
+        table.add_column(column, overflow="fold")
     for worker in reply.workers:
-        models = ", ".join(
-            m.name if m.serving else f"[red]{m.name} (not serving)[/red]" for m in worker.models
+        models = Text("\n").join(
+            Text(m.name) if m.serving else Text(f"{m.name} (not serving)", style="red")
+            for m in worker.models
         )
-        tags = " ".join(f"{k}={v}" for k, v in sorted(worker.tags.items()))
-        health = "[green]reachable[/green]" if worker.reachable else "[red]unreachable[/red]"
+        tags = "\n".join(f"{k}={_tag_value(k, v)}" for k, v in sorted(worker.tags.items()))
         table.add_row(
-            worker.worker_id,
-            worker.address,
-            models,
-            tags,
-            health,
-            f"{worker.load.in_flight} (+{worker.load.queue_depth} queued)",
-            "[yellow]yes[/yellow]" if worker.draining else "no",
+            Text(worker.worker_id), Text(worker.address), models, Text(tags), _state(worker)
         )
     console.print(table)
+
+
+def _state(worker: controlplane_pb2.WorkerStatus) -> Text:
+    state = Text("reachable", "green") if worker.reachable else Text("unreachable", "red")
+    state.append(f"\n{worker.load.in_flight} in flight")
+    if worker.load.queue_depth:
+        state.append(f", {worker.load.queue_depth} queued")
+    if worker.draining:
+        state.append("\ndraining", "yellow")
+    return state
 
 
 def drain(
     worker_id: Annotated[str, typer.Argument(help="The worker to take out of service.")],
     controlplane: ControlPlaneOption = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Take a worker out of service without losing a request (it finishes in-flight calls)."""
+    """Take a worker out of service without losing a request (it finishes in-flight calls).
+
+    Example (`modelyard workers` lists the ids):
+
+        modelyard drain generators
+    """
     from modelyard.v1 import controlplane_pb2 as pb
+    from modelyard_cli.main import setup_logging
+
+    setup_logging(verbose)
 
     _call(controlplane, lambda stub: stub.DrainWorker(pb.DrainWorkerRequest(worker_id=worker_id)))
     console.print(f"worker {worker_id} is draining: no new calls; in-flight calls finish")
@@ -106,9 +167,18 @@ def drain(
 def undrain(
     worker_id: Annotated[str, typer.Argument(help="The drained worker to bring back.")],
     controlplane: ControlPlaneOption = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Bring a drained worker back into service."""
+    """Bring a drained worker back into service.
+
+    Example:
+
+        modelyard undrain generators
+    """
     from modelyard.v1 import controlplane_pb2 as pb
+    from modelyard_cli.main import setup_logging
+
+    setup_logging(verbose)
 
     request = pb.UndrainWorkerRequest(worker_id=worker_id)
     _call(controlplane, lambda stub: stub.UndrainWorker(request))
@@ -119,9 +189,23 @@ def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
     from modelyard.v1 import controlplane_pb2_grpc
     from modelyard_cli.rpc import call_service
 
-    return call_service(_address(address), controlplane_pb2_grpc.ControlPlaneStub, call)
+    return call_service(
+        _address(address),
+        controlplane_pb2_grpc.ControlPlaneStub,
+        call,
+        what="the control plane",
+        option="--controlplane",
+    )
+
+
+def _tag_value(key: str, value: str) -> str:
+    """Memory tags hold bytes (selectors compare them exactly); people read GiB."""
+    if key.endswith("memory") and value.isdigit():
+        return f"{int(value) / 2**30:.1f}GiB"
+    return value
 
 
 def register(app: typer.Typer) -> None:
-    for command in (controlplane, workers, drain, undrain):
-        app.command()(command)
+    app.command(rich_help_panel=SERVICES_PANEL)(controlplane)
+    for command in (workers, drain, undrain):
+        app.command(rich_help_panel=TOOLS_PANEL)(command)

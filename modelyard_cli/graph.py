@@ -18,15 +18,31 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from modelyard_cli.mistakes import fail
+from modelyard_cli.options import SERVICES_PANEL, STACK_PANEL, Verbose, from_config
 from modelyard_cli.state import default_address
 
 console = Console()
-errors = Console(stderr=True)
-graph_app = typer.Typer(no_args_is_help=True, help="Deploy, list, show and delete graphs.")
+graph_app = typer.Typer(
+    no_args_is_help=True,
+    help="Deploy, list, show, validate and delete graphs.\n\n"
+    "Example: modelyard graph show inference-graph --format yaml",
+)
 
-ComposerOption = Annotated[str | None, typer.Option("--composer", help="host:port of a composer.")]
+ComposerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--composer",
+        help="host:port of a composer.",
+        show_default="$MODELYARD_COMPOSER_ADDRESS, else the local stack's",
+    ),
+]
+GraphFile = Annotated[Path, typer.Argument(help="A graph file (.yaml, .yml or .json).")]
+GraphName = Annotated[str, typer.Argument(help="A deployed graph's name.")]
 Inputs = Annotated[
     list[str] | None, typer.Option("--input", "-i", help="name=value (JSON or text)")
 ]
@@ -40,131 +56,233 @@ def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
     from modelyard.v1 import composer_pb2_grpc
     from modelyard_cli.rpc import call_service
 
-    return call_service(_address(address), composer_pb2_grpc.ComposerStub, call)
+    return call_service(
+        _address(address),
+        composer_pb2_grpc.ComposerStub,
+        call,
+        what="the composer",
+        option="--composer",
+    )
 
 
 def composer(
-    config: Annotated[Path | None, typer.Option(help="Composer config (YAML).")] = None,
-    port: Annotated[int | None, typer.Option(help="gRPC port; 0 picks a free one.")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    etcd: Annotated[list[str] | None, typer.Option(help="etcd endpoint (repeatable).")] = None,
-    controlplane: Annotated[
-        list[str] | None, typer.Option(help="Control-plane address (repeatable).")
+    config: Annotated[
+        Path | None, typer.Option(help="Composer config (YAML); the options below win.")
     ] = None,
-    port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50070)),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
+    ] = None,
+    etcd: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="etcd endpoint host:port (repeat for several).",
+            show_default=from_config("127.0.0.1:2379"),
+        ),
+    ] = None,
+    controlplane: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Control-plane address (repeat for several).",
+            show_default=from_config("127.0.0.1:50050"),
+        ),
+    ] = None,
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the bound port here once serving.")
+    ] = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Run a composer replica: stores graphs (in etcd) and runs them."""
+    """Run a composer replica: stores graphs (in etcd) and runs them.
+
+    Example:
+
+        modelyard composer --etcd 127.0.0.1:2379 --controlplane 127.0.0.1:50050
+    """
     from composer.server import run
     from composer.settings import ComposerSettings
     from modelyard_cli.main import setup_logging
-    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings
+    from modelyard_cli.preflight import check_etcd, check_ports
+    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
 
-    setup_logging(False)
+    setup_logging(verbose)
     overrides = {"port": port, "host": host, "port_file": port_file, "controlplanes": controlplane}
     try:
         settings = build_settings(ComposerSettings, config, overrides, etcd)
     except SETTINGS_ERRORS as error:
-        errors.print(f"[red]invalid composer settings:[/red] {error}")
-        raise typer.Exit(2) from None
+        fail(f"invalid composer settings: {settings_problem(error, ComposerSettings)}")
+    check_ports(settings.host, settings.port)
+    check_etcd(settings.etcd)
     raise typer.Exit(asyncio.run(run(settings)))
 
 
 @graph_app.command("deploy")
-def graph_deploy(path: Path, composer: ComposerOption = None) -> None:
-    """Validate and store a graph file (YAML or JSON)."""
+def graph_deploy(
+    path: GraphFile, composer: ComposerOption = None, verbose: Verbose = False
+) -> None:
+    """Validate and store a graph file (YAML or JSON); a graph of that name is replaced.
+
+    Example:
+
+        modelyard graph deploy examples/graphs/inference-graph.yaml
+    """
     from composer.spec import load_graph
     from modelyard.v1 import composer_pb2 as pb
+    from modelyard_cli.main import setup_logging
 
+    setup_logging(verbose)
     graph = _load(load_graph, path)
     reply = _call(composer, lambda stub: stub.DeployGraph(pb.DeployGraphRequest(graph=graph)))
     for warning in reply.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"deployed graph [bold]{graph.name}[/bold] ({len(graph.nodes)} nodes)")
 
 
 @graph_app.command("validate")
-def graph_validate(path: Path, composer: ComposerOption = None) -> None:
-    """Check a graph file against the running cluster without storing it."""
+def graph_validate(
+    path: GraphFile, composer: ComposerOption = None, verbose: Verbose = False
+) -> None:
+    """Check a graph file against the running cluster without storing it (exit 1: invalid).
+
+    Example:
+
+        modelyard graph validate examples/graphs/ensemble.yaml
+    """
     from composer.spec import load_graph
     from modelyard.v1 import composer_pb2 as pb
+    from modelyard_cli.main import setup_logging
 
+    setup_logging(verbose)
     graph = _load(load_graph, path)
     reply = _call(composer, lambda stub: stub.ValidateGraph(pb.ValidateGraphRequest(graph=graph)))
     for error in reply.errors:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(error)}")
     for warning in reply.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if reply.errors:
         raise typer.Exit(1)
     console.print(f"graph {graph.name} is valid")
 
 
 @graph_app.command("list")
-def graph_list(composer: ComposerOption = None) -> None:
-    """List deployed graphs."""
-    from modelyard.v1 import composer_pb2 as pb
+def graph_list(composer: ComposerOption = None, verbose: Verbose = False) -> None:
+    """List deployed graphs.
 
+    Example:
+
+        modelyard graph list
+    """
+    from modelyard.v1 import composer_pb2 as pb
+    from modelyard_cli.main import setup_logging
+
+    setup_logging(verbose)
     reply = _call(composer, lambda stub: stub.ListGraphs(pb.ListGraphsRequest()))
     table = Table()
-    for column in ("graph", "nodes", "inputs", "outputs", "description"):
-        table.add_column(column)
+    table.add_column("graph", no_wrap=True)  # a name to copy: whole, on one line
+    for column in ("nodes", "inputs", "outputs", "description"):
+        table.add_column(column, overflow="fold")  # folded, never cut
     for graph in reply.graphs:
-        table.add_row(
+        cells = (
             graph.name,
             str(len(graph.nodes)),
             ", ".join(i.name for i in graph.inputs),
             ", ".join(sorted(graph.outputs)),
             graph.description,
         )
+        table.add_row(*map(Text, cells))  # text, not markup
     console.print(table)
 
 
 @graph_app.command("show")
 def graph_show(
-    name: str,
+    name: GraphName,
     composer: ComposerOption = None,
-    format: Annotated[str, typer.Option(help="text, yaml, mermaid or dot")] = "text",
+    format: Annotated[
+        str, typer.Option(help="text, yaml (deploys back as it is), mermaid or dot.")
+    ] = "text",
+    verbose: Verbose = False,
 ) -> None:
-    """Show a deployed graph: drawn as text, or as YAML, Mermaid or DOT."""
+    """Show a deployed graph: drawn as text, or as YAML, Mermaid or DOT.
+
+    Example (the YAML is a graph file: edit it, deploy it back):
+
+        modelyard graph show inference-graph --format yaml > graph.yaml
+    """
     from composer.drawing import draw
     from modelyard.v1 import composer_pb2 as pb
+    from modelyard_cli.main import setup_logging
 
+    setup_logging(verbose)
     reply = _call(composer, lambda stub: stub.GetGraph(pb.GetGraphRequest(name=name)))
     try:
-        console.print(draw(reply.graph, format), markup=False, highlight=False)
+        drawn = draw(reply.graph, format)
     except ValueError as error:
-        errors.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(error))
+    # as it is, not through rich: rich would wrap long lines at the terminal's width (into
+    # YAML that no longer parses) and read [brackets] as markup
+    typer.echo(drawn.rstrip("\n"))
 
 
 @graph_app.command("delete")
-def graph_delete(name: str, composer: ComposerOption = None) -> None:
-    """Delete a deployed graph."""
-    from modelyard.v1 import composer_pb2 as pb
+def graph_delete(
+    name: GraphName, composer: ComposerOption = None, verbose: Verbose = False
+) -> None:
+    """Delete a deployed graph.
 
+    Example:
+
+        modelyard graph delete inference-graph
+    """
+    from modelyard.v1 import composer_pb2 as pb
+    from modelyard_cli.main import setup_logging
+
+    setup_logging(verbose)
     _call(composer, lambda stub: stub.DeleteGraph(pb.DeleteGraphRequest(name=name)))
-    console.print(f"deleted graph {name}")
+    console.print(f"deleted graph {escape(name)}")
 
 
 def run(
-    graph: Annotated[str, typer.Argument(help="A deployed graph's name.")],
+    graph: GraphName,
     input: Inputs = None,
     composer: ComposerOption = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 120.0,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="text: node events, chunks, the result and a timeline; json: the result "
+            "only, for scripts.",
+        ),
+    ] = "text",
+    verbose: Verbose = False,
 ) -> None:
-    """Run a graph, showing node events, streamed chunks, the result and a timeline."""
-    from modelyard_cli.graph_output import print_run
-    from modelyard_cli.main import _pairs
+    """Run a graph, showing node events, streamed chunks, the result and a timeline.
 
+    Example:
+
+        modelyard run inference-graph -i prompt="I have an idea!"
+    """
+    from modelyard_cli.graph_output import print_outputs_json, print_run
+    from modelyard_cli.main import _pairs, setup_logging
+
+    setup_logging(verbose)
+    if output not in ("text", "json"):
+        fail(f"--output is text or json, got {output!r}")
     inputs = _pairs(input or [])
-    code = print_run(_address(composer), graph, inputs, console, timeout=timeout)
-    raise typer.Exit(code)
+    address = _address(composer)
+    if output == "json":
+        raise typer.Exit(print_outputs_json(address, graph, inputs, timeout=timeout))
+    raise typer.Exit(print_run(address, graph, inputs, console, timeout=timeout))
 
 
 def register(app: typer.Typer) -> None:
-    for command in (composer, run):
-        app.command()(command)
-    app.add_typer(graph_app, name="graph")
+    app.command(rich_help_panel=SERVICES_PANEL)(composer)
+    app.command(rich_help_panel=STACK_PANEL)(run)
+    app.add_typer(graph_app, name="graph", rich_help_panel=STACK_PANEL)
 
 
 def _load(loader: Callable[[Path], Any], path: Path) -> Any:
@@ -172,6 +290,5 @@ def _load(loader: Callable[[Path], Any], path: Path) -> Any:
 
     try:
         return loader(path)
-    except (ModelyardError, OSError) as error:
-        errors.print(f"[red]cannot load {path}:[/red] {getattr(error, 'message', error)}")
-        raise typer.Exit(2) from None
+    except ModelyardError as error:  # every error of load_graph names the file
+        fail(f"cannot load the graph: {error.message}")

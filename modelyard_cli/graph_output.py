@@ -1,4 +1,5 @@
-"""Client helpers for graphs: deploy files, and run a graph printing it as it goes."""
+"""Client helpers for graphs: deploy files, run a graph printing it as it goes, or print
+only its outputs as JSON (for scripts: an error goes to stderr). An error is one line."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from modelyard.composer_client import (
     Chunk,
@@ -19,6 +22,7 @@ from modelyard.composer_client import (
 )
 from modelyard.errors import ModelyardError
 from modelyard.values import jsonable
+from modelyard_cli.rpc import rpc_problem
 
 
 def deploy_files(address: str, files: Sequence[Path], console: Console) -> None:
@@ -59,9 +63,30 @@ def print_run(
                 elif isinstance(event, Result):
                     _print_result(console, event)
         except ModelyardError as error:
-            console.print(f"[red]{error.code.name}[/red]: {error.message}")
+            if streaming_node:
+                console.print()
+            console.print(f"error: {_problem(address, error)}", markup=False, highlight=False)
             return 1
     return 0
+
+
+def print_outputs_json(
+    address: str, graph: str, inputs: Mapping[str, Any], *, timeout: float = 120.0
+) -> int:
+    """Runs `graph` and prints its outputs as JSON, and nothing else, on stdout. Returns a
+    process exit code."""
+    with ComposerClient(address, timeout=timeout) as client:
+        try:
+            result = client.run(graph, inputs)
+        except ModelyardError as error:
+            typer.echo(f"error: {_problem(address, error)}", err=True)
+            return 1
+    typer.echo(json.dumps(result.outputs, default=jsonable, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _problem(address: str, error: ModelyardError) -> str:
+    return rpc_problem(error.code, error.message, address, "the composer", "--composer")
 
 
 def _print_chunk(console: Console, chunk: Chunk, streaming_node: str) -> str:
@@ -94,13 +119,14 @@ def _print_result(console: Console, result: Result) -> None:
     console.print_json(json.dumps(result.outputs, default=jsonable))
     table = Table(title="timeline")
     for column in ("node", "start (ms)", "duration (ms)", "worker", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # folded, never cut
     for timing in sorted(result.timeline, key=lambda t: t.started_at):
-        table.add_row(
+        cells = (
             timing.node,
             f"{timing.started_at * 1000:.1f}",
             f"{timing.duration * 1000:.1f}",
             ", ".join(timing.workers),
             timing.status,
         )
+        table.add_row(*map(Text, cells))  # text, not markup
     console.print(table)

@@ -1,20 +1,26 @@
-"""The `modelyard` command line.
+"""modelyard serves models over gRPC and composes them into inference graphs.
 
-modelyard worker --config worker.yaml --port 50051     serve the models of a config
-modelyard worker --config worker.yaml --describe       print its models and device tags
-modelyard models localhost:50051                       list a worker's models
-modelyard metadata localhost:50051 sentiment           describe one model
-modelyard predict localhost:50051 sentiment --input text="I love it"
-modelyard predict localhost:50051 gpt2 --input text="Hello" --stream
-modelyard demo                                         the README's main job
-modelyard controlplane --etcd 127.0.0.1:2379           run a control-plane replica
-modelyard workers [--model M]                          list registered workers
-modelyard drain <worker-id>                            (and undrain) take one out of service
+The main job is the local stack: etcd, a control plane, workers and a
+composer, serving the example graphs (examples/stack.yaml).
+
+    make demo               start it, run inference-graph once, print, stop
+    modelyard up            start it and keep it running (Ctrl-C stops it)
+    modelyard up --detach   the same in the background
+    modelyard status        its services: addresses and health
+    modelyard run inference-graph -i prompt="I have an idea!"
+    modelyard graph list    the deployed graphs (also show, deploy, delete)
+    modelyard down          stop a stack started with --detach
+
+Commands find the running local stack themselves (--composer and
+--controlplane point them elsewhere). `modelyard COMMAND --help` shows a
+command's options, their defaults and an example; --verbose shows the
+traceback of an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -24,13 +30,43 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from modelyard_cli.mistakes import Commands, fail
+from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Verbose, from_config
 
 if TYPE_CHECKING:
     from workers.settings import WorkerSettings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    cls=Commands,
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    pretty_exceptions_show_locals=False,  # a traceback must not print tokens or passwords
+)
 console = Console()
 errors = Console(stderr=True)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"modelyard {version('modelyard')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def setup_logging(verbose: bool) -> None:
@@ -41,24 +77,50 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
-@app.command()
+@app.command(rich_help_panel=SERVICES_PANEL)
 def worker(
-    config: Annotated[Path | None, typer.Option(help="Worker config (YAML).")] = None,
-    port: Annotated[int | None, typer.Option(help="gRPC port; 0 picks a free one.")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
-    strict: Annotated[bool | None, typer.Option(help="Refuse to start if a model fails.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Worker config (YAML): models, tags, etcd; the options below win."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50051)),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
+    ] = None,
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the bound port here once serving.")
+    ] = None,
+    strict: Annotated[
+        bool | None,
+        typer.Option(help="Refuse to start if a model fails.", show_default=from_config("no")),
+    ] = None,
     etcd: Annotated[
         list[str] | None,
-        typer.Option(help="Register in etcd at host:port (repeat for several members)."),
+        typer.Option(
+            help="Register in etcd at host:port (repeat for several members).",
+            show_default=from_config("none: a standalone worker"),
+        ),
     ] = None,
-    worker_id: Annotated[str | None, typer.Option(help="This worker's id in etcd.")] = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(help="This worker's id in etcd.", show_default=from_config("<host>-<port>")),
+    ] = None,
     describe: Annotated[bool, typer.Option(help="Print models and tags, then exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
-    """Serve the models of a worker config over gRPC (modelyard.v1.Predict)."""
-    from modelyard_server.settings_file import SETTINGS_ERRORS
-    from workers.settings import load_settings
+    """Serve the models of a worker config over gRPC (modelyard.v1.Predict).
+
+    Example:
+
+        modelyard worker --config examples/worker.yaml --port 50051
+    """
+    from modelyard_cli.preflight import check_etcd, check_ports
+    from modelyard_server.settings_file import SETTINGS_ERRORS, settings_problem
+    from workers.settings import WorkerSettings, load_settings, require_models
 
     setup_logging(verbose)
     overrides = {
@@ -70,12 +132,15 @@ def worker(
     }
     try:
         settings = load_settings(config, overrides, etcd)
+        require_models(settings)
     except SETTINGS_ERRORS as error:
-        errors.print(f"[red]invalid worker config:[/red] {error}")
-        raise typer.Exit(2) from None
+        fail(f"invalid worker config: {settings_problem(error, WorkerSettings)}")
     if describe:
         _describe_worker(settings)
         return
+    check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
+    if settings.etcd is not None:
+        check_etcd(settings.etcd)
     from workers.server import run
 
     raise typer.Exit(asyncio.run(run(settings)))
@@ -110,29 +175,47 @@ def _describe_worker(settings: WorkerSettings) -> None:
     console.print(tags)
 
 
-@app.command()
-def models(address: Annotated[str, typer.Argument(help="host:port of a worker")]) -> None:
-    """List a worker's models and their state."""
+@app.command(rich_help_panel=TOOLS_PANEL)
+def models(
+    address: Annotated[str, typer.Argument(help="host:port of a worker")],
+    verbose: Verbose = False,
+) -> None:
+    """List a worker's models and their state.
+
+    Example:
+
+        modelyard models 127.0.0.1:50051
+    """
+    setup_logging(verbose)
     from modelyard.client import Client
     from modelyard.v1 import predict_pb2 as pb
 
     with _ErrorsAsExit(), Client(address, timeout=10) as client:
         statuses = client.list_models()
     table = Table()
-    for column in ("name", "task", "version", "state", "reason"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)  # a name to copy: whole, on one line
+    for column in ("task", "version", "state", "reason"):
+        table.add_column(column, overflow="fold")  # folded, never cut
     for status in statuses:
         state = pb.ModelState.Name(status.state).removeprefix("MODEL_STATE_").lower()
-        table.add_row(status.name, status.task, status.version, state, status.state_reason)
+        cells = (status.name, status.task, status.version, state, status.state_reason)
+        table.add_row(*map(Text, cells))  # text, not markup
     console.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel=TOOLS_PANEL)
 def metadata(
     address: Annotated[str, typer.Argument(help="host:port of a worker")],
     model: Annotated[str, typer.Argument(help="model name")],
+    verbose: Verbose = False,
 ) -> None:
-    """Describe one model: task, signature, defaults, device, version, state (as JSON)."""
+    """Describe one model: task, signature, defaults, device, version, state (as JSON).
+
+    Example:
+
+        modelyard metadata 127.0.0.1:50051 sentiment
+    """
+    setup_logging(verbose)
     from google.protobuf.json_format import MessageToDict
 
     from modelyard.client import Client
@@ -142,7 +225,7 @@ def metadata(
     console.print_json(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
 
 
-@app.command()
+@app.command(rich_help_panel=TOOLS_PANEL)
 def predict(
     address: Annotated[str, typer.Argument(help="host:port of a worker")],
     model: Annotated[str, typer.Argument(help="model name")],
@@ -154,8 +237,15 @@ def predict(
     ] = None,
     stream: Annotated[bool, typer.Option(help="Use PredictStream and print chunks.")] = False,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 60.0,
+    verbose: Verbose = False,
 ) -> None:
-    """Call one model and print its outputs."""
+    """Call one model and print its outputs.
+
+    Example:
+
+        modelyard predict 127.0.0.1:50051 sentiment -i text="I love it"
+    """
+    setup_logging(verbose)
     from modelyard.client import Client
     from modelyard.values import jsonable
 
@@ -178,8 +268,7 @@ def _pairs(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, sep, raw = item.partition("=")
         if not sep or not name:
-            errors.print(f"[red]expected name=value, got {item!r}[/red]")
-            raise typer.Exit(2)
+            fail(f"expected name=value, got {item!r}")
         try:
             parsed[name] = json.loads(raw)
         except json.JSONDecodeError:
@@ -199,21 +288,29 @@ class _ErrorsAsExit:
         from modelyard.errors import ModelyardError
 
         if isinstance(error, ModelyardError):
-            errors.print(f"[red]{error.code.name}[/red]: {error.message}")
-            raise typer.Exit(1)
+            fail(f"{error.code.name}: {error.message}", code=1)
 
 
-@app.command()
-def demo() -> None:
-    """The main job: build demo checkpoints offline, start a worker serving several
-    models (examples/worker.yaml), call each over gRPC, print the results, stop it."""
+@app.command(rich_help_panel=TOOLS_PANEL)
+def demo(verbose: Verbose = False) -> None:
+    """One worker serving several models side by side, each called once.
+
+    Builds the demo checkpoints offline, starts a worker for examples/worker.yaml,
+    calls each model over gRPC, prints the results and stops it.
+
+    Example (what `make demo-worker` runs):
+
+        modelyard demo
+    """
     from modelyard_cli.demo import run_demo
 
-    setup_logging(False)
+    setup_logging(verbose)
     raise typer.Exit(run_demo(console))
 
 
-def main() -> None:
+@functools.cache
+def full_app() -> typer.Typer:
+    """`app` with the commands of the other modules too (registered once, on first use)."""
     from modelyard_cli import cluster as cli_cluster
     from modelyard_cli import graph as cli_graph
     from modelyard_cli import health as cli_health
@@ -225,7 +322,11 @@ def main() -> None:
     cli_up.register(app)
     cli_status.register(app)
     cli_health.register(app)
-    app()
+    return app
+
+
+def main() -> None:
+    full_app()()
 
 
 if __name__ == "__main__":
