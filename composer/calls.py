@@ -23,6 +23,7 @@ from modelyard.backoff import Backoff
 from modelyard.client import Prediction, StreamEvent
 from modelyard.clock import Clock
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
+from modelyard.times import seconds
 from modelyard.v1 import graph_pb2
 from modelyard.values import from_value
 
@@ -30,8 +31,9 @@ T = TypeVar("T")
 
 
 class Invoker(Protocol):
-    """Calls models. A result may carry a `worker` attribute (who served it), for the
-    timeline. Closing a predict_stream iterator must cancel its call."""
+    """Calls models. A result, stream event or ModelyardError may carry a `worker`
+    attribute (who served it, or failed it), for the timeline. Closing a predict_stream
+    iterator must cancel its call."""
 
     async def predict(
         self,
@@ -207,7 +209,8 @@ class Calls:
         """Makes attempts until one succeeds: up to `node.retries` more on UNAVAILABLE (while
         `may_retry()`), each within the node's timeout and the run's deadline. The invoker
         already retries on other replicas; this outer layer rides out a brief outage."""
-        limit = node.timeout_seconds if node.timeout_seconds > 0 else None
+        timeout = seconds(node.timeout)
+        limit = timeout if timeout > 0 else None
         retry = self.retry_backoff.counter(clock=self.clock)
         while True:
             left = self.run.time_left()

@@ -7,6 +7,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from modelyard.enum_names import CONDITION_OPS
 from modelyard.errors import InvalidArgument
 from modelyard.v1 import graph_pb2
 from modelyard.values import from_value
@@ -60,7 +61,7 @@ def pick_case(
     for index, case in enumerate(switch.cases):
         operand = from_value(case.when.operand) if case.when.HasField("operand") else None
         try:
-            if holds(case.when.op, value_of(case.when.value), operand):
+            if holds(CONDITION_OPS.name(case.when.op), value_of(case.when.value), operand):
                 return index, case.call
         except InvalidArgument as error:
             raise InvalidArgument(f"case {index}: {error.message}") from None

@@ -4,6 +4,7 @@ docs, and YAML (the file format)."""
 from __future__ import annotations
 
 from composer.references import Ref, Use, parse_ref, uses
+from modelyard.enum_names import AGGREGATE_METHODS, VALUE_KINDS
 from modelyard.v1 import graph_pb2
 
 _STREAMS = {
@@ -35,7 +36,7 @@ def _label(node: graph_pb2.Node, use: Use) -> str:
     if use.role == "condition":
         return "switch on"
     if use.role == "value":
-        return node.aggregate.method
+        return AGGREGATE_METHODS.name(node.aggregate.method)
     return _STREAMS.get(use.call.stream, "") if use.call is not None else ""
 
 
@@ -47,7 +48,7 @@ def _describe(node: graph_pb2.Node) -> str:
         return f"map {node.map.call.model}"
     if kind == "switch":
         return "switch"
-    return f"aggregate {node.aggregate.method}"
+    return f"aggregate {AGGREGATE_METHODS.name(node.aggregate.method)}"
 
 
 def draw(graph: graph_pb2.Graph, fmt: str = "text") -> str:
@@ -72,7 +73,7 @@ def draw(graph: graph_pb2.Graph, fmt: str = "text") -> str:
     for source, target, label in edges(graph):
         incoming.setdefault(target, []).append(source + (f" ({label})" if label else ""))
     lines = [f"graph {graph.name}" + (f" — {graph.description}" if graph.description else "")]
-    lines += [f"  input  {i.name}: {i.kind or 'any'}" for i in graph.inputs]
+    lines += [f"  input  {i.name}: {VALUE_KINDS.name(i.kind)}" for i in graph.inputs]
     for node in graph.nodes:
         flags = " (optional)" if node.optional else ""
         lines.append(f"  node   {node.name}: {_describe(node)}{flags}")

@@ -46,6 +46,7 @@ from composer.references import resolve as resolve_ref
 from composer.timeouts import timeout_on
 from modelyard.backoff import Backoff
 from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard.enum_names import AGGREGATE_METHODS
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
 from modelyard.v1 import graph_pb2
 
@@ -182,6 +183,8 @@ class _Run:
             self.values[node.name] = await self._body(node, workers)
         except ModelyardError as error:
             status, reason = ("skipped" if node.optional else "failed"), error.message
+            if error.worker and error.worker not in workers:  # who failed it, for the timeline
+                workers.append(error.worker)
             if not node.optional:
                 raise prefixed(error, f"node '{node.name}'") from error
             self.values[node.name] = None
@@ -222,7 +225,8 @@ class _Run:
         if kind == "aggregate":
             spec = node.aggregate
             values = [self.resolve(text) for text in spec.values]
-            return aggregate(spec.method, list(spec.values), values, list(spec.weights))
+            method = AGGREGATE_METHODS.name(spec.method)
+            return aggregate(method, list(spec.values), values, list(spec.weights))
         raise InvalidArgument("the node has no kind: set model, map, switch or aggregate")
 
     async def _map(self, node: graph_pb2.Node, workers: list[str]) -> dict[str, Any]:

@@ -7,11 +7,12 @@ InvalidArgument before any call."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast, get_args
+from typing import Any
 
 from composer.references import Ref, parse_ref, referenced_nodes, uses
+from modelyard.enum_names import kind_of_value_kind
 from modelyard.errors import InvalidArgument, ModelyardError, from_status
-from modelyard.signature import Field, Kind, check_value
+from modelyard.signature import Field, check_value
 from modelyard.v1 import graph_pb2
 from modelyard.values import from_value
 
@@ -26,12 +27,12 @@ def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, 
             raise InvalidArgument(f"unknown input '{name}'; graph '{graph.name}' takes: {takes}")
     checked: dict[str, Any] = {}
     for spec in graph.inputs:
-        kind = spec.kind or "any"
-        if kind not in get_args(Kind):
-            raise InvalidArgument(f"graph input '{spec.name}' has unknown kind {kind!r}")
+        kind = kind_of_value_kind(spec.kind)
+        if kind is None:
+            raise InvalidArgument(f"graph input '{spec.name}' has no known kind ({spec.kind})")
         value = given.get(spec.name)
         if spec.name in given and (value is not None or spec.required):
-            checked[spec.name] = check_value("input", Field(spec.name, cast(Kind, kind)), value)
+            checked[spec.name] = check_value("input", Field(spec.name, kind), value)
         elif spec.required:
             raise InvalidArgument(f"missing input '{spec.name}' ({kind}); graph takes: {takes}")
         else:
@@ -88,8 +89,10 @@ class Plan:
 
 
 def prefixed(error: ModelyardError, where: str) -> ModelyardError:
-    """`error` with its code, its message prefixed "<where>: "."""
-    return from_status(error.code, f"{where}: {error.message}")
+    """`error` with its code and worker, its message prefixed "<where>: "."""
+    moved = from_status(error.code, f"{where}: {error.message}")
+    moved.worker = error.worker
+    return moved
 
 
 def _is_model(node: graph_pb2.Node) -> bool:

@@ -10,6 +10,8 @@ import grpc.aio
 
 from composer.engine import Event, NodeChunk, NodeFinished, NodeStarted, RunResult
 from composer.service import ComposerService
+from modelyard.enum_names import NODE_STATUSES
+from modelyard.times import duration
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
@@ -75,10 +77,10 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
 def _timing(event: NodeFinished) -> pb.NodeTiming:
     return pb.NodeTiming(
         node=event.node,
-        started_at=event.started_at,
-        duration=event.duration,
+        start_offset=duration(event.started_at),
+        duration=duration(event.duration),
         workers=list(event.workers),
-        status=event.status,
+        status=NODE_STATUSES.value(event.status),
         reason=event.reason,
     )
 
@@ -91,7 +93,8 @@ def _run_response(result: RunResult) -> pb.RunResponse:
 
 def _event(event: Event) -> pb.RunStreamResponse:
     if isinstance(event, NodeStarted):
-        return pb.RunStreamResponse(node_started=pb.NodeStarted(node=event.node, at=event.at))
+        started = pb.NodeStarted(node=event.node, start_offset=duration(event.at))
+        return pb.RunStreamResponse(node_started=started)
     if isinstance(event, NodeFinished):
         return pb.RunStreamResponse(node_finished=_timing(event))
     message = pb.RunStreamResponse()

@@ -12,12 +12,10 @@ each model call is also checked against what the model really takes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
-from composer.aggregate import METHODS
-from composer.conditions import OPS
 from composer.references import (
     SEGMENT,
     dependencies,
@@ -26,9 +24,16 @@ from composer.references import (
     referenced_nodes,
     uses,
 )
+from modelyard.enum_names import (
+    AGGREGATE_METHODS,
+    CONDITION_OPS,
+    VALUE_KINDS,
+    kind_of_value_kind,
+)
 from modelyard.errors import InvalidArgument
 from modelyard.selectors import parse_selector
 from modelyard.signature import Field, Kind, check_value
+from modelyard.times import seconds
 from modelyard.v1 import graph_pb2 as g
 from modelyard.v1.predict_pb2 import GetModelMetadataResponse
 from modelyard.values import from_value
@@ -132,8 +137,8 @@ class _Validator:
             elif item.name in seen:
                 self.error(f"{where}: the name is used by more than one input")
             seen.add(item.name)
-            if (item.kind or "any") not in _KINDS:  # unset means any, as the engine reads it
-                self.error(f"{where}: kind '{item.kind}' is not one of {', '.join(_KINDS)}")
+            if kind_of_value_kind(item.kind) is None:
+                self.error(f"{where}: {_unnamed('kind', VALUE_KINDS.names, item.kind)}")
             if not item.HasField("default"):
                 continue
             if item.required:
@@ -159,8 +164,8 @@ class _Validator:
     def check_node(self, where: str, node: g.Node) -> None:
         for use in uses(node):
             self.check_ref(f"{where}: {use.holder}", use.text, item_ok=use.item_ok)
-        if not node.timeout_seconds >= 0:  # also catches NaN
-            self.error(f"{where}: timeout_seconds must be 0 or more, got {node.timeout_seconds}")
+        if (timeout := seconds(node.timeout)) < 0:
+            self.error(f"{where}: timeout must be 0 or more, got {timeout:g}s")
         if node.retries < 0:
             self.error(f"{where}: retries must be 0 or more, got {node.retries}")
         kind = node.WhichOneof("kind")
@@ -323,22 +328,22 @@ class _Validator:
     def check_condition(self, where: str, condition: g.Condition) -> None:
         if not condition.value:
             self.error(f"{where} condition names no value")
-        if condition.op not in OPS:
-            self.error(f"{where} op '{condition.op}' is not one of {', '.join(OPS)}")
+        if condition.op not in CONDITION_OPS:
+            self.error(f"{where} {_unnamed('op', CONDITION_OPS.names, condition.op)}")
         operand = condition.operand.WhichOneof("kind")
         if operand is None:
             self.error(f"{where} condition has no operand")
-        elif condition.op in ("in", "not in") and operand != "list_value":
-            self.error(f"{where} op '{condition.op}' needs a list operand")
+        elif condition.op in (g.CONDITION_OP_IN, g.CONDITION_OP_NOT_IN) and operand != "list_value":
+            self.error(f"{where} op '{CONDITION_OPS.name(condition.op)}' needs a list operand")
 
     def check_aggregate(self, where: str, node: g.AggregateNode) -> None:
-        if node.method not in METHODS:
-            self.error(f"{where}: method '{node.method}' is not one of {', '.join(METHODS)}")
+        if node.method not in AGGREGATE_METHODS:
+            self.error(f"{where}: {_unnamed('method', AGGREGATE_METHODS.names, node.method)}")
         if not node.values:
             self.error(f"{where}: aggregate has no values")
         if node.weights and len(node.weights) != len(node.values):
             self.error(f"{where}: {len(node.weights)} weights for {len(node.values)} values")
-        if node.weights and node.method != "weighted_average":
+        if node.weights and node.method != g.AGGREGATE_METHOD_WEIGHTED_AVERAGE:
             self.warn(f"{where}: weights are used by weighted_average only")
 
     def check_outputs(self) -> None:
@@ -361,14 +366,22 @@ def _default_problem(item: g.GraphInput) -> str:
         default = from_value(item.default)
     except InvalidArgument as error:  # a Value with no kind set, from the wire
         return f"input '{item.name}': default: {error.message}"
-    kind = item.kind or "any"
-    if default is None or kind not in _KINDS:  # null fits every kind: "not given"
+    kind = kind_of_value_kind(item.kind)
+    if default is None or kind is None:  # null fits every kind: "not given"
         return ""
     try:
         check_value("default of input", Field(item.name, kind), default)
     except InvalidArgument as error:
         return error.message
     return ""
+
+
+def _unnamed(what: str, names: Sequence[str], value: int) -> str:
+    """Why an enum field holds no value it may hold: unset, or a number no name has."""
+    listed = ", ".join(names)
+    if value == 0:
+        return f"{what} is not set (give one of {listed})"
+    return f"{what} {value} is not one of {listed}"
 
 
 def _kind_of(node: g.Node) -> str:

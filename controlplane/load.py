@@ -13,6 +13,7 @@ import grpc.aio
 from modelyard.backoff import Backoff
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Load
+from modelyard.times import duration, seconds
 from modelyard.v1 import load_pb2, load_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
 
@@ -60,7 +61,7 @@ class LoadFeedPool:
 
     async def _follow(self, worker_id: str, address: str) -> None:
         retry = self._backoff.counter(clock=self._clock)
-        request = load_pb2.WatchLoadRequest(interval_ms=self._interval_ms)
+        request = load_pb2.WatchLoadRequest(interval=duration(self._interval_ms / 1000.0))
         while True:
             try:
                 async with grpc.aio.insecure_channel(address) as channel:
@@ -68,7 +69,7 @@ class LoadFeedPool:
                     async for report in stub.WatchLoad(request):
                         retry.reset()
                         self.loads[worker_id] = Load(
-                            report.in_flight, report.queue_depth, report.latency_ms
+                            report.in_flight, report.queue_depth, seconds(report.latency) * 1000.0
                         )
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNIMPLEMENTED:

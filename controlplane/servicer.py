@@ -14,6 +14,7 @@ from controlplane.view import WorkerView
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import Unavailable
 from modelyard.selectors import parse_selector
+from modelyard.times import duration, timestamp
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
 
@@ -84,18 +85,20 @@ def _unsynced() -> Unavailable:
 
 def _load(load: Load) -> pb.Load:
     return pb.Load(
-        in_flight=load.in_flight, queue_depth=load.queue_depth, latency_ms=load.latency_ms
+        in_flight=load.in_flight,
+        queue_depth=load.queue_depth,
+        latency=duration(load.latency_ms / 1000.0),
     )
 
 
 def _worker_status(worker: WorkerView) -> pb.WorkerStatus:
     info = worker.info
-    return pb.WorkerStatus(
+    status = pb.WorkerStatus(
         worker_id=info.worker_id,
         address=info.address,
         models=[
             pb.WorkerModel(
-                name=m.name, task=m.task, version=m.version, serving=worker.serving(m.name)
+                model=m.name, task=m.task, version=m.version, serving=worker.serving(m.name)
             )
             for m in info.models
         ],
@@ -103,8 +106,10 @@ def _worker_status(worker: WorkerView) -> pb.WorkerStatus:
         reachable=worker.reachable,
         draining=worker.desired.drain,
         load=_load(worker.load),
-        started_at=info.started_at,
     )
+    if info.started_at:  # a worker that did not say when has no start time, not 1970
+        status.start_time.CopyFrom(timestamp(info.started_at))
+    return status
 
 
 def _endpoint(endpoint: Endpoint) -> pb.Endpoint:

@@ -29,7 +29,8 @@ class LinearScorer(Model):
     """
 
     task = "linear-scorer"
-    inputs = (Field("features", "tensor", "float32 vector of length 4"),)
+    # with a dtype, JSON clients (grpcurl, the command line) may send [0.5, 1, 2, 3] too
+    inputs = (Field("features", "tensor", "A vector of length 4.", dtype="float32"),)
     outputs = (Field("score", "float", "the module's output"),)
 
     def load(self, context: LoadContext) -> None:

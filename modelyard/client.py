@@ -48,6 +48,7 @@ class StreamEvent:
     index: int
     outputs: dict[str, Any]
     final: bool
+    worker: str = ""  # the replica that streams it, when a routed client chose it
 
 
 AnyRequest = TypeVar("AnyRequest", pb.PredictRequest, pb.PredictStreamRequest)
@@ -66,7 +67,7 @@ def build_request(
 
 
 def prediction_of(response: pb.PredictResponse) -> Prediction:
-    return Prediction(response.model, response.model_version, from_value_map(response.outputs))
+    return Prediction(response.model, response.version, from_value_map(response.outputs))
 
 
 def stream_event_of(message: pb.PredictStreamResponse, index: int) -> StreamEvent:

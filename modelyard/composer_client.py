@@ -28,8 +28,10 @@ import grpc
 import grpc.aio
 
 from modelyard.client import CHANNEL_OPTIONS
+from modelyard.enum_names import NODE_STATUSES
 from modelyard.errors import ModelyardError, from_status
 from modelyard.graph_spec import graph_from_dict
+from modelyard.times import seconds
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
 from modelyard.v1 import graph_pb2 as g
@@ -52,7 +54,7 @@ class NodeFinished:
     node: str
     started_at: float  # seconds since the run started
     duration: float  # seconds
-    workers: tuple[str, ...]  # the replicas that served it
+    workers: tuple[str, ...]  # the replicas that served it (failed: the one that failed it)
     status: str  # "ok", "failed", or "skipped" (an optional node failed: outputs null)
     reason: str = ""  # why it failed or was skipped
 
@@ -112,10 +114,10 @@ def build_run_request(
 def timing_of(message: pb.NodeTiming) -> NodeFinished:
     return NodeFinished(
         node=message.node,
-        started_at=message.started_at,
-        duration=message.duration,
+        started_at=seconds(message.start_offset),
+        duration=seconds(message.duration),
         workers=tuple(message.workers),
-        status=message.status,
+        status=NODE_STATUSES.name(message.status),
         reason=message.reason,
     )
 
@@ -130,7 +132,8 @@ def event_of(message: pb.RunStreamResponse) -> RunEvent | None:
     it skips as protobuf skips unknown fields."""
     kind = message.WhichOneof("event")
     if kind == "node_started":
-        return NodeStarted(message.node_started.node, message.node_started.at)
+        started = message.node_started
+        return NodeStarted(started.node, seconds(started.start_offset))
     if kind == "node_finished":
         return timing_of(message.node_finished)
     if kind == "chunk":

@@ -31,6 +31,7 @@ from modelyard.backoff import Backoff
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
+from modelyard.times import seconds
 from modelyard.v1 import controlplane_pb2 as cp
 from modelyard.v1 import controlplane_pb2_grpc
 
@@ -46,7 +47,7 @@ def endpoint_set_of(response: cp.WatchEndpointsResponse) -> EndpointSet:
             worker_id=e.worker_id,
             address=e.address,
             tags=dict(e.tags),
-            load=Load(e.load.in_flight, e.load.queue_depth, e.load.latency_ms),
+            load=Load(e.load.in_flight, e.load.queue_depth, seconds(e.load.latency) * 1000.0),
         )
         for e in response.endpoints
     )

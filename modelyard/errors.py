@@ -14,6 +14,8 @@ class ModelyardError(Exception):
     """Base of every error a caller may see. `message` is sent to the client as is."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    #: The replica that returned it, when a routed client chose one ("" otherwise).
+    worker: str = ""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -14,16 +14,27 @@ outputs, `gen1["text"]` "gen1.text", `g.item` the element inside a map. A plain 
 taken as a reference as is. Model inputs go as keyword arguments, or in `inputs=` when an
 input's name clashes with an argument (e.g. an input called "selector").
 
-The builder checks nothing: the composer does when the graph is validated, deployed or
-run (`ComposerClient.validate` reports every problem at once).
+Kinds, ops and methods go by their names in graph files ("string", "==", "majority_vote",
+or a proto name such as "CONDITION_OP_EQ"; see `modelyard.enum_names`). Apart from an
+unknown name, which raises InvalidArgument at once (the proto has no room for it), the
+builder checks nothing: the composer does when the graph is validated, deployed or run
+(`ComposerClient.validate` reports every problem at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from modelyard.graph_spec import STREAM_MODES
+from modelyard.enum_names import (
+    AGGREGATE_METHODS,
+    CONDITION_OPS,
+    STREAM_MODES,
+    VALUE_KINDS,
+    EnumNames,
+)
+from modelyard.errors import InvalidArgument
+from modelyard.times import duration
 from modelyard.v1 import graph_pb2 as g
 from modelyard.values import to_value
 
@@ -69,6 +80,7 @@ class NodeRef(ValueRef):
 Source = ValueRef | str
 Stream = Literal["chunk", "segment"] | None
 _NO_DEFAULT: Any = object()
+E = TypeVar("E", bound=int)
 
 
 class GraphBuilder:
@@ -87,7 +99,7 @@ class GraphBuilder:
         default: Any = _NO_DEFAULT,
     ) -> InputRef:
         """A graph input; like the file form, it is required unless it has a default."""
-        item = self._graph.inputs.add(name=name, kind=kind)
+        item = self._graph.inputs.add(name=name, kind=_enum(VALUE_KINDS, kind, "kind"))
         item.required = default is _NO_DEFAULT if required is None else required
         if default is not _NO_DEFAULT:
             item.default.CopyFrom(to_value(default))
@@ -155,7 +167,9 @@ class GraphBuilder:
 
     def when(self, value: Source, op: str, operand: Any) -> g.Condition:
         """A switch condition, e.g. `g.when(cls["label"], "==", "POSITIVE")`."""
-        return g.Condition(value=str(value), op=op, operand=to_value(operand))
+        return g.Condition(
+            value=str(value), op=_enum(CONDITION_OPS, op, "op"), operand=to_value(operand)
+        )
 
     def switch(
         self,
@@ -191,7 +205,7 @@ class GraphBuilder:
     ) -> NodeRef:
         """A node combining values: majority_vote, weighted_average, concat, collect or list."""
         node = self._node(name, optional, timeout, retries)
-        node.aggregate.method = method
+        node.aggregate.method = _enum(AGGREGATE_METHODS, method, "aggregate method")
         node.aggregate.values.extend(str(value) for value in values)
         node.aggregate.weights.extend(weights)
         return NodeRef(name)
@@ -205,9 +219,22 @@ class GraphBuilder:
         return graph
 
     def _node(self, name: str, optional: bool, timeout: float, retries: int) -> g.Node:
-        return self._graph.nodes.add(
-            name=name, optional=optional, timeout_seconds=timeout, retries=retries
+        """`timeout` in seconds, 0 for none."""
+        node = self._graph.nodes.add(name=name, optional=optional, retries=retries)
+        if timeout:
+            node.timeout.CopyFrom(duration(timeout))
+        return node
+
+
+def _enum(names: EnumNames[E], given: str, what: str) -> E:
+    """The enum value `given` names."""
+    found = names.parse(given)
+    if found is None:
+        raise InvalidArgument(
+            f"unknown {what} {given!r}{names.did_you_mean(given)}; "
+            f"use one of {', '.join(names.names)}"
         )
+    return found
 
 
 def _merge(inputs: Mapping[str, Source] | None, refs: Mapping[str, Source]) -> dict[str, str]:
@@ -226,7 +253,7 @@ def _call(
     segment_delimiters: str = "",
 ) -> g.ModelCall:
     call = g.ModelCall(model=model, inputs=inputs, selector=selector)
-    call.stream = STREAM_MODES[stream or "none"]
+    call.stream = STREAM_MODES.value(stream or "none")
     call.segment_delimiters = segment_delimiters
     for key, value in (parameters or {}).items():
         call.parameters[key].CopyFrom(to_value(value))

@@ -12,6 +12,7 @@ so that files (and dicts written in code) read naturally:
         model: gpt2                        # shorthand: the call's keys sit beside it
         inputs: {text: inputs.prompt}
         parameters: {max_new_tokens: 16}   # plain values, not Value messages
+        timeout: 2.5                       # seconds (or a proto duration: "2.5s")
       - name: mood                         # the nested form of a model call
         model: {model: sentiment, inputs: {text: gen.text}, stream: segment}
       - name: each                         # one call per element; `item` is the element
@@ -27,38 +28,46 @@ so that files (and dicts written in code) read naturally:
     outputs: {text: gen.text, both: both.value}
 
 `inputs` may also be the proto's list of {name, kind, required, default}. In every form
-an input is required unless it has a `default`, and `kind` defaults to "any". `stream`
-is "chunk", "segment" or "none" (or an enum name). Null means "not given" everywhere
-except `default` and a condition's `operand`, where it is the value null.
+an input is required unless it has a `default`, and `kind` defaults to "any". Enums go by
+the names in `modelyard.enum_names`: a kind "string", an op "==" (or "eq"), a method
+"majority_vote", a stream "chunk", "segment" or "none", or any enum value's proto name
+("VALUE_KIND_STRING"); files are written with the first of these. Null means "not given"
+everywhere except `default` and a condition's `operand`, where it is the value null.
 
-This module checks the shape only (unknown keys, wrong types): anything the proto can
-hold, even a graph that cannot run, parses, and the composer's validation (ValidateGraph,
-DeployGraph) then reports every problem at once, the same way for files and for graphs
-built in code. It lives in the client core, without a YAML parser, so that a client app
-can hand `ComposerClient` a dict; reading and writing the files is `composer.spec`.
+This module checks the shape only (unknown keys, wrong types, names no enum value has):
+anything the proto can hold, even a graph that cannot run, parses, and the composer's
+validation (ValidateGraph, DeployGraph) then reports every problem at once, the same way
+for files and for graphs built in code. It lives in the client core, without a YAML
+parser, so that a client app can hand `ComposerClient` a dict; reading and writing the
+files is `composer.spec`.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.duration_pb2 import Duration
+
+from modelyard.enum_names import (
+    AGGREGATE_METHODS,
+    CONDITION_OPS,
+    STREAM_MODES,
+    VALUE_KINDS,
+    EnumNames,
+)
 from modelyard.errors import InvalidArgument
+from modelyard.times import duration, seconds
 from modelyard.v1 import graph_pb2 as g
 from modelyard.v1 import value_pb2
 from modelyard.values import from_value, to_value
 
-STREAM_MODES: Mapping[str, g.StreamMode.ValueType] = {
-    "none": g.STREAM_MODE_UNSPECIFIED,
-    "chunk": g.STREAM_MODE_CHUNK,
-    "segment": g.STREAM_MODE_SEGMENT,
-}
-_STREAM_NAMES = {mode: name for name, mode in STREAM_MODES.items()}
-_STREAM_ENUM = dict(g.StreamMode.items())  # the proto JSON names, e.g. STREAM_MODE_SEGMENT
+E = TypeVar("E", bound=int)
 _KINDS = ("model", "map", "switch", "aggregate")
 _CALL_KEYS = ("model", "inputs", "parameters", "selector", "stream", "segment_delimiters")
-_NODE_KEYS = ("name", *_KINDS, "optional", "timeout_seconds", "retries")
+_NODE_KEYS = ("name", *_KINDS, "optional", "timeout", "retries")
 _INPUT_KEYS = ("kind", "required", "default")
 
 
@@ -103,7 +112,8 @@ def _inputs(raw: Any) -> list[g.GraphInput]:
 def _input(where: str, name: str, f: _Fields) -> g.GraphInput:
     has_default = "default" in f.data
     required = f.flag("required", default=not has_default)
-    item = g.GraphInput(name=name, kind=f.string("kind", default="any"), required=required)
+    kind = f.enum("kind", VALUE_KINDS, default=value_pb2.VALUE_KIND_ANY)
+    item = g.GraphInput(name=name, kind=kind, required=required)
     if has_default:
         item.default.CopyFrom(_value(where, "default", f.data["default"]))
     return item
@@ -126,12 +136,9 @@ def _node(position: int, data: Any) -> g.Node:
                     "'model: <name>' or inside the call's mapping"
                 )
     f = _Fields(where, data, _NODE_KEYS + (_CALL_KEYS[1:] if shorthand else ()))
-    node = g.Node(
-        name=f.string("name"),
-        optional=f.flag("optional"),
-        timeout_seconds=f.number("timeout_seconds"),
-        retries=f.integer("retries"),
-    )
+    node = g.Node(name=f.string("name"), optional=f.flag("optional"), retries=f.integer("retries"))
+    if timeout := f.seconds("timeout"):
+        node.timeout.CopyFrom(duration(timeout))
     kind = kinds[0] if kinds else None
     if shorthand:
         _set(node.model, _call(where, {k: data[k] for k in _CALL_KEYS if k in data}))
@@ -163,11 +170,8 @@ def _call(where: str, data: Any) -> g.ModelCall:
 def _stream(where: str, value: Any) -> g.StreamMode.ValueType:
     if value is None:
         return g.STREAM_MODE_UNSPECIFIED
-    if isinstance(value, str):
-        if value in STREAM_MODES:
-            return STREAM_MODES[value]
-        if value in _STREAM_ENUM:
-            return _STREAM_ENUM[value]
+    if isinstance(value, str) and (mode := STREAM_MODES.parse(value)) is not None:
+        return mode
     raise InvalidArgument(f"{where}: 'stream' must be chunk, segment or none, got {value!r}")
 
 
@@ -197,7 +201,8 @@ def _switch(where: str, data: Any) -> g.SwitchNode:
 
 def _condition(where: str, data: Any) -> g.Condition:
     f = _Fields(where, data, ("value", "op", "operand"))
-    condition = g.Condition(value=f.string("value"), op=f.string("op"))
+    op = f.enum("op", CONDITION_OPS, default=g.CONDITION_OP_UNSPECIFIED)
+    condition = g.Condition(value=f.string("value"), op=op)
     if "operand" in f.data:  # null is a real operand here ("== null")
         condition.operand.CopyFrom(_value(where, "operand", f.data["operand"]))
     return condition
@@ -205,7 +210,8 @@ def _condition(where: str, data: Any) -> g.Condition:
 
 def _aggregate(where: str, data: Any) -> g.AggregateNode:
     f = _Fields(where, data, ("method", "values", "weights"))
-    node = g.AggregateNode(method=f.string("method"))
+    method = f.enum("method", AGGREGATE_METHODS, default=g.AGGREGATE_METHOD_UNSPECIFIED)
+    node = g.AggregateNode(method=method)
     for i, value in enumerate(f.sequence("values")):
         if not isinstance(value, str):
             raise InvalidArgument(f"{where}: value {i} must be a reference, got {kind_of(value)}")
@@ -285,9 +291,34 @@ class _Fields:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return 0 if value is None else int(self._typed(key, ok, "an integer"))
 
-    def number(self, key: str) -> float:
+    def seconds(self, key: str) -> float:
+        """A span: a number of seconds, or a proto JSON duration such as "2.5s"."""
         value = self.get(key)
-        return 0.0 if value is None else float(self._typed(key, _is_number(value), "a number"))
+        if value is None:
+            return 0.0
+        if isinstance(value, str):
+            span = Duration()
+            try:
+                span.FromJsonString(value)
+            except ValueError:
+                pass
+            else:
+                return seconds(span)
+        ok = _is_number(value) and math.isfinite(value)
+        return float(self._typed(key, ok, 'a number of seconds (or a duration such as "2.5s")'))
+
+    def enum(self, key: str, names: EnumNames[E], *, default: E) -> E:
+        """One of an enum's values, by any of its names (see `modelyard.enum_names`)."""
+        value = self.get(key)
+        if value is None:
+            return default
+        found = names.parse(value) if isinstance(value, str) else None
+        if found is None:
+            raise InvalidArgument(
+                f"{self.where}: '{key}' must be one of {', '.join(names.names)}, "
+                f"got {kind_of(value)}{names.did_you_mean(str(value))}"
+            )
+        return found
 
     def mapping(self, key: str) -> Mapping[Any, Any]:
         value = self.get(key)
@@ -345,7 +376,7 @@ def graph_to_dict(graph: g.Graph) -> dict[str, Any]:
 
 
 def _input_to_dict(item: g.GraphInput) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": item.name, "kind": item.kind}
+    data: dict[str, Any] = {"name": item.name, "kind": VALUE_KINDS.name(item.kind)}
     has_default = item.HasField("default")
     if item.required == has_default:  # differs from what the file form assumes
         data["required"] = item.required
@@ -367,8 +398,8 @@ def _node_to_dict(node: g.Node) -> dict[str, Any]:
         data["aggregate"] = _aggregate_to_dict(node.aggregate)
     if node.optional:
         data["optional"] = True
-    if node.timeout_seconds:
-        data["timeout_seconds"] = node.timeout_seconds
+    if timeout := seconds(node.timeout):
+        data["timeout"] = timeout
     if node.retries:
         data["retries"] = node.retries
     return data
@@ -383,7 +414,7 @@ def _call_to_dict(call: g.ModelCall) -> dict[str, Any]:
     if call.selector:
         data["selector"] = call.selector
     if call.stream:
-        data["stream"] = _STREAM_NAMES.get(call.stream, call.stream)
+        data["stream"] = STREAM_MODES.name(call.stream)
     if call.segment_delimiters:
         data["segment_delimiters"] = call.segment_delimiters
     return data
@@ -403,7 +434,7 @@ def _switch_to_dict(node: g.SwitchNode) -> dict[str, Any]:
     for case in node.cases:
         item: dict[str, Any] = {}
         if case.HasField("when"):
-            item["when"] = {"value": case.when.value, "op": case.when.op}
+            item["when"] = {"value": case.when.value, "op": CONDITION_OPS.name(case.when.op)}
             if case.when.HasField("operand"):
                 item["when"]["operand"] = from_value(case.when.operand)
         if case.HasField("call"):
@@ -416,7 +447,8 @@ def _switch_to_dict(node: g.SwitchNode) -> dict[str, Any]:
 
 
 def _aggregate_to_dict(node: g.AggregateNode) -> dict[str, Any]:
-    data: dict[str, Any] = {"method": node.method, "values": list(node.values)}
+    method = AGGREGATE_METHODS.name(node.method)
+    data: dict[str, Any] = {"method": method, "values": list(node.values)}
     if node.weights:
         data["weights"] = list(node.weights)
     return data

@@ -16,6 +16,9 @@ first response message, only to a replica not tried yet for this call, at most
 first endpoint set and every attempt. A replica that refused a call is avoided by later
 calls for `eject_s` seconds, so a dead worker costs one failed attempt, not one per call.
 
+Results, stream events and errors a replica returned name it (`worker`), so callers such
+as the composer's timeline can say who served a call, or who failed it.
+
 Deadlines, ejections, idle routes, the balancer's timings and the endpoint watches all read
 one `clock` (`modelyard.clock`); gRPC enforces each attempt's share of the deadline itself.
 """
@@ -46,7 +49,13 @@ from modelyard.client import (
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoint_watch import EndpointWatcher
 from modelyard.endpoints import Endpoint, EndpointSet
-from modelyard.errors import DeadlineExceeded, InvalidArgument, Unavailable, from_status
+from modelyard.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelyardError,
+    Unavailable,
+    from_status,
+)
 from modelyard.selectors import Selector, parse_selector
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
@@ -234,12 +243,13 @@ class RoutedClient:
                 route.balancer.begin(endpoint.worker_id)
                 try:
                     async for message in call:
-                        yield stream_event_of(message, delivered)
+                        event = stream_event_of(message, delivered)
+                        yield replace(event, worker=endpoint.worker_id)
                         delivered += 1
                     return
                 except grpc.aio.AioRpcError as error:
                     if delivered:  # the caller has seen output: a retry would repeat it
-                        raise from_status(error.code(), error.details() or "") from None
+                        raise _returned_by(endpoint, error) from None
                     self._retry_or_raise(route, endpoint, error, failed)
                 finally:
                     call.cancel()  # a consumer that stops early stops the model's work
@@ -317,14 +327,16 @@ class RoutedClient:
     ) -> None:
         details = error.details() or ""
         if error.code() != grpc.StatusCode.UNAVAILABLE:
-            raise from_status(error.code(), details) from None
+            raise _returned_by(endpoint, error) from None
         failed[endpoint.worker_id] = details
         route.balancer.eject(endpoint.worker_id, self.eject_s)
         if len(failed) >= self.max_attempts:
-            raise Unavailable(
+            last = Unavailable(
                 f"model {route.balancer.model!r} unavailable after {len(failed)} attempts; "
                 f"{_reasons(failed)}"
-            ) from None
+            )
+            last.worker = endpoint.worker_id  # the others are named in the message
+            raise last from None
         log.info(
             "%s unavailable for a call to %r (%s); retrying on another replica",
             endpoint.worker_id,
@@ -344,6 +356,13 @@ class RoutedClient:
         if left <= 0:
             raise DeadlineExceeded(f"deadline exceeded calling model {model!r}")
         return left
+
+
+def _returned_by(endpoint: Endpoint, error: grpc.aio.AioRpcError) -> ModelyardError:
+    """The error a replica answered with, naming that replica."""
+    returned = from_status(error.code(), error.details() or "")
+    returned.worker = endpoint.worker_id
+    return returned
 
 
 def _reasons(failed: dict[str, str]) -> str:

@@ -3,6 +3,12 @@
 A request's inputs are checked against the model's input fields before it is queued, so a
 malformed request fails alone with INVALID_ARGUMENT that names what was expected, and never
 reaches (or spoils) a batch.
+
+Two conversions are made, both lossless: an integer for a float becomes that float, and a
+list of numbers for a tensor that declares its dtype becomes a tensor of that dtype (what
+JSON clients such as grpcurl can send), e.g.
+
+    Field("features", "tensor", "A vector of 4.", dtype="float32")   # takes [1, 2, 3, 4]
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelyard.errors import InvalidArgument
+from modelyard.values import DTYPES, tensor_from_list
 
 Kind = Literal["any", "bool", "int", "float", "string", "bytes", "list", "map", "tensor"]
 
@@ -29,6 +36,16 @@ class Field:
     element_kind: Kind = "any"
     # For parameters: the accepted values, when they are a closed set.
     choices: tuple[Any, ...] = ()
+    # For tensors: the element type (a numpy dtype name, e.g. "float32"), which a list
+    # given for it is converted to. Unset: tensors of any dtype, and no lists.
+    dtype: str = ""
+
+    def __post_init__(self) -> None:
+        # a model's own mistake: fails when its class is defined, not at its first call
+        if self.dtype and self.kind != "tensor":
+            raise ValueError(f"field '{self.name}': only tensors have a dtype")
+        if self.dtype and self.dtype not in DTYPES:
+            raise ValueError(f"field '{self.name}': dtype {self.dtype!r} is not one of {DTYPES}")
 
 
 def _is_kind(value: Any, kind: Kind) -> bool:
@@ -53,10 +70,15 @@ def _is_kind(value: Any, kind: Kind) -> bool:
             return isinstance(value, np.ndarray)
 
 
-def _describe(kind: Kind, element_kind: Kind = "any") -> str:
-    if kind == "list" and element_kind != "any":
-        return f"a list of {element_kind}s"
-    return {"any": "any value", "int": "an integer", "map": "a map"}.get(kind, f"a {kind}")
+def _describe(field: Field) -> str:
+    if field.kind == "list" and field.element_kind != "any":
+        return f"a list of {field.element_kind}s"
+    if field.dtype:
+        items = "bools" if field.dtype == "bool" else "numbers"
+        return f"a {field.dtype} tensor or a rectangular list of {items}"
+    return {"any": "any value", "int": "an integer", "map": "a map"}.get(
+        field.kind, f"a {field.kind}"
+    )
 
 
 def _type_name(value: Any) -> str:
@@ -77,17 +99,24 @@ def _type_name(value: Any) -> str:
 
 
 def check_value(what: str, field: Field, value: Any) -> Any:
-    """Checks one value against its field; returns it (ints widened to float for floats)."""
+    """Checks one value against its field; returns it, an int widened for a float, a list
+    converted for a tensor with a dtype."""
+    if field.dtype and isinstance(value, list):
+        try:
+            return tensor_from_list(value, field.dtype)
+        except ValueError as why:
+            raise InvalidArgument(
+                f"{what} '{field.name}' must be {_describe(field)}: {why}"
+            ) from None
     if not _is_kind(value, field.kind):
         raise InvalidArgument(
-            f"{what} '{field.name}' must be {_describe(field.kind, field.element_kind)}, "
-            f"got {_type_name(value)}"
+            f"{what} '{field.name}' must be {_describe(field)}, got {_type_name(value)}"
         )
     if field.kind == "list" and field.element_kind != "any":
         for i, item in enumerate(value):
             if not _is_kind(item, field.element_kind):
                 raise InvalidArgument(
-                    f"{what} '{field.name}' must be {_describe('list', field.element_kind)}; "
+                    f"{what} '{field.name}' must be {_describe(field)}; "
                     f"element {i} is {_type_name(item)}"
                 )
     if field.choices and value not in field.choices:
@@ -113,7 +142,7 @@ def check_inputs(fields: Sequence[Field], inputs: Mapping[str, Any]) -> dict[str
             checked[field.name] = check_value("input", field, inputs[field.name])
         elif field.required:
             raise InvalidArgument(
-                f"missing input '{field.name}' ({_describe(field.kind, field.element_kind)}); "
+                f"missing input '{field.name}' ({_describe(field)}); "
                 f"this model takes: {_names(fields)}"
             )
     if not known:  # a model that declares no inputs takes anything

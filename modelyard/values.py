@@ -3,6 +3,11 @@
 Python side: None, bool, int, float, str, bytes, list/tuple, dict[str, ...], and numpy
 arrays or torch tensors (returned as numpy arrays). Conversion is lossless: ints stay ints,
 tensors keep dtype and shape, and a decoded tensor is a numpy view of the wire bytes.
+
+`tensor_from_list` is the one conversion between kinds: a signature that declares a
+tensor's dtype takes a list of numbers for it (what JSON clients can send). Nothing is
+guessed: an element that is not a number of that dtype's kind, or not in its range, and a
+ragged list, are refused.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ _NUMPY_TO_DTYPE: dict[np.dtype[Any], pb.DataType.ValueType] = {
     np.dtype(np.float64): pb.DATA_TYPE_FLOAT64,
 }
 _DTYPE_TO_NUMPY = {v: k.newbyteorder("<") for k, v in _NUMPY_TO_DTYPE.items()}
+#: The numpy dtype names a tensor can have on the wire, as signatures declare them.
+DTYPES = tuple(str(dtype) for dtype in _NUMPY_TO_DTYPE)
+
+
+def data_type(dtype: str) -> pb.DataType.ValueType:
+    """The wire DataType of a numpy dtype name in `DTYPES`, e.g. "float32"."""
+    return _NUMPY_TO_DTYPE[np.dtype(dtype)]
 
 
 def to_value(obj: Any) -> pb.Value:
@@ -175,6 +187,90 @@ def _reshape(flat: np.ndarray[Any, Any], tensor: pb.Tensor) -> np.ndarray[Any, A
         # What still fails is a shape numpy cannot hold (too many dimensions, or an
         # empty tensor whose other dimensions overflow): the caller's to fix.
         raise InvalidArgument(f"tensor shape {list(shape)} is not supported: {error}") from None
+
+
+def tensor_from_list(items: list[Any], dtype: str) -> np.ndarray[Any, Any]:
+    """A nested, rectangular list as a tensor of `dtype` (a name in `DTYPES`). Integers go
+    into integer dtypes whose range holds them and into float dtypes; floats only into float
+    dtypes; bools only into bool. Raises ValueError saying which element does not fit."""
+    target = np.dtype(dtype)
+    shape = _shape_of(items)
+    leaves: list[Any] = []
+    _collect(items, shape, "", leaves)
+    fits = _LEAF_CHECKS[target.kind]
+    for index, leaf in enumerate(leaves):
+        problem = fits(leaf, target)
+        if problem:
+            raise ValueError(f"element {_position(index, shape)} {problem}")
+    return np.array(leaves, dtype=target).reshape(shape)
+
+
+def _shape_of(items: list[Any]) -> tuple[int, ...]:
+    """The shape the first element at each depth implies (the rest must agree)."""
+    shape: list[int] = []
+    probe: Any = items
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    return tuple(shape)
+
+
+def _collect(items: Any, shape: tuple[int, ...], path: str, leaves: list[Any]) -> None:
+    depth = path.count("[")
+    if depth == len(shape):
+        if isinstance(items, list):
+            raise ValueError(f"the list is ragged: element {path} is a list, not a number")
+        leaves.append(items)
+        return
+    if not isinstance(items, list):
+        got = _leaf_name(items)
+        raise ValueError(
+            f"the list is ragged: element {path} is {got}, not a list of {shape[depth]}"
+        )
+    if len(items) != shape[depth]:
+        raise ValueError(
+            f"the list is ragged: element {path} has {len(items)} elements, not {shape[depth]}"
+        )
+    for i, item in enumerate(items):
+        _collect(item, shape, f"{path}[{i}]", leaves)
+
+
+def _position(index: int, shape: tuple[int, ...]) -> str:
+    return "".join(f"[{i}]" for i in np.unravel_index(index, shape)) if shape else "[]"
+
+
+def _leaf_name(leaf: Any) -> str:
+    names = {bool: "a bool", int: "an integer", float: "a float", str: "a string", dict: "a map"}
+    return names.get(type(leaf), "null" if leaf is None else type(leaf).__name__)
+
+
+def _fits_bool(leaf: Any, target: np.dtype[Any]) -> str:
+    return "" if isinstance(leaf, bool) else f"is {_leaf_name(leaf)}, not a bool"
+
+
+def _fits_integer(leaf: Any, target: np.dtype[Any]) -> str:
+    if not isinstance(leaf, int) or isinstance(leaf, bool):
+        return f"is {_leaf_name(leaf)}, not an integer"
+    limits = np.iinfo(target)
+    return "" if limits.min <= leaf <= limits.max else f"is out of the range of {target}"
+
+
+def _fits_float(leaf: Any, target: np.dtype[Any]) -> str:
+    if not isinstance(leaf, int | float) or isinstance(leaf, bool):
+        return f"is {_leaf_name(leaf)}, not a number"
+    try:
+        number = float(leaf)
+    except OverflowError:  # an integer beyond float64
+        return f"is out of the range of {target}"
+    # a finite number that would become infinite (1e6 in float16) is not that number
+    if math.isfinite(number) and abs(number) > float(np.finfo(target).max):
+        return f"is out of the range of {target}"
+    return ""
+
+
+_LEAF_CHECKS = {"b": _fits_bool, "i": _fits_integer, "u": _fits_integer, "f": _fits_float}
 
 
 def jsonable(value: Any) -> Any:

@@ -55,7 +55,7 @@ def _show_models(console: Console, client: Client) -> None:
         table.add_column(column)
     for model in client.list_models():
         state = pb.ModelState.Name(model.state).removeprefix("MODEL_STATE_").lower()
-        table.add_row(model.name, model.task, state, model.version)
+        table.add_row(model.model, model.task, state, model.version)
     console.print(table)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc.aio
 
+from modelyard.times import duration, seconds
 from modelyard.v1 import load_pb2 as pb
 from modelyard.v1 import load_pb2_grpc
 from workers.service import Load, WorkerService
@@ -24,10 +25,11 @@ class WorkerLoadServicer(load_pb2_grpc.WorkerLoadServicer):
     async def WatchLoad(
         self, request: pb.WatchLoadRequest, context: Context
     ) -> AsyncIterator[pb.WatchLoadResponse]:
-        interval = request.interval_ms / 1000.0 if request.interval_ms > 0 else None
+        interval = seconds(request.interval)
+        feed_of = self._service.load_feed(interval if interval > 0 else None)
         # closed with this stream, however it ends (a client that goes away closes it at
         # its `yield`), so the feed stops at once rather than when it is collected
-        async with contextlib.aclosing(self._service.load_feed(interval)) as feed:
+        async with contextlib.aclosing(feed_of) as feed:
             async for load in feed:
                 yield self._report(load)
 
@@ -36,7 +38,7 @@ class WorkerLoadServicer(load_pb2_grpc.WorkerLoadServicer):
             worker_id=self._worker_id,
             in_flight=load.in_flight,
             queue_depth=load.queue_depth,
-            latency_ms=load.latency_ms,
+            latency=duration(load.latency_ms / 1000.0),
             model_in_flight=load.model_in_flight,
             draining=load.draining,
         )

@@ -12,10 +12,12 @@ from typing import Any
 
 import grpc.aio
 
-from modelyard.signature import Field, Kind
+from modelyard.enum_names import value_kind
+from modelyard.signature import Field
+from modelyard.times import duration
 from modelyard.v1 import predict_pb2 as pb
-from modelyard.v1 import predict_pb2_grpc
-from modelyard.values import fill_value_map, from_value_map
+from modelyard.v1 import predict_pb2_grpc, value_pb2
+from modelyard.values import data_type, fill_value_map, from_value_map
 from workers.registry import ModelEntry, ModelState
 from workers.service import WorkerService
 
@@ -25,17 +27,6 @@ _STATES = {
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
     ModelState.READY: pb.MODEL_STATE_READY,
     ModelState.FAILED: pb.MODEL_STATE_FAILED,
-}
-_KINDS: dict[Kind, pb.ValueKind.ValueType] = {
-    "any": pb.VALUE_KIND_UNSPECIFIED,
-    "bool": pb.VALUE_KIND_BOOL,
-    "int": pb.VALUE_KIND_INT,
-    "float": pb.VALUE_KIND_FLOAT,
-    "string": pb.VALUE_KIND_STRING,
-    "bytes": pb.VALUE_KIND_BYTES,
-    "list": pb.VALUE_KIND_LIST,
-    "map": pb.VALUE_KIND_MAP,
-    "tensor": pb.VALUE_KIND_TENSOR,
 }
 
 
@@ -74,7 +65,7 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         return pb.ListModelsResponse(
             models=[
                 pb.ModelStatus(
-                    name=e.name,
+                    model=e.name,
                     task=e.task,
                     version=e.version,
                     state=self._state(e),
@@ -91,20 +82,20 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         model = entry.model
         batching = entry.config.batching
         response = pb.GetModelMetadataResponse(
-            name=entry.name,
+            model=entry.name,
             task=entry.task,
             version=entry.version,
             source=entry.config.source or entry.config.class_path,
             device=entry.device,
             state=self._state(entry),
             state_reason=entry.reason,
-            inputs=_fields(model.inputs if model else ()),
+            inputs=_fields(model.inputs if model else (), inputs=True),
             outputs=_fields(model.outputs if model else ()),
             parameters=_fields(model.parameters if model else ()),
             streaming=bool(model and model.streaming),
             batching=pb.BatchingInfo(
                 max_batch_size=batching.max_batch_size,
-                max_wait_ms=batching.max_wait_ms,
+                max_wait=duration(batching.max_wait_ms / 1000.0),
                 max_queue_size=batching.max_queue_size,
             ),
             device_tags=self._service.tags,
@@ -119,21 +110,24 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
 
 
 def _response(entry: ModelEntry, outputs: Mapping[str, Any], request_id: str) -> pb.PredictResponse:
-    response = pb.PredictResponse(
-        model=entry.name, model_version=entry.version, request_id=request_id
-    )
+    response = pb.PredictResponse(model=entry.name, version=entry.version, request_id=request_id)
     fill_value_map(response.outputs, outputs)
     return response
 
 
-def _fields(fields: Sequence[Field]) -> list[pb.FieldSpec]:
+def _fields(fields: Sequence[Field], *, inputs: bool = False) -> list[pb.FieldSpec]:
+    """The wire form of a signature. Only inputs are ever required (outputs are not given,
+    parameters have defaults); element kinds are for lists only."""
     return [
         pb.FieldSpec(
             name=f.name,
-            kind=_KINDS[f.kind],
-            element_kind=_KINDS[f.element_kind],
-            required=f.required,
+            kind=value_kind(f.kind),
+            element_kind=value_kind(f.element_kind)
+            if f.kind == "list"
+            else value_pb2.VALUE_KIND_UNSPECIFIED,
+            required=inputs and f.required,
             description=f.description,
+            dtype=data_type(f.dtype) if f.dtype else value_pb2.DATA_TYPE_UNSPECIFIED,
         )
         for f in fields
     ]

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from modelyard.v1 import graph_pb2 as modelyard_dot_v1_dot_graph__pb2
 from modelyard.v1 import value_pb2 as modelyard_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmodelyard/v1/composer.proto\x12\x0cmodelyard.v1\x1a\x18modelyard/v1/graph.proto\x1a\x18modelyard/v1/value.proto\"\xc9\x01\n\nRunRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12$\n\x05graph\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.GraphH\x00\x12\x34\n\x06inputs\x18\x03 \x03(\x0b\x32$.modelyard.v1.RunRequest.InputsEntry\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x42\x0b\n\tgraph_ref\"\xb7\x01\n\x0bRunResponse\x12\x37\n\x07outputs\x18\x01 \x03(\x0b\x32&.modelyard.v1.RunResponse.OutputsEntry\x12*\n\x08timeline\x18\x02 \x03(\x0b\x32\x18.modelyard.v1.NodeTiming\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xd5\x01\n\x10RunStreamRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12$\n\x05graph\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.GraphH\x00\x12:\n\x06inputs\x18\x03 \x03(\x0b\x32*.modelyard.v1.RunStreamRequest.InputsEntry\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x42\x0b\n\tgraph_ref\"q\n\nNodeTiming\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\nstarted_at\x18\x02 \x01(\x01\x12\x10\n\x08\x64uration\x18\x03 \x01(\x01\x12\x0f\n\x07workers\x18\x04 \x03(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xd9\x01\n\x11RunStreamResponse\x12\x31\n\x0cnode_started\x18\x01 \x01(\x0b\x32\x19.modelyard.v1.NodeStartedH\x00\x12\x31\n\rnode_finished\x18\x02 \x01(\x0b\x32\x18.modelyard.v1.NodeTimingH\x00\x12(\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x17.modelyard.v1.NodeChunkH\x00\x12+\n\x06result\x18\x04 \x01(\x0b\x32\x19.modelyard.v1.RunResponseH\x00\x42\x07\n\x05\x65vent\"\'\n\x0bNodeStarted\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\n\n\x02\x61t\x18\x02 \x01(\x01\"\xa4\x01\n\tNodeChunk\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x35\n\x07outputs\x18\x03 \x03(\x0b\x32$.modelyard.v1.NodeChunk.OutputsEntry\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"8\n\x12\x44\x65ployGraphRequest\x12\"\n\x05graph\x18\x01 \x01(\x0b\x32\x13.modelyard.v1.Graph\"\'\n\x13\x44\x65ployGraphResponse\x12\x10\n\x08warnings\x18\x01 \x03(\t\"\x1f\n\x0fGetGraphRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetGraphResponse\x12\"\n\x05graph\x18\x01 \x01(\x0b\x32\x13.modelyard.v1.Graph\"\x13\n\x11ListGraphsRequest\"9\n\x12ListGraphsResponse\x12#\n\x06graphs\x18\x01 \x03(\x0b\x32\x13.modelyard.v1.Graph\"\"\n\x12\x44\x65leteGraphRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGraphResponse\":\n\x14ValidateGraphRequest\x12\"\n\x05graph\x18\x01 \x01(\x0b\x32\x13.modelyard.v1.Graph\"9\n\x15ValidateGraphResponse\x12\x0e\n\x06\x65rrors\x18\x01 \x03(\t\x12\x10\n\x08warnings\x18\x02 \x03(\t2\xb4\x04\n\x08\x43omposer\x12:\n\x03Run\x12\x18.modelyard.v1.RunRequest\x1a\x19.modelyard.v1.RunResponse\x12N\n\tRunStream\x12\x1e.modelyard.v1.RunStreamRequest\x1a\x1f.modelyard.v1.RunStreamResponse0\x01\x12R\n\x0b\x44\x65ployGraph\x12 .modelyard.v1.DeployGraphRequest\x1a!.modelyard.v1.DeployGraphResponse\x12I\n\x08GetGraph\x12\x1d.modelyard.v1.GetGraphRequest\x1a\x1e.modelyard.v1.GetGraphResponse\x12O\n\nListGraphs\x12\x1f.modelyard.v1.ListGraphsRequest\x1a .modelyard.v1.ListGraphsResponse\x12R\n\x0b\x44\x65leteGraph\x12 .modelyard.v1.DeleteGraphRequest\x1a!.modelyard.v1.DeleteGraphResponse\x12X\n\rValidateGraph\x12\".modelyard.v1.ValidateGraphRequest\x1a#.modelyard.v1.ValidateGraphResponseB\x97\x01\n\x10\x64\x65v.modelyard.v1B\rComposerProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmodelyard/v1/composer.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18modelyard/v1/graph.proto\x1a\x18modelyard/v1/value.proto\"\xc9\x01\n\nRunRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12$\n\x05graph\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.GraphH\x00\x12\x34\n\x06inputs\x18\x03 \x03(\x0b\x32$.modelyard.v1.RunRequest.InputsEntry\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x42\x0b\n\tgraph_ref\"\xb7\x01\n\x0bRunResponse\x12\x37\n\x07outputs\x18\x01 \x03(\x0b\x32&.modelyard.v1.RunResponse.OutputsEntry\x12*\n\x08timeline\x18\x02 \x03(\x0b\x32\x18.modelyard.v1.NodeTiming\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xd5\x01\n\x10RunStreamRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12$\n\x05graph\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.GraphH\x00\x12:\n\x06inputs\x18\x03 \x03(\x0b\x32*.modelyard.v1.RunStreamRequest.InputsEntry\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x42\x0b\n\tgraph_ref\"\xe1\x01\n\nNodeTiming\x12\x0c\n\x04node\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07workers\x18\x04 \x03(\t\x12(\n\x06status\x18\t \x01(\x0e\x32\x18.modelyard.v1.NodeStatus\x12\x0e\n\x06reason\x18\x06 \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x05\x10\x06R\nstarted_at\"\xd9\x01\n\x11RunStreamResponse\x12\x31\n\x0cnode_started\x18\x01 \x01(\x0b\x32\x19.modelyard.v1.NodeStartedH\x00\x12\x31\n\rnode_finished\x18\x02 \x01(\x0b\x32\x18.modelyard.v1.NodeTimingH\x00\x12(\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x17.modelyard.v1.NodeChunkH\x00\x12+\n\x06result\x18\x04 \x01(\x0b\x32\x19.modelyard.v1.RunResponseH\x00\x42\x07\n\x05\x65vent\"V\n\x0bNodeStarted\x12\x0c\n\x04node\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationJ\x04\x08\x02\x10\x03R\x02\x61t\"\xa4\x01\n\tNodeChunk\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x35\n\x07outputs\x18\x03 \x03(\x0b\x32$.modelyard.v1.NodeChunk.OutputsEntry\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"8\n\x12\x44\x65ployGraphRequest\x12\"\n\x05graph\x18\x01 \x01(\x0b\x32\x13.modelyard.v1.Graph\"\'\n\x13\x44\x65ployGraphResponse\x12\x10\n\x08warnings\x18\x01 \x03(\t\"\x1f\n\x0fGetGraphRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetGraphResponse\x12\"\n\x05graph\x18\x01 \x01(\x0b\x32\x13.modelyard.v1.Graph\"\x13\n\x11ListGraphsRequest\"9\n\x12ListGraphsResponse\x12#\n\x06graphs\x18\x01 \x03(\x0b\x32\x13.modelyard.v1.Graph\"\"\n\x12\x44\x65leteGraphRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGraphResponse\":\n\x14ValidateGraphRequest\x12\"\n\x05graph\x18\x01 \x01(\x0b\x32\x13.modelyard.v1.Graph\"9\n\x15ValidateGraphResponse\x12\x0e\n\x06\x65rrors\x18\x01 \x03(\t\x12\x10\n\x08warnings\x18\x02 \x03(\t*n\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eNODE_STATUS_OK\x10\x01\x12\x16\n\x12NODE_STATUS_FAILED\x10\x02\x12\x17\n\x13NODE_STATUS_SKIPPED\x10\x03\x32\xb4\x04\n\x08\x43omposer\x12:\n\x03Run\x12\x18.modelyard.v1.RunRequest\x1a\x19.modelyard.v1.RunResponse\x12N\n\tRunStream\x12\x1e.modelyard.v1.RunStreamRequest\x1a\x1f.modelyard.v1.RunStreamResponse0\x01\x12R\n\x0b\x44\x65ployGraph\x12 .modelyard.v1.DeployGraphRequest\x1a!.modelyard.v1.DeployGraphResponse\x12I\n\x08GetGraph\x12\x1d.modelyard.v1.GetGraphRequest\x1a\x1e.modelyard.v1.GetGraphResponse\x12O\n\nListGraphs\x12\x1f.modelyard.v1.ListGraphsRequest\x1a .modelyard.v1.ListGraphsResponse\x12R\n\x0b\x44\x65leteGraph\x12 .modelyard.v1.DeleteGraphRequest\x1a!.modelyard.v1.DeleteGraphResponse\x12X\n\rValidateGraph\x12\".modelyard.v1.ValidateGraphRequest\x1a#.modelyard.v1.ValidateGraphResponseB\x97\x01\n\x10\x64\x65v.modelyard.v1B\rComposerProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,48 +43,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTREAMREQUEST_INPUTSENTRY']._serialized_options = b'8\001'
   _globals['_NODECHUNK_OUTPUTSENTRY']._loaded_options = None
   _globals['_NODECHUNK_OUTPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNREQUEST']._serialized_start=98
-  _globals['_RUNREQUEST']._serialized_end=299
-  _globals['_RUNREQUEST_INPUTSENTRY']._serialized_start=220
-  _globals['_RUNREQUEST_INPUTSENTRY']._serialized_end=286
-  _globals['_RUNRESPONSE']._serialized_start=302
-  _globals['_RUNRESPONSE']._serialized_end=485
-  _globals['_RUNRESPONSE_OUTPUTSENTRY']._serialized_start=418
-  _globals['_RUNRESPONSE_OUTPUTSENTRY']._serialized_end=485
-  _globals['_RUNSTREAMREQUEST']._serialized_start=488
-  _globals['_RUNSTREAMREQUEST']._serialized_end=701
-  _globals['_RUNSTREAMREQUEST_INPUTSENTRY']._serialized_start=220
-  _globals['_RUNSTREAMREQUEST_INPUTSENTRY']._serialized_end=286
-  _globals['_NODETIMING']._serialized_start=703
-  _globals['_NODETIMING']._serialized_end=816
-  _globals['_RUNSTREAMRESPONSE']._serialized_start=819
-  _globals['_RUNSTREAMRESPONSE']._serialized_end=1036
-  _globals['_NODESTARTED']._serialized_start=1038
-  _globals['_NODESTARTED']._serialized_end=1077
-  _globals['_NODECHUNK']._serialized_start=1080
-  _globals['_NODECHUNK']._serialized_end=1244
-  _globals['_NODECHUNK_OUTPUTSENTRY']._serialized_start=418
-  _globals['_NODECHUNK_OUTPUTSENTRY']._serialized_end=485
-  _globals['_DEPLOYGRAPHREQUEST']._serialized_start=1246
-  _globals['_DEPLOYGRAPHREQUEST']._serialized_end=1302
-  _globals['_DEPLOYGRAPHRESPONSE']._serialized_start=1304
-  _globals['_DEPLOYGRAPHRESPONSE']._serialized_end=1343
-  _globals['_GETGRAPHREQUEST']._serialized_start=1345
-  _globals['_GETGRAPHREQUEST']._serialized_end=1376
-  _globals['_GETGRAPHRESPONSE']._serialized_start=1378
-  _globals['_GETGRAPHRESPONSE']._serialized_end=1432
-  _globals['_LISTGRAPHSREQUEST']._serialized_start=1434
-  _globals['_LISTGRAPHSREQUEST']._serialized_end=1453
-  _globals['_LISTGRAPHSRESPONSE']._serialized_start=1455
-  _globals['_LISTGRAPHSRESPONSE']._serialized_end=1512
-  _globals['_DELETEGRAPHREQUEST']._serialized_start=1514
-  _globals['_DELETEGRAPHREQUEST']._serialized_end=1548
-  _globals['_DELETEGRAPHRESPONSE']._serialized_start=1550
-  _globals['_DELETEGRAPHRESPONSE']._serialized_end=1571
-  _globals['_VALIDATEGRAPHREQUEST']._serialized_start=1573
-  _globals['_VALIDATEGRAPHREQUEST']._serialized_end=1631
-  _globals['_VALIDATEGRAPHRESPONSE']._serialized_start=1633
-  _globals['_VALIDATEGRAPHRESPONSE']._serialized_end=1690
-  _globals['_COMPOSER']._serialized_start=1693
-  _globals['_COMPOSER']._serialized_end=2257
+  _globals['_NODESTATUS']._serialized_start=1884
+  _globals['_NODESTATUS']._serialized_end=1994
+  _globals['_RUNREQUEST']._serialized_start=130
+  _globals['_RUNREQUEST']._serialized_end=331
+  _globals['_RUNREQUEST_INPUTSENTRY']._serialized_start=252
+  _globals['_RUNREQUEST_INPUTSENTRY']._serialized_end=318
+  _globals['_RUNRESPONSE']._serialized_start=334
+  _globals['_RUNRESPONSE']._serialized_end=517
+  _globals['_RUNRESPONSE_OUTPUTSENTRY']._serialized_start=450
+  _globals['_RUNRESPONSE_OUTPUTSENTRY']._serialized_end=517
+  _globals['_RUNSTREAMREQUEST']._serialized_start=520
+  _globals['_RUNSTREAMREQUEST']._serialized_end=733
+  _globals['_RUNSTREAMREQUEST_INPUTSENTRY']._serialized_start=252
+  _globals['_RUNSTREAMREQUEST_INPUTSENTRY']._serialized_end=318
+  _globals['_NODETIMING']._serialized_start=736
+  _globals['_NODETIMING']._serialized_end=961
+  _globals['_RUNSTREAMRESPONSE']._serialized_start=964
+  _globals['_RUNSTREAMRESPONSE']._serialized_end=1181
+  _globals['_NODESTARTED']._serialized_start=1183
+  _globals['_NODESTARTED']._serialized_end=1269
+  _globals['_NODECHUNK']._serialized_start=1272
+  _globals['_NODECHUNK']._serialized_end=1436
+  _globals['_NODECHUNK_OUTPUTSENTRY']._serialized_start=450
+  _globals['_NODECHUNK_OUTPUTSENTRY']._serialized_end=517
+  _globals['_DEPLOYGRAPHREQUEST']._serialized_start=1438
+  _globals['_DEPLOYGRAPHREQUEST']._serialized_end=1494
+  _globals['_DEPLOYGRAPHRESPONSE']._serialized_start=1496
+  _globals['_DEPLOYGRAPHRESPONSE']._serialized_end=1535
+  _globals['_GETGRAPHREQUEST']._serialized_start=1537
+  _globals['_GETGRAPHREQUEST']._serialized_end=1568
+  _globals['_GETGRAPHRESPONSE']._serialized_start=1570
+  _globals['_GETGRAPHRESPONSE']._serialized_end=1624
+  _globals['_LISTGRAPHSREQUEST']._serialized_start=1626
+  _globals['_LISTGRAPHSREQUEST']._serialized_end=1645
+  _globals['_LISTGRAPHSRESPONSE']._serialized_start=1647
+  _globals['_LISTGRAPHSRESPONSE']._serialized_end=1704
+  _globals['_DELETEGRAPHREQUEST']._serialized_start=1706
+  _globals['_DELETEGRAPHREQUEST']._serialized_end=1740
+  _globals['_DELETEGRAPHRESPONSE']._serialized_start=1742
+  _globals['_DELETEGRAPHRESPONSE']._serialized_end=1763
+  _globals['_VALIDATEGRAPHREQUEST']._serialized_start=1765
+  _globals['_VALIDATEGRAPHREQUEST']._serialized_end=1823
+  _globals['_VALIDATEGRAPHRESPONSE']._serialized_start=1825
+  _globals['_VALIDATEGRAPHRESPONSE']._serialized_end=1882
+  _globals['_COMPOSER']._serialized_start=1997
+  _globals['_COMPOSER']._serialized_end=2561
 # @@protoc_insertion_point(module_scope)

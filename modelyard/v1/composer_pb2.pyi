@@ -5,8 +5,10 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from modelyard.v1 import graph_pb2 as _graph_pb2
 from modelyard.v1 import value_pb2 as _value_pb2
 import builtins as _builtins
@@ -19,6 +21,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _NodeStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NodeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NODE_STATUS_UNSPECIFIED: _NodeStatus.ValueType  # 0
+    """Not set."""
+    NODE_STATUS_OK: _NodeStatus.ValueType  # 1
+    """It produced its outputs."""
+    NODE_STATUS_FAILED: _NodeStatus.ValueType  # 2
+    """It failed, and so did the run."""
+    NODE_STATUS_SKIPPED: _NodeStatus.ValueType  # 3
+    """An optional node failed: its outputs are null and the run went on."""
+
+class NodeStatus(_NodeStatus, metaclass=_NodeStatusEnumTypeWrapper):
+    """How a node's run ended."""
+
+NODE_STATUS_UNSPECIFIED: NodeStatus.ValueType  # 0
+"""Not set."""
+NODE_STATUS_OK: NodeStatus.ValueType  # 1
+"""It produced its outputs."""
+NODE_STATUS_FAILED: NodeStatus.ValueType  # 2
+"""It failed, and so did the run."""
+NODE_STATUS_SKIPPED: NodeStatus.ValueType  # 3
+"""An optional node failed: its outputs are null and the run went on."""
+Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
 
 @_typing.final
 class RunRequest(_message.Message):
@@ -192,38 +222,42 @@ class NodeTiming(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_FIELD_NUMBER: _builtins.int
-    STARTED_AT_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """The node's name."""
-    started_at: _builtins.float
-    """Seconds from the run's start to the node's start."""
-    duration: _builtins.float
-    """Seconds the node took."""
-    status: _builtins.str
-    """"ok", "failed", "skipped" (optional node failed: outputs null)."""
+    status: Global___NodeStatus.ValueType
+    """How it ended."""
     reason: _builtins.str
     """Why it failed or was skipped."""
     @_builtins.property
+    def start_offset(self) -> _duration_pb2.Duration:
+        """When the node started, counted from the run's start."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long the node took."""
+
+    @_builtins.property
     def workers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The worker(s) that served it."""
+        """The worker(s) that served it; for a failed node, the one that returned the error."""
 
     def __init__(
         self,
         *,
         node: _builtins.str = ...,
-        started_at: _builtins.float = ...,
-        duration: _builtins.float = ...,
+        start_offset: _duration_pb2.Duration | None = ...,
+        duration: _duration_pb2.Duration | None = ...,
         workers: _abc.Iterable[_builtins.str] | None = ...,
-        status: _builtins.str = ...,
+        status: Global___NodeStatus.ValueType = ...,
         reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "start_offset", b"start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "node", b"node", "reason", b"reason", "started_at", b"started_at", "status", b"status", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "node", b"node", "reason", b"reason", "start_offset", b"start_offset", "status", b"status", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,20 +314,22 @@ class NodeStarted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_FIELD_NUMBER: _builtins.int
-    AT_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """The node's name."""
-    at: _builtins.float
-    """Seconds from the run's start."""
+    @_builtins.property
+    def start_offset(self) -> _duration_pb2.Duration:
+        """When, counted from the run's start."""
+
     def __init__(
         self,
         *,
         node: _builtins.str = ...,
-        at: _builtins.float = ...,
+        start_offset: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_offset", b"start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "start_offset", b"start_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,9 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelyard/v1/controlplane.proto\x12\x0cmodelyard.v1\"5\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"f\n\x13ListWorkersResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.modelyard.v1.WorkerStatus\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\"K\n\x0bWorkerModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\"\x99\x02\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.modelyard.v1.WorkerModel\x12\x32\n\x04tags\x18\x04 \x03(\x0b\x32$.modelyard.v1.WorkerStatus.TagsEntry\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12 \n\x04load\x18\x07 \x01(\x0b\x32\x12.modelyard.v1.Load\x12\x12\n\nstarted_at\x18\x08 \x01(\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\x03\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x03\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"8\n\x15WatchEndpointsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"\xad\x01\n\x08\x45ndpoint\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x04tags\x18\x03 \x03(\x0b\x32 .modelyard.v1.Endpoint.TagsEntry\x12 \n\x04load\x18\x04 \x01(\x0b\x32\x12.modelyard.v1.Load\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x16WatchEndpointsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12)\n\tendpoints\x18\x03 \x03(\x0b\x32\x16.modelyard.v1.Endpoint\"\'\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x15\n\x13\x44rainWorkerResponse\")\n\x14UndrainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x17\n\x15UndrainWorkerResponse2\xef\x02\n\x0c\x43ontrolPlane\x12R\n\x0bListWorkers\x12 .modelyard.v1.ListWorkersRequest\x1a!.modelyard.v1.ListWorkersResponse\x12]\n\x0eWatchEndpoints\x12#.modelyard.v1.WatchEndpointsRequest\x1a$.modelyard.v1.WatchEndpointsResponse0\x01\x12R\n\x0b\x44rainWorker\x12 .modelyard.v1.DrainWorkerRequest\x1a!.modelyard.v1.DrainWorkerResponse\x12X\n\rUndrainWorker\x12\".modelyard.v1.UndrainWorkerRequest\x1a#.modelyard.v1.UndrainWorkerResponseB\x9b\x01\n\x10\x64\x65v.modelyard.v1B\x11\x43ontrolPlaneProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelyard/v1/controlplane.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"f\n\x13ListWorkersResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.modelyard.v1.WorkerStatus\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\"L\n\x0bWorkerModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\"\xc7\x02\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.modelyard.v1.WorkerModel\x12\x32\n\x04tags\x18\x04 \x03(\x0b\x32$.modelyard.v1.WorkerStatus.TagsEntry\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12 \n\x04load\x18\x07 \x01(\x0b\x32\x12.modelyard.v1.Load\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\tR\nstarted_at\"l\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\x03\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x03\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationJ\x04\x08\x03\x10\x04R\nlatency_ms\"8\n\x15WatchEndpointsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"\xad\x01\n\x08\x45ndpoint\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x04tags\x18\x03 \x03(\x0b\x32 .modelyard.v1.Endpoint.TagsEntry\x12 \n\x04load\x18\x04 \x01(\x0b\x32\x12.modelyard.v1.Load\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x16WatchEndpointsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12)\n\tendpoints\x18\x03 \x03(\x0b\x32\x16.modelyard.v1.Endpoint\"\'\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x15\n\x13\x44rainWorkerResponse\")\n\x14UndrainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x17\n\x15UndrainWorkerResponse2\xef\x02\n\x0c\x43ontrolPlane\x12R\n\x0bListWorkers\x12 .modelyard.v1.ListWorkersRequest\x1a!.modelyard.v1.ListWorkersResponse\x12]\n\x0eWatchEndpoints\x12#.modelyard.v1.WatchEndpointsRequest\x1a$.modelyard.v1.WatchEndpointsResponse0\x01\x12R\n\x0b\x44rainWorker\x12 .modelyard.v1.DrainWorkerRequest\x1a!.modelyard.v1.DrainWorkerResponse\x12X\n\rUndrainWorker\x12\".modelyard.v1.UndrainWorkerRequest\x1a#.modelyard.v1.UndrainWorkerResponseB\x9b\x01\n\x10\x64\x65v.modelyard.v1B\x11\x43ontrolPlaneProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,34 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERSTATUS_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_ENDPOINT_TAGSENTRY']._loaded_options = None
   _globals['_ENDPOINT_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_LISTWORKERSREQUEST']._serialized_start=49
-  _globals['_LISTWORKERSREQUEST']._serialized_end=102
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=104
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=206
-  _globals['_WORKERMODEL']._serialized_start=208
-  _globals['_WORKERMODEL']._serialized_end=283
-  _globals['_WORKERSTATUS']._serialized_start=286
-  _globals['_WORKERSTATUS']._serialized_end=567
-  _globals['_WORKERSTATUS_TAGSENTRY']._serialized_start=524
-  _globals['_WORKERSTATUS_TAGSENTRY']._serialized_end=567
-  _globals['_LOAD']._serialized_start=569
-  _globals['_LOAD']._serialized_end=635
-  _globals['_WATCHENDPOINTSREQUEST']._serialized_start=637
-  _globals['_WATCHENDPOINTSREQUEST']._serialized_end=693
-  _globals['_ENDPOINT']._serialized_start=696
-  _globals['_ENDPOINT']._serialized_end=869
-  _globals['_ENDPOINT_TAGSENTRY']._serialized_start=524
-  _globals['_ENDPOINT_TAGSENTRY']._serialized_end=567
-  _globals['_WATCHENDPOINTSRESPONSE']._serialized_start=871
-  _globals['_WATCHENDPOINTSRESPONSE']._serialized_end=970
-  _globals['_DRAINWORKERREQUEST']._serialized_start=972
-  _globals['_DRAINWORKERREQUEST']._serialized_end=1011
-  _globals['_DRAINWORKERRESPONSE']._serialized_start=1013
-  _globals['_DRAINWORKERRESPONSE']._serialized_end=1034
-  _globals['_UNDRAINWORKERREQUEST']._serialized_start=1036
-  _globals['_UNDRAINWORKERREQUEST']._serialized_end=1077
-  _globals['_UNDRAINWORKERRESPONSE']._serialized_start=1079
-  _globals['_UNDRAINWORKERRESPONSE']._serialized_end=1102
-  _globals['_CONTROLPLANE']._serialized_start=1105
-  _globals['_CONTROLPLANE']._serialized_end=1472
+  _globals['_LISTWORKERSREQUEST']._serialized_start=114
+  _globals['_LISTWORKERSREQUEST']._serialized_end=167
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=169
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=271
+  _globals['_WORKERMODEL']._serialized_start=273
+  _globals['_WORKERMODEL']._serialized_end=349
+  _globals['_WORKERSTATUS']._serialized_start=352
+  _globals['_WORKERSTATUS']._serialized_end=679
+  _globals['_WORKERSTATUS_TAGSENTRY']._serialized_start=618
+  _globals['_WORKERSTATUS_TAGSENTRY']._serialized_end=661
+  _globals['_LOAD']._serialized_start=681
+  _globals['_LOAD']._serialized_end=789
+  _globals['_WATCHENDPOINTSREQUEST']._serialized_start=791
+  _globals['_WATCHENDPOINTSREQUEST']._serialized_end=847
+  _globals['_ENDPOINT']._serialized_start=850
+  _globals['_ENDPOINT']._serialized_end=1023
+  _globals['_ENDPOINT_TAGSENTRY']._serialized_start=618
+  _globals['_ENDPOINT_TAGSENTRY']._serialized_end=661
+  _globals['_WATCHENDPOINTSRESPONSE']._serialized_start=1025
+  _globals['_WATCHENDPOINTSRESPONSE']._serialized_end=1124
+  _globals['_DRAINWORKERREQUEST']._serialized_start=1126
+  _globals['_DRAINWORKERREQUEST']._serialized_end=1165
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=1167
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=1188
+  _globals['_UNDRAINWORKERREQUEST']._serialized_start=1190
+  _globals['_UNDRAINWORKERREQUEST']._serialized_end=1231
+  _globals['_UNDRAINWORKERRESPONSE']._serialized_start=1233
+  _globals['_UNDRAINWORKERRESPONSE']._serialized_end=1256
+  _globals['_CONTROLPLANE']._serialized_start=1259
+  _globals['_CONTROLPLANE']._serialized_end=1626
 # @@protoc_insertion_point(module_scope)

@@ -5,7 +5,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -82,11 +84,11 @@ class WorkerModel(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     SERVING_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
+    model: _builtins.str
     """The model's name."""
     task: _builtins.str
     """Its task."""
@@ -97,14 +99,14 @@ class WorkerModel(_message.Message):
     def __init__(
         self,
         *,
-        name: _builtins.str = ...,
+        model: _builtins.str = ...,
         task: _builtins.str = ...,
         version: _builtins.str = ...,
         serving: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "serving", b"serving", "task", b"task", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "serving", b"serving", "task", b"task", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -143,7 +145,7 @@ class WorkerStatus(_message.Message):
     REACHABLE_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     LOAD_FIELD_NUMBER: _builtins.int
-    STARTED_AT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id."""
     address: _builtins.str
@@ -152,8 +154,6 @@ class WorkerStatus(_message.Message):
     """Whether the health prober reaches it."""
     draining: _builtins.bool
     """Whether an admin asked it to drain."""
-    started_at: _builtins.float
-    """When it registered (unix seconds)."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerModel]:
         """Its models."""
@@ -166,6 +166,10 @@ class WorkerStatus(_message.Message):
     def load(self) -> Global___Load:
         """Its last reported load."""
 
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the worker started."""
+
     def __init__(
         self,
         *,
@@ -176,11 +180,11 @@ class WorkerStatus(_message.Message):
         reachable: _builtins.bool = ...,
         draining: _builtins.bool = ...,
         load: Global___Load | None = ...,
-        started_at: _builtins.float = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["load", b"load"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["load", b"load", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "draining", b"draining", "load", b"load", "models", b"models", "reachable", b"reachable", "started_at", b"started_at", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "draining", b"draining", "load", b"load", "models", b"models", "reachable", b"reachable", "start_time", b"start_time", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,23 +198,25 @@ class Load(_message.Message):
 
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
-    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
     in_flight: _builtins.int
     """Calls accepted and not yet answered."""
     queue_depth: _builtins.int
     """Calls waiting for a batch or a model thread."""
-    latency_ms: _builtins.float
-    """Recent mean call latency in milliseconds."""
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """Recent mean call latency."""
+
     def __init__(
         self,
         *,
         in_flight: _builtins.int = ...,
         queue_depth: _builtins.int = ...,
-        latency_ms: _builtins.float = ...,
+        latency: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "latency_ms", b"latency_ms", "queue_depth", b"queue_depth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "latency", b"latency", "queue_depth", b"queue_depth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -47,6 +48,94 @@ STREAM_MODE_SEGMENT: StreamMode.ValueType  # 2
 complete, so this stage works while the upstream is still generating.
 """
 Global___StreamMode: _TypeAlias = StreamMode  # noqa: Y015
+
+class _ConditionOp:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConditionOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConditionOp.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONDITION_OP_UNSPECIFIED: _ConditionOp.ValueType  # 0
+    """Not set: invalid."""
+    CONDITION_OP_EQ: _ConditionOp.ValueType  # 1
+    """value == operand ("==" in graph files)."""
+    CONDITION_OP_NE: _ConditionOp.ValueType  # 2
+    """value != operand ("!=")."""
+    CONDITION_OP_GT: _ConditionOp.ValueType  # 3
+    """value > operand (">")."""
+    CONDITION_OP_GE: _ConditionOp.ValueType  # 4
+    """value >= operand (">=")."""
+    CONDITION_OP_LT: _ConditionOp.ValueType  # 5
+    """value < operand ("<")."""
+    CONDITION_OP_LE: _ConditionOp.ValueType  # 6
+    """value <= operand ("<=")."""
+    CONDITION_OP_IN: _ConditionOp.ValueType  # 7
+    """value is an element of the operand, a list ("in")."""
+    CONDITION_OP_NOT_IN: _ConditionOp.ValueType  # 8
+    """value is not an element of the operand, a list ("not in")."""
+
+class ConditionOp(_ConditionOp, metaclass=_ConditionOpEnumTypeWrapper):
+    """How a condition compares its value with its operand. An ordering comparison with null
+    is false rather than an error (a skipped optional node's outputs are null).
+    """
+
+CONDITION_OP_UNSPECIFIED: ConditionOp.ValueType  # 0
+"""Not set: invalid."""
+CONDITION_OP_EQ: ConditionOp.ValueType  # 1
+"""value == operand ("==" in graph files)."""
+CONDITION_OP_NE: ConditionOp.ValueType  # 2
+"""value != operand ("!=")."""
+CONDITION_OP_GT: ConditionOp.ValueType  # 3
+"""value > operand (">")."""
+CONDITION_OP_GE: ConditionOp.ValueType  # 4
+"""value >= operand (">=")."""
+CONDITION_OP_LT: ConditionOp.ValueType  # 5
+"""value < operand ("<")."""
+CONDITION_OP_LE: ConditionOp.ValueType  # 6
+"""value <= operand ("<=")."""
+CONDITION_OP_IN: ConditionOp.ValueType  # 7
+"""value is an element of the operand, a list ("in")."""
+CONDITION_OP_NOT_IN: ConditionOp.ValueType  # 8
+"""value is not an element of the operand, a list ("not in")."""
+Global___ConditionOp: _TypeAlias = ConditionOp  # noqa: Y015
+
+class _AggregateMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AggregateMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AggregateMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGGREGATE_METHOD_UNSPECIFIED: _AggregateMethod.ValueType  # 0
+    """Not set: invalid."""
+    AGGREGATE_METHOD_MAJORITY_VOTE: _AggregateMethod.ValueType  # 1
+    """The most common label (strings, or maps with a "label"): {"label", "votes"}."""
+    AGGREGATE_METHOD_WEIGHTED_AVERAGE: _AggregateMethod.ValueType  # 2
+    """The weighted mean of numbers (or maps with a "score"): {"value"}."""
+    AGGREGATE_METHOD_CONCAT: _AggregateMethod.ValueType  # 3
+    """Strings joined by newlines, or lists concatenated: {"value"}."""
+    AGGREGATE_METHOD_COLLECT: _AggregateMethod.ValueType  # 4
+    """Every value by its reference: {"value": {ref: v}}."""
+    AGGREGATE_METHOD_LIST: _AggregateMethod.ValueType  # 5
+    """The values in order: {"value": [v, ...]}, e.g. for a map node to go over."""
+
+class AggregateMethod(_AggregateMethod, metaclass=_AggregateMethodEnumTypeWrapper):
+    """How an aggregate node combines its values. A null value (a skipped optional node)
+    abstains, except in COLLECT and LIST, which keep it.
+    """
+
+AGGREGATE_METHOD_UNSPECIFIED: AggregateMethod.ValueType  # 0
+"""Not set: invalid."""
+AGGREGATE_METHOD_MAJORITY_VOTE: AggregateMethod.ValueType  # 1
+"""The most common label (strings, or maps with a "label"): {"label", "votes"}."""
+AGGREGATE_METHOD_WEIGHTED_AVERAGE: AggregateMethod.ValueType  # 2
+"""The weighted mean of numbers (or maps with a "score"): {"value"}."""
+AGGREGATE_METHOD_CONCAT: AggregateMethod.ValueType  # 3
+"""Strings joined by newlines, or lists concatenated: {"value"}."""
+AGGREGATE_METHOD_COLLECT: AggregateMethod.ValueType  # 4
+"""Every value by its reference: {"value": {ref: v}}."""
+AGGREGATE_METHOD_LIST: AggregateMethod.ValueType  # 5
+"""The values in order: {"value": [v, ...]}, e.g. for a map node to go over."""
+Global___AggregateMethod: _TypeAlias = AggregateMethod  # noqa: Y015
 
 @_typing.final
 class Graph(_message.Message):
@@ -132,8 +221,8 @@ class GraphInput(_message.Message):
     DEFAULT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Its name, referenced as "inputs.<name>"."""
-    kind: _builtins.str
-    """Its kind: "any", "bool", "int", "float", "string", "bytes", "list", "map", "tensor"."""
+    kind: _value_pb2.ValueKind.ValueType
+    """Its kind (VALUE_KIND_ANY: any; unset is invalid)."""
     required: _builtins.bool
     """Whether a run must give it."""
     @_builtins.property
@@ -144,7 +233,7 @@ class GraphInput(_message.Message):
         self,
         *,
         name: _builtins.str = ...,
-        kind: _builtins.str = ...,
+        kind: _value_pb2.ValueKind.ValueType = ...,
         required: _builtins.bool = ...,
         default: _value_pb2.Value | None = ...,
     ) -> None: ...
@@ -168,7 +257,7 @@ class Node(_message.Message):
     SWITCH_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
     OPTIONAL_FIELD_NUMBER: _builtins.int
-    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Its name, unique in the graph; referenced as "<name>" or "<name>.<field>"."""
@@ -176,8 +265,6 @@ class Node(_message.Message):
     """When set, a failure yields null outputs and an event saying why, instead of failing
     the run and cancelling its siblings.
     """
-    timeout_seconds: _builtins.float
-    """Per-attempt timeout in seconds (0: the run's deadline only)."""
     retries: _builtins.int
     """Extra attempts on UNAVAILABLE before the first response, each on another replica."""
     @_builtins.property
@@ -196,6 +283,10 @@ class Node(_message.Message):
     def aggregate(self) -> Global___AggregateNode:
         """Combines values (votes, averages, concatenation, a map)."""
 
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Per-attempt timeout (unset or zero: the run's deadline only)."""
+
     def __init__(
         self,
         *,
@@ -205,12 +296,12 @@ class Node(_message.Message):
         switch: Global___SwitchNode | None = ...,
         aggregate: Global___AggregateNode | None = ...,
         optional: _builtins.bool = ...,
-        timeout_seconds: _builtins.float = ...,
+        timeout: _duration_pb2.Duration | None = ...,
         retries: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "kind", b"kind", "map", b"map", "model", b"model", "switch", b"switch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "kind", b"kind", "map", b"map", "model", b"model", "switch", b"switch", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "kind", b"kind", "map", b"map", "model", b"model", "name", b"name", "optional", b"optional", "retries", b"retries", "switch", b"switch", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "kind", b"kind", "map", b"map", "model", b"model", "name", b"name", "optional", b"optional", "retries", b"retries", "switch", b"switch", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["model", "map", "switch", "aggregate"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
@@ -351,17 +442,17 @@ class Condition(_message.Message):
     OPERAND_FIELD_NUMBER: _builtins.int
     value: _builtins.str
     """A reference to the value tested."""
-    op: _builtins.str
-    """The comparison: "==", "!=", ">", ">=", "<", "<=", "in", "not in"."""
+    op: Global___ConditionOp.ValueType
+    """The comparison."""
     @_builtins.property
     def operand(self) -> _value_pb2.Value:
-        """What it is compared with (a list for "in")."""
+        """What it is compared with (a list for IN and NOT_IN)."""
 
     def __init__(
         self,
         *,
         value: _builtins.str = ...,
-        op: _builtins.str = ...,
+        op: Global___ConditionOp.ValueType = ...,
         operand: _value_pb2.Value | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["operand", b"operand"]  # noqa: Y015
@@ -443,23 +534,20 @@ class AggregateNode(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
-    method: _builtins.str
-    """"majority_vote" (of labels: {"label", "votes"}), "weighted_average" (of numbers:
-    {"value"}), "concat" (of strings or lists: {"value"}), "collect" ({"value": {ref: v}}),
-    "list" ({"value": [v, ...]} in order, e.g. for a map node to go over).
-    """
+    method: Global___AggregateMethod.ValueType
+    """How."""
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """References to the values combined."""
 
     @_builtins.property
     def weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """For weighted_average: one weight per value (default: equal)."""
+        """For WEIGHTED_AVERAGE: one weight per value (default: equal)."""
 
     def __init__(
         self,
         *,
-        method: _builtins.str = ...,
+        method: Global___AggregateMethod.ValueType = ...,
         values: _abc.Iterable[_builtins.str] | None = ...,
         weights: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...

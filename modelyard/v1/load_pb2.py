@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17modelyard/v1/load.proto\x12\x0cmodelyard.v1\"\'\n\x10WatchLoadRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\x05\"\xf7\x01\n\x11WatchLoadResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\x03\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\x03\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12K\n\x0fmodel_in_flight\x18\x05 \x03(\x0b\x32\x32.modelyard.v1.WatchLoadResponse.ModelInFlightEntry\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x1a\x34\n\x12ModelInFlightEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\\\n\nWorkerLoad\x12N\n\tWatchLoad\x12\x1e.modelyard.v1.WatchLoadRequest\x1a\x1f.modelyard.v1.WatchLoadResponse0\x01\x42\x93\x01\n\x10\x64\x65v.modelyard.v1B\tLoadProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17modelyard/v1/load.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\"R\n\x10WatchLoadRequest\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationJ\x04\x08\x01\x10\x02R\x0binterval_ms\"\xa1\x02\n\x11WatchLoadResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\x03\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\x03\x12*\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12K\n\x0fmodel_in_flight\x18\x05 \x03(\x0b\x32\x32.modelyard.v1.WatchLoadResponse.ModelInFlightEntry\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x1a\x34\n\x12ModelInFlightEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01J\x04\x08\x04\x10\x05R\nlatency_ms2\\\n\nWorkerLoad\x12N\n\tWatchLoad\x12\x1e.modelyard.v1.WatchLoadRequest\x1a\x1f.modelyard.v1.WatchLoadResponse0\x01\x42\x93\x01\n\x10\x64\x65v.modelyard.v1B\tLoadProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.modelyard.v1B\tLoadProtoP\001Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\242\002\003MYD\252\002\014Modelyard.V1\312\002\014Modelyard\\V1\352\002\rModelyard::V1'
   _globals['_WATCHLOADRESPONSE_MODELINFLIGHTENTRY']._loaded_options = None
   _globals['_WATCHLOADRESPONSE_MODELINFLIGHTENTRY']._serialized_options = b'8\001'
-  _globals['_WATCHLOADREQUEST']._serialized_start=41
-  _globals['_WATCHLOADREQUEST']._serialized_end=80
-  _globals['_WATCHLOADRESPONSE']._serialized_start=83
-  _globals['_WATCHLOADRESPONSE']._serialized_end=330
-  _globals['_WATCHLOADRESPONSE_MODELINFLIGHTENTRY']._serialized_start=278
-  _globals['_WATCHLOADRESPONSE_MODELINFLIGHTENTRY']._serialized_end=330
-  _globals['_WORKERLOAD']._serialized_start=332
-  _globals['_WORKERLOAD']._serialized_end=424
+  _globals['_WATCHLOADREQUEST']._serialized_start=73
+  _globals['_WATCHLOADREQUEST']._serialized_end=155
+  _globals['_WATCHLOADRESPONSE']._serialized_start=158
+  _globals['_WATCHLOADRESPONSE']._serialized_end=447
+  _globals['_WATCHLOADRESPONSE_MODELINFLIGHTENTRY']._serialized_start=377
+  _globals['_WATCHLOADRESPONSE_MODELINFLIGHTENTRY']._serialized_end=429
+  _globals['_WORKERLOAD']._serialized_start=449
+  _globals['_WORKERLOAD']._serialized_end=541
 # @@protoc_insertion_point(module_scope)

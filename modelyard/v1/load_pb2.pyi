@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -24,17 +25,21 @@ class WatchLoadRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    INTERVAL_MS_FIELD_NUMBER: _builtins.int
-    interval_ms: _builtins.int
-    """How often to send a report when nothing changes, in milliseconds (default 1000)."""
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """How often to send a report when nothing changes (unset or zero: every second; less
+        than 50 ms: every 50 ms).
+        """
+
     def __init__(
         self,
         *,
-        interval_ms: _builtins.int = ...,
+        interval: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_ms", b"interval_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -69,7 +74,7 @@ class WatchLoadResponse(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
-    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
     MODEL_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
@@ -78,10 +83,12 @@ class WatchLoadResponse(_message.Message):
     """Calls accepted and not yet answered, over all models."""
     queue_depth: _builtins.int
     """Calls waiting for a batch or a model thread, over all models."""
-    latency_ms: _builtins.float
-    """Recent mean call latency in milliseconds (exponentially weighted)."""
     draining: _builtins.bool
     """Whether the worker is draining (refusing new calls)."""
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """Recent mean call latency (exponentially weighted)."""
+
     @_builtins.property
     def model_in_flight(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Per model: calls in flight."""
@@ -92,13 +99,13 @@ class WatchLoadResponse(_message.Message):
         worker_id: _builtins.str = ...,
         in_flight: _builtins.int = ...,
         queue_depth: _builtins.int = ...,
-        latency_ms: _builtins.float = ...,
+        latency: _duration_pb2.Duration | None = ...,
         model_in_flight: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         draining: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "in_flight", b"in_flight", "latency_ms", b"latency_ms", "model_in_flight", b"model_in_flight", "queue_depth", b"queue_depth", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "in_flight", b"in_flight", "latency", b"latency", "model_in_flight", b"model_in_flight", "queue_depth", b"queue_depth", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,7 +49,7 @@ class WorkerLoadServicer:
     """
 
     def WatchLoad(self, request, context):
-        """Sends the worker's load at once, then every `interval_ms` and whenever it changes.
+        """Sends the worker's load at once, then every `interval` and whenever it changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

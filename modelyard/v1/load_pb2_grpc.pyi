@@ -36,7 +36,7 @@ class WorkerLoadStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerLoadAsyncStub: ...
     WatchLoad: _grpc.UnaryStreamMultiCallable[_load_pb2.WatchLoadRequest, _load_pb2.WatchLoadResponse]
-    """Sends the worker's load at once, then every `interval_ms` and whenever it changes."""
+    """Sends the worker's load at once, then every `interval` and whenever it changes."""
 
 @_typing.type_check_only
 class WorkerLoadAsyncStub(WorkerLoadStub):
@@ -46,7 +46,7 @@ class WorkerLoadAsyncStub(WorkerLoadStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchLoad: _aio.UnaryStreamMultiCallable[_load_pb2.WatchLoadRequest, _load_pb2.WatchLoadResponse]  # type: ignore[assignment]
-    """Sends the worker's load at once, then every `interval_ms` and whenever it changes."""
+    """Sends the worker's load at once, then every `interval` and whenever it changes."""
 
 class WorkerLoadServicer(metaclass=_abc_1.ABCMeta):
     """Served by every worker: a live feed of how busy it is. Control-plane replicas subscribe
@@ -59,6 +59,6 @@ class WorkerLoadServicer(metaclass=_abc_1.ABCMeta):
         request: _load_pb2.WatchLoadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_load_pb2.WatchLoadResponse], _abc.AsyncIterator[_load_pb2.WatchLoadResponse]]:
-        """Sends the worker's load at once, then every `interval_ms` and whenever it changes."""
+        """Sends the worker's load at once, then every `interval` and whenever it changes."""
 
 def add_WorkerLoadServicer_to_server(servicer: WorkerLoadServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

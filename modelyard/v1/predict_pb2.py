@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from modelyard.v1 import value_pb2 as modelyard_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amodelyard/v1/predict.proto\x12\x0cmodelyard.v1\x1a\x18modelyard/v1/value.proto\"\xbb\x02\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x06inputs\x18\x02 \x03(\x0b\x32(.modelyard.v1.PredictRequest.InputsEntry\x12@\n\nparameters\x18\x03 \x03(\x0b\x32,.modelyard.v1.PredictRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xcd\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12;\n\x07outputs\x18\x03 \x03(\x0b\x32*.modelyard.v1.PredictResponse.OutputsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xcd\x02\n\x14PredictStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12>\n\x06inputs\x18\x02 \x03(\x0b\x32..modelyard.v1.PredictStreamRequest.InputsEntry\x12\x46\n\nparameters\x18\x03 \x03(\x0b\x32\x32.modelyard.v1.PredictStreamRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"~\n\x15PredictStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.PredictChunkH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.modelyard.v1.PredictResponseH\x00\x42\x07\n\x05\x65vent\"\xb0\x01\n\x0cPredictChunk\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x38\n\x07outputs\x18\x02 \x03(\x0b\x32\'.modelyard.v1.PredictChunk.OutputsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.modelyard.v1.ModelStatus\"y\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x05 \x01(\t\"(\n\x17GetModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x96\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12-\n\x0c\x65lement_kind\x18\x03 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"S\n\x0c\x42\x61tchingInfo\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x02 \x01(\x01\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x05\"\x91\x05\n\x18GetModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x07 \x01(\t\x12\'\n\x06inputs\x18\x08 \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12(\n\x07outputs\x18\t \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12+\n\nparameters\x18\n \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12Y\n\x12\x64\x65\x66\x61ult_parameters\x18\x0b \x03(\x0b\x32=.modelyard.v1.GetModelMetadataResponse.DefaultParametersEntry\x12\x11\n\tstreaming\x18\x0c \x01(\x08\x12,\n\x08\x62\x61tching\x18\r \x01(\x0b\x32\x1a.modelyard.v1.BatchingInfo\x12K\n\x0b\x64\x65vice_tags\x18\x0e \x03(\x0b\x32\x36.modelyard.v1.GetModelMetadataResponse.DeviceTagsEntry\x1aM\n\x16\x44\x65\x66\x61ultParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x31\n\x0f\x44\x65viceTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_DRAINING\x10\x04*\xd3\x01\n\tValueKind\x12\x1a\n\x16VALUE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fVALUE_KIND_BOOL\x10\x01\x12\x12\n\x0eVALUE_KIND_INT\x10\x02\x12\x14\n\x10VALUE_KIND_FLOAT\x10\x03\x12\x15\n\x11VALUE_KIND_STRING\x10\x04\x12\x14\n\x10VALUE_KIND_BYTES\x10\x05\x12\x13\n\x0fVALUE_KIND_LIST\x10\x06\x12\x12\n\x0eVALUE_KIND_MAP\x10\x07\x12\x15\n\x11VALUE_KIND_TENSOR\x10\x08\x32\xe1\x02\n\x07Predict\x12\x46\n\x07Predict\x12\x1c.modelyard.v1.PredictRequest\x1a\x1d.modelyard.v1.PredictResponse\x12Z\n\rPredictStream\x12\".modelyard.v1.PredictStreamRequest\x1a#.modelyard.v1.PredictStreamResponse0\x01\x12O\n\nListModels\x12\x1f.modelyard.v1.ListModelsRequest\x1a .modelyard.v1.ListModelsResponse\x12\x61\n\x10GetModelMetadata\x12%.modelyard.v1.GetModelMetadataRequest\x1a&.modelyard.v1.GetModelMetadataResponseB\x96\x01\n\x10\x64\x65v.modelyard.v1B\x0cPredictProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amodelyard/v1/predict.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18modelyard/v1/value.proto\"\xbb\x02\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x06inputs\x18\x02 \x03(\x0b\x32(.modelyard.v1.PredictRequest.InputsEntry\x12@\n\nparameters\x18\x03 \x03(\x0b\x32,.modelyard.v1.PredictRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xc7\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12;\n\x07outputs\x18\x03 \x03(\x0b\x32*.modelyard.v1.PredictResponse.OutputsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xcd\x02\n\x14PredictStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12>\n\x06inputs\x18\x02 \x03(\x0b\x32..modelyard.v1.PredictStreamRequest.InputsEntry\x12\x46\n\nparameters\x18\x03 \x03(\x0b\x32\x32.modelyard.v1.PredictStreamRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"~\n\x15PredictStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.PredictChunkH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.modelyard.v1.PredictResponseH\x00\x42\x07\n\x05\x65vent\"\xb0\x01\n\x0cPredictChunk\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x38\n\x07outputs\x18\x02 \x03(\x0b\x32\'.modelyard.v1.PredictChunk.OutputsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.modelyard.v1.ModelStatus\"z\n\x0bModelStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x05 \x01(\t\"(\n\x17GetModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xbd\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12-\n\x0c\x65lement_kind\x18\x03 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12%\n\x05\x64type\x18\x06 \x01(\x0e\x32\x16.modelyard.v1.DataType\"~\n\x0c\x42\x61tchingInfo\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12+\n\x08max_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x05J\x04\x08\x02\x10\x03R\x0bmax_wait_ms\"\x92\x05\n\x18GetModelMetadataResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x07 \x01(\t\x12\'\n\x06inputs\x18\x08 \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12(\n\x07outputs\x18\t \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12+\n\nparameters\x18\n \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12Y\n\x12\x64\x65\x66\x61ult_parameters\x18\x0b \x03(\x0b\x32=.modelyard.v1.GetModelMetadataResponse.DefaultParametersEntry\x12\x11\n\tstreaming\x18\x0c \x01(\x08\x12,\n\x08\x62\x61tching\x18\r \x01(\x0b\x32\x1a.modelyard.v1.BatchingInfo\x12K\n\x0b\x64\x65vice_tags\x18\x0e \x03(\x0b\x32\x36.modelyard.v1.GetModelMetadataResponse.DeviceTagsEntry\x1aM\n\x16\x44\x65\x66\x61ultParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x31\n\x0f\x44\x65viceTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_DRAINING\x10\x04\x32\xe1\x02\n\x07Predict\x12\x46\n\x07Predict\x12\x1c.modelyard.v1.PredictRequest\x1a\x1d.modelyard.v1.PredictResponse\x12Z\n\rPredictStream\x12\".modelyard.v1.PredictStreamRequest\x1a#.modelyard.v1.PredictStreamResponse0\x01\x12O\n\nListModels\x12\x1f.modelyard.v1.ListModelsRequest\x1a .modelyard.v1.ListModelsResponse\x12\x61\n\x10GetModelMetadata\x12%.modelyard.v1.GetModelMetadataRequest\x1a&.modelyard.v1.GetModelMetadataResponseB\x96\x01\n\x10\x64\x65v.modelyard.v1B\x0cPredictProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,50 +50,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._loaded_options = None
   _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELSTATE']._serialized_start=2389
-  _globals['_MODELSTATE']._serialized_end=2528
-  _globals['_VALUEKIND']._serialized_start=2531
-  _globals['_VALUEKIND']._serialized_end=2742
-  _globals['_PREDICTREQUEST']._serialized_start=71
-  _globals['_PREDICTREQUEST']._serialized_end=386
-  _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_start=248
-  _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_end=314
-  _globals['_PREDICTREQUEST_PARAMETERSENTRY']._serialized_start=316
-  _globals['_PREDICTREQUEST_PARAMETERSENTRY']._serialized_end=386
-  _globals['_PREDICTRESPONSE']._serialized_start=389
-  _globals['_PREDICTRESPONSE']._serialized_end=594
-  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_start=527
-  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_end=594
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=597
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=930
-  _globals['_PREDICTSTREAMREQUEST_INPUTSENTRY']._serialized_start=248
-  _globals['_PREDICTSTREAMREQUEST_INPUTSENTRY']._serialized_end=314
-  _globals['_PREDICTSTREAMREQUEST_PARAMETERSENTRY']._serialized_start=316
-  _globals['_PREDICTSTREAMREQUEST_PARAMETERSENTRY']._serialized_end=386
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=932
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1058
-  _globals['_PREDICTCHUNK']._serialized_start=1061
-  _globals['_PREDICTCHUNK']._serialized_end=1237
-  _globals['_PREDICTCHUNK_OUTPUTSENTRY']._serialized_start=527
-  _globals['_PREDICTCHUNK_OUTPUTSENTRY']._serialized_end=594
-  _globals['_LISTMODELSREQUEST']._serialized_start=1239
-  _globals['_LISTMODELSREQUEST']._serialized_end=1258
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1260
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1323
-  _globals['_MODELSTATUS']._serialized_start=1325
-  _globals['_MODELSTATUS']._serialized_end=1446
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1448
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1488
-  _globals['_FIELDSPEC']._serialized_start=1491
-  _globals['_FIELDSPEC']._serialized_end=1641
-  _globals['_BATCHINGINFO']._serialized_start=1643
-  _globals['_BATCHINGINFO']._serialized_end=1726
-  _globals['_GETMODELMETADATARESPONSE']._serialized_start=1729
-  _globals['_GETMODELMETADATARESPONSE']._serialized_end=2386
-  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_start=2258
-  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_end=2335
-  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_start=2337
-  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_end=2386
-  _globals['_PREDICT']._serialized_start=2745
-  _globals['_PREDICT']._serialized_end=3098
+  _globals['_MODELSTATE']._serialized_start=2499
+  _globals['_MODELSTATE']._serialized_end=2638
+  _globals['_PREDICTREQUEST']._serialized_start=103
+  _globals['_PREDICTREQUEST']._serialized_end=418
+  _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_start=280
+  _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_end=346
+  _globals['_PREDICTREQUEST_PARAMETERSENTRY']._serialized_start=348
+  _globals['_PREDICTREQUEST_PARAMETERSENTRY']._serialized_end=418
+  _globals['_PREDICTRESPONSE']._serialized_start=421
+  _globals['_PREDICTRESPONSE']._serialized_end=620
+  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_start=553
+  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_end=620
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=623
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=956
+  _globals['_PREDICTSTREAMREQUEST_INPUTSENTRY']._serialized_start=280
+  _globals['_PREDICTSTREAMREQUEST_INPUTSENTRY']._serialized_end=346
+  _globals['_PREDICTSTREAMREQUEST_PARAMETERSENTRY']._serialized_start=348
+  _globals['_PREDICTSTREAMREQUEST_PARAMETERSENTRY']._serialized_end=418
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=958
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1084
+  _globals['_PREDICTCHUNK']._serialized_start=1087
+  _globals['_PREDICTCHUNK']._serialized_end=1263
+  _globals['_PREDICTCHUNK_OUTPUTSENTRY']._serialized_start=553
+  _globals['_PREDICTCHUNK_OUTPUTSENTRY']._serialized_end=620
+  _globals['_LISTMODELSREQUEST']._serialized_start=1265
+  _globals['_LISTMODELSREQUEST']._serialized_end=1284
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1286
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1349
+  _globals['_MODELSTATUS']._serialized_start=1351
+  _globals['_MODELSTATUS']._serialized_end=1473
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1475
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1515
+  _globals['_FIELDSPEC']._serialized_start=1518
+  _globals['_FIELDSPEC']._serialized_end=1707
+  _globals['_BATCHINGINFO']._serialized_start=1709
+  _globals['_BATCHINGINFO']._serialized_end=1835
+  _globals['_GETMODELMETADATARESPONSE']._serialized_start=1838
+  _globals['_GETMODELMETADATARESPONSE']._serialized_end=2496
+  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_start=2368
+  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_end=2445
+  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_start=2447
+  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_end=2496
+  _globals['_PREDICT']._serialized_start=2641
+  _globals['_PREDICT']._serialized_end=2994
 # @@protoc_insertion_point(module_scope)

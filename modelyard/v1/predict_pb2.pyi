@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -51,54 +52,6 @@ MODEL_STATE_FAILED: ModelState.ValueType  # 3
 MODEL_STATE_DRAINING: ModelState.ValueType  # 4
 """The worker drains or shuts down: no new calls are accepted."""
 Global___ModelState: _TypeAlias = ModelState  # noqa: Y015
-
-class _ValueKind:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _ValueKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueKind.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    VALUE_KIND_UNSPECIFIED: _ValueKind.ValueType  # 0
-    """Any kind."""
-    VALUE_KIND_BOOL: _ValueKind.ValueType  # 1
-    """A boolean."""
-    VALUE_KIND_INT: _ValueKind.ValueType  # 2
-    """An integer."""
-    VALUE_KIND_FLOAT: _ValueKind.ValueType  # 3
-    """A float (an integer is accepted too)."""
-    VALUE_KIND_STRING: _ValueKind.ValueType  # 4
-    """A string."""
-    VALUE_KIND_BYTES: _ValueKind.ValueType  # 5
-    """Bytes."""
-    VALUE_KIND_LIST: _ValueKind.ValueType  # 6
-    """A list (see `element_kind`)."""
-    VALUE_KIND_MAP: _ValueKind.ValueType  # 7
-    """A map."""
-    VALUE_KIND_TENSOR: _ValueKind.ValueType  # 8
-    """A tensor."""
-
-class ValueKind(_ValueKind, metaclass=_ValueKindEnumTypeWrapper):
-    """The kind of a value, for signatures."""
-
-VALUE_KIND_UNSPECIFIED: ValueKind.ValueType  # 0
-"""Any kind."""
-VALUE_KIND_BOOL: ValueKind.ValueType  # 1
-"""A boolean."""
-VALUE_KIND_INT: ValueKind.ValueType  # 2
-"""An integer."""
-VALUE_KIND_FLOAT: ValueKind.ValueType  # 3
-"""A float (an integer is accepted too)."""
-VALUE_KIND_STRING: ValueKind.ValueType  # 4
-"""A string."""
-VALUE_KIND_BYTES: ValueKind.ValueType  # 5
-"""Bytes."""
-VALUE_KIND_LIST: ValueKind.ValueType  # 6
-"""A list (see `element_kind`)."""
-VALUE_KIND_MAP: ValueKind.ValueType  # 7
-"""A map."""
-VALUE_KIND_TENSOR: ValueKind.ValueType  # 8
-"""A tensor."""
-Global___ValueKind: _TypeAlias = ValueKind  # noqa: Y015
 
 @_typing.final
 class PredictRequest(_message.Message):
@@ -208,12 +161,12 @@ class PredictResponse(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     MODEL_FIELD_NUMBER: _builtins.int
-    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model that answered."""
-    model_version: _builtins.str
+    version: _builtins.str
     """The model's version (a content hash of its weights and config unless configured)."""
     request_id: _builtins.str
     """The request's request_id."""
@@ -225,13 +178,13 @@ class PredictResponse(_message.Message):
         self,
         *,
         model: _builtins.str = ...,
-        model_version: _builtins.str = ...,
+        version: _builtins.str = ...,
         outputs: _abc.Mapping[_builtins.str, _value_pb2.Value] | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "outputs", b"outputs", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "outputs", b"outputs", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -449,12 +402,12 @@ class ModelStatus(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     STATE_REASON_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
+    model: _builtins.str
     """The model's name."""
     task: _builtins.str
     """The task it performs, e.g. "text-generation", or "custom"."""
@@ -467,7 +420,7 @@ class ModelStatus(_message.Message):
     def __init__(
         self,
         *,
-        name: _builtins.str = ...,
+        model: _builtins.str = ...,
         task: _builtins.str = ...,
         version: _builtins.str = ...,
         state: Global___ModelState.ValueType = ...,
@@ -475,7 +428,7 @@ class ModelStatus(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "state", b"state", "state_reason", b"state_reason", "task", b"task", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "state", b"state", "state_reason", b"state_reason", "task", b"task", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -514,28 +467,37 @@ class FieldSpec(_message.Message):
     ELEMENT_KIND_FIELD_NUMBER: _builtins.int
     REQUIRED_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The field's name, e.g. "text"."""
-    kind: Global___ValueKind.ValueType
+    kind: _value_pb2.ValueKind.ValueType
     """Its kind."""
-    element_kind: Global___ValueKind.ValueType
-    """For lists, the kind of the elements."""
+    element_kind: _value_pb2.ValueKind.ValueType
+    """For lists, the kind of the elements (VALUE_KIND_ANY: any); unset for other kinds."""
     required: _builtins.bool
-    """Whether a request must set it (inputs only)."""
+    """Whether a request must give it: true exactly for inputs without a default; false for
+    optional inputs, for outputs, and for parameters (those have defaults).
+    """
     description: _builtins.str
     """What it means."""
+    dtype: _value_pb2.DataType.ValueType
+    """For tensors, when the model declares it: the element type. A tensor input with a dtype
+    also takes a (nested, rectangular) list of numbers, which becomes a tensor of this
+    type; unset, the input takes tensors only, of any type.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
-        kind: Global___ValueKind.ValueType = ...,
-        element_kind: Global___ValueKind.ValueType = ...,
+        kind: _value_pb2.ValueKind.ValueType = ...,
+        element_kind: _value_pb2.ValueKind.ValueType = ...,
         required: _builtins.bool = ...,
         description: _builtins.str = ...,
+        dtype: _value_pb2.DataType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "element_kind", b"element_kind", "kind", b"kind", "name", b"name", "required", b"required"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "dtype", b"dtype", "element_kind", b"element_kind", "kind", b"kind", "name", b"name", "required", b"required"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -548,24 +510,26 @@ class BatchingInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
-    MAX_WAIT_MS_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_FIELD_NUMBER: _builtins.int
     MAX_QUEUE_SIZE_FIELD_NUMBER: _builtins.int
     max_batch_size: _builtins.int
     """The largest batch; 1 means batching is off."""
-    max_wait_ms: _builtins.float
-    """How long the first request of a batch waits for others, in milliseconds."""
     max_queue_size: _builtins.int
     """How many requests may wait before new ones get RESOURCE_EXHAUSTED."""
+    @_builtins.property
+    def max_wait(self) -> _duration_pb2.Duration:
+        """How long the first request of a batch waits for others."""
+
     def __init__(
         self,
         *,
         max_batch_size: _builtins.int = ...,
-        max_wait_ms: _builtins.float = ...,
+        max_wait: _duration_pb2.Duration | None = ...,
         max_queue_size: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_wait", b"max_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_size", b"max_batch_size", "max_queue_size", b"max_queue_size", "max_wait_ms", b"max_wait_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_size", b"max_batch_size", "max_queue_size", b"max_queue_size", "max_wait", b"max_wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -618,7 +582,7 @@ class GetModelMetadataResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
@@ -632,7 +596,7 @@ class GetModelMetadataResponse(_message.Message):
     STREAMING_FIELD_NUMBER: _builtins.int
     BATCHING_FIELD_NUMBER: _builtins.int
     DEVICE_TAGS_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
+    model: _builtins.str
     """The model's name."""
     task: _builtins.str
     """The task it performs."""
@@ -675,7 +639,7 @@ class GetModelMetadataResponse(_message.Message):
     def __init__(
         self,
         *,
-        name: _builtins.str = ...,
+        model: _builtins.str = ...,
         task: _builtins.str = ...,
         version: _builtins.str = ...,
         source: _builtins.str = ...,
@@ -692,7 +656,7 @@ class GetModelMetadataResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batching", b"batching"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batching", b"batching", "default_parameters", b"default_parameters", "device", b"device", "device_tags", b"device_tags", "inputs", b"inputs", "name", b"name", "outputs", b"outputs", "parameters", b"parameters", "source", b"source", "state", b"state", "state_reason", b"state_reason", "streaming", b"streaming", "task", b"task", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batching", b"batching", "default_parameters", b"default_parameters", "device", b"device", "device_tags", b"device_tags", "inputs", b"inputs", "model", b"model", "outputs", b"outputs", "parameters", b"parameters", "source", b"source", "state", b"state", "state_reason", b"state_reason", "streaming", b"streaming", "task", b"task", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

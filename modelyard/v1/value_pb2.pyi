@@ -76,6 +76,58 @@ DATA_TYPE_BFLOAT16: DataType.ValueType  # 10
 """bfloat16: the upper half of a float32."""
 Global___DataType: _TypeAlias = DataType  # noqa: Y015
 
+class _ValueKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ValueKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VALUE_KIND_UNSPECIFIED: _ValueKind.ValueType  # 0
+    """Not set: invalid where a kind is needed (say VALUE_KIND_ANY for any kind)."""
+    VALUE_KIND_BOOL: _ValueKind.ValueType  # 1
+    """A boolean."""
+    VALUE_KIND_INT: _ValueKind.ValueType  # 2
+    """An integer."""
+    VALUE_KIND_FLOAT: _ValueKind.ValueType  # 3
+    """A float (an integer is accepted too)."""
+    VALUE_KIND_STRING: _ValueKind.ValueType  # 4
+    """A string."""
+    VALUE_KIND_BYTES: _ValueKind.ValueType  # 5
+    """Bytes."""
+    VALUE_KIND_LIST: _ValueKind.ValueType  # 6
+    """A list."""
+    VALUE_KIND_MAP: _ValueKind.ValueType  # 7
+    """A map."""
+    VALUE_KIND_TENSOR: _ValueKind.ValueType  # 8
+    """A tensor."""
+    VALUE_KIND_ANY: _ValueKind.ValueType  # 9
+    """Any kind at all."""
+
+class ValueKind(_ValueKind, metaclass=_ValueKindEnumTypeWrapper):
+    """The kind of a value, as signatures and graph inputs declare it."""
+
+VALUE_KIND_UNSPECIFIED: ValueKind.ValueType  # 0
+"""Not set: invalid where a kind is needed (say VALUE_KIND_ANY for any kind)."""
+VALUE_KIND_BOOL: ValueKind.ValueType  # 1
+"""A boolean."""
+VALUE_KIND_INT: ValueKind.ValueType  # 2
+"""An integer."""
+VALUE_KIND_FLOAT: ValueKind.ValueType  # 3
+"""A float (an integer is accepted too)."""
+VALUE_KIND_STRING: ValueKind.ValueType  # 4
+"""A string."""
+VALUE_KIND_BYTES: ValueKind.ValueType  # 5
+"""Bytes."""
+VALUE_KIND_LIST: ValueKind.ValueType  # 6
+"""A list."""
+VALUE_KIND_MAP: ValueKind.ValueType  # 7
+"""A map."""
+VALUE_KIND_TENSOR: ValueKind.ValueType  # 8
+"""A tensor."""
+VALUE_KIND_ANY: ValueKind.ValueType  # 9
+"""Any kind at all."""
+Global___ValueKind: _TypeAlias = ValueKind  # noqa: Y015
+
 @_typing.final
 class Value(_message.Message):
     """A self-describing value: what crosses the wire as a model's input, output or parameter.

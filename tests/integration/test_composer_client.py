@@ -115,8 +115,9 @@ def check_stream(events: Sequence[RunEvent], worker_id: str) -> None:
         chunks = [e for e in mine if isinstance(e, Chunk)]
         assert [(c.index, c.outputs) for c in chunks] == [(i, {"tick": i}) for i in range(3)]
         assert mine[-1].status == "ok" and mine[-1] in result.timeline
-    each_finished = next(e for e in events if isinstance(e, NodeFinished) and e.node == "each")
-    assert each_finished.workers == (worker_id,)
+    for node in ("gen", "each"):  # the streamed-from node, too, names who streamed it
+        finished = next(e for e in events if isinstance(e, NodeFinished) and e.node == node)
+        assert finished.workers == (worker_id,)
     assert [type(e) for e in events if getattr(e, "node", None) == "gen"] == [
         NodeStarted, Chunk, Chunk, Chunk, NodeFinished,
     ]  # fmt: skip
@@ -197,6 +198,27 @@ async def test_leaving_a_run_stream_early_stops_the_run_and_the_workers_generati
                 return worker.predict("ticker", count=1, timeout=3).outputs
 
     assert await asyncio.to_thread(leave_early) == {"ticks": 1}
+
+
+async def test_a_failed_node_names_the_worker_that_refused_it(cluster: Cluster) -> None:
+    # a string where ticker takes an integer: the worker refuses the call
+    graph = {
+        "name": "refused",
+        "inputs": {"n": "string"},
+        "nodes": [{"name": "t", "model": "ticker", "inputs": {"count": "inputs.n"}}],
+        "outputs": {"ticks": "t.ticks"},
+    }
+    events: list[RunEvent] = []
+
+    async def run() -> None:
+        async with AsyncComposerClient(cluster.composer, timeout=30) as client:
+            async for event in client.run_stream(graph, n="three"):
+                events.append(event)
+
+    with pytest.raises(InvalidArgument, match=r"^node 't': input 'count' must be an integer"):
+        await run()
+    finished = [(e.node, e.status, e.workers) for e in events if isinstance(e, NodeFinished)]
+    assert finished == [("t", "failed", (cluster.worker_id,))]
 
 
 async def test_an_unknown_graph_is_not_found_for_every_call(cluster: Cluster) -> None:

@@ -233,6 +233,32 @@ async def test_streams_spread_over_replicas(client: RoutedClient, workers: list[
     assert all(calls(w, "ticker") > 0 for w in workers)
 
 
+async def test_results_stream_events_and_errors_name_the_replica_that_answered(
+    client: RoutedClient, workers: list[Worker]
+) -> None:
+    async def answered_by(call: Any) -> tuple[str, Any]:
+        """Who took `call` (the one replica whose call count for ticker grew) and what the
+        call returned or raised."""
+        before = [calls(w, "ticker") for w in workers]
+        try:
+            outcome = await call
+        except ModelyardError as error:
+            outcome = error
+        grew = [f"w{i}" for i, w in enumerate(workers) if calls(w, "ticker") > before[i]]
+        assert len(grew) == 1, grew
+        return grew[0], outcome
+
+    async def stream() -> list[Any]:
+        return [e async for e in client.predict_stream("ticker", count=2)]
+
+    worker, result = await answered_by(client.predict("ticker", count=1))
+    assert result.worker == worker
+    worker, events = await answered_by(stream())
+    assert [e.worker for e in events] == [worker] * 3  # two chunks and the result
+    worker, error = await answered_by(client.predict("ticker", count="two"))
+    assert isinstance(error, InvalidArgument) and error.worker == worker
+
+
 async def test_a_stopped_replica_is_retried_elsewhere_and_avoided_for_eject_s(
     plane: tuple[FakeControlPlane, grpc.aio.Server, str],
     workers: list[Worker],

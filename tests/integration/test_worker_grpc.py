@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -25,7 +26,7 @@ from modelyard.errors import (
     Unavailable,
 )
 from modelyard.v1 import predict_pb2 as pb
-from modelyard.v1 import predict_pb2_grpc
+from modelyard.v1 import predict_pb2_grpc, value_pb2
 from tests.integration.conftest import running_worker
 from workers.server import Worker
 
@@ -181,7 +182,7 @@ async def test_an_unset_value_is_invalid_argument(worker: Worker) -> None:
 
 
 async def test_list_models_reports_state_and_reason(client: AsyncClient) -> None:
-    states = {m.name: m for m in await client.list_models()}
+    states = {m.model: m for m in await client.list_models()}
     assert list(states) == [m["name"] for m in MODELS]
     assert states["echo"].state == pb.MODEL_STATE_READY
     assert states["broken"].state == pb.MODEL_STATE_FAILED
@@ -194,14 +195,15 @@ async def test_metadata_describes_signature_defaults_batching_and_tags(
     meta = await client.metadata("ticker")
     assert meta.task == "ticker" and meta.streaming and meta.device == "cpu"
     assert [(f.name, f.kind, f.required) for f in meta.inputs] == [
-        ("count", pb.VALUE_KIND_INT, True)
+        ("count", value_pb2.VALUE_KIND_INT, True)
     ]
     assert meta.default_parameters["interval_ms"].float_value == 10.0
     assert meta.device_tags["device"] == "cpu"
     assert meta.device_tags["zone"] == "test"
     assert int(meta.device_tags["cpu_count"]) >= 1
     slow = await client.metadata("slow")
-    assert (slow.batching.max_batch_size, slow.batching.max_wait_ms) == (8, 20.0)
+    assert slow.batching.max_batch_size == 8
+    assert slow.batching.max_wait.ToTimedelta() == timedelta(milliseconds=20)
     with pytest.raises(NotFound):
         await client.metadata("nope")
 

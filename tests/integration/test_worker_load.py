@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from modelyard.client import AsyncClient
+from modelyard.times import duration, seconds
 from modelyard.v1 import load_pb2, load_pb2_grpc
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
@@ -42,7 +43,8 @@ class Feed:
     def __init__(self, address: str, interval_ms: int) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         stub = load_pb2_grpc.WorkerLoadStub(self.channel)
-        self.call = stub.WatchLoad(load_pb2.WatchLoadRequest(interval_ms=interval_ms))
+        request = load_pb2.WatchLoadRequest(interval=duration(interval_ms / 1000.0))
+        self.call = stub.WatchLoad(request)
         self.reports: list[tuple[float, load_pb2.WatchLoadResponse]] = []
         self.task = asyncio.create_task(self._follow())
 
@@ -78,7 +80,7 @@ async def test_reports_follow_in_flight_work_up_and_down(worker: Worker) -> None
         await eventually(lambda: feed.reports[-1][1].in_flight == 0, timeout=0.5)
     assert feed.first_time(lambda r: r.in_flight == 6) - started < 0.2
     last = feed.reports[-1][1]
-    assert 250 <= last.latency_ms < 1000  # the mean of ~300 ms calls
+    assert 0.25 <= seconds(last.latency) < 1.0  # the mean of ~300 ms calls
     # twelve changes in two bursts (six calls in, six out), coalesced into a few reports
     assert len(feed.reports) <= 6, [r.in_flight for _, r in feed.reports]
     await feed.close()

@@ -17,7 +17,7 @@ def client(hf_worker: str) -> Client:
 
 
 def test_every_model_is_ready_with_its_task_and_a_version(client: Client) -> None:
-    models = {m.name: m for m in client.list_models()}
+    models = {m.model: m for m in client.list_models()}
     assert {name: m.task for name, m in models.items()} == {
         "embed": "sentence-embedding",
         "sentiment": "text-classification",  # inferred from the checkpoint's config

@@ -26,9 +26,12 @@ from composer.engine import (
 )
 from modelyard.backoff import Backoff
 from modelyard.client import Prediction, StreamEvent
+from modelyard.enum_names import AGGREGATE_METHODS
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError, Unavailable
 from modelyard.routed_client import RoutedClient
+from modelyard.times import duration
 from modelyard.v1 import graph_pb2 as g
+from modelyard.v1 import value_pb2 as v
 from modelyard.values import to_value
 from tests.support.clock import FakeClock
 
@@ -90,6 +93,9 @@ class FakeInvoker:
             outputs = await self.models[model](dict(inputs), dict(parameters))
         except asyncio.CancelledError:
             self.cancelled.append(model)
+            raise
+        except ModelyardError as error:
+            error.worker = f"w-{model}"  # as the routed client names who answered
             raise
         finally:
             self.active[model] -= 1
@@ -160,7 +166,7 @@ def node(name: str, model: str, **inputs: str) -> g.Node:
 def graph(
     *nodes: g.Node, outputs: dict[str, str], inputs: list[g.GraphInput] | None = None
 ) -> g.Graph:
-    default = [g.GraphInput(name="text", kind="string", required=True)]
+    default = [g.GraphInput(name="text", kind=v.VALUE_KIND_STRING, required=True)]
     return g.Graph(
         name="test", inputs=default if inputs is None else inputs, nodes=nodes, outputs=outputs
     )
@@ -273,6 +279,30 @@ async def test_timeline_times_workers_and_status() -> None:
     ]
 
 
+def failing_graph(failing: str) -> tuple[g.Graph, dict[str, Any]]:
+    """A graph whose node `failing` calls model "bert": a model node "b" after another, or
+    a map node "each"; and its inputs."""
+    if failing == "b":
+        nodes = (node("a", "echo", text="inputs.text"), node("b", "bert", text="a.text"))
+        return graph(*nodes, outputs={"b": "b"}), {"text": "hi"}
+    mapped = g.Node(name="each", map=g.MapNode(over="inputs.texts", call=call("bert", t="item")))
+    texts = [g.GraphInput(name="texts", kind=v.VALUE_KIND_LIST, required=True)]
+    return graph(mapped, outputs={"r": "each.results"}, inputs=texts), {"texts": ["x"]}
+
+
+@pytest.mark.parametrize("failing", ["b", "each"])
+async def test_a_failed_nodes_timeline_entry_names_the_worker_that_failed_it(
+    failing: str,
+) -> None:
+    invoker = FakeInvoker(models={"echo": echo, "bert": fails(InvalidArgument("too long"))})
+    spec, inputs = failing_graph(failing)
+    events: list[Event] = []
+    with pytest.raises(InvalidArgument):
+        await run_graph(spec, inputs, invoker, on_event=events.append)
+    finished = [e for e in events if isinstance(e, NodeFinished) and e.node == failing]
+    assert [(e.status, e.workers) for e in finished] == [("failed", ("w-bert",))]
+
+
 # --- map, switch, aggregate -------------------------------------------------------------
 
 
@@ -289,8 +319,8 @@ async def test_map_calls_each_element_within_the_concurrency_bound_in_order() ->
         ),
     )
     inputs = [
-        g.GraphInput(name="items", kind="list", required=True),
-        g.GraphInput(name="tag", kind="string", default=to_value("t")),
+        g.GraphInput(name="items", kind=v.VALUE_KIND_LIST, required=True),
+        g.GraphInput(name="tag", kind=v.VALUE_KIND_STRING, default=to_value("t")),
     ]
     spec = graph(mapped, outputs={"r": "m.results"}, inputs=inputs)
     result, _ = await run(spec, invoker, {"items": [{"n": i} for i in range(10)]})
@@ -311,7 +341,9 @@ async def test_map_default_concurrency_and_errors_name_the_element() -> None:
 
     invoker = FakeInvoker(models={"wait": wait})
     mapped = g.Node(name="m", map=g.MapNode(over="inputs.xs", call=call("wait", x="item")))
-    spec = graph(mapped, outputs={}, inputs=[g.GraphInput(name="xs", kind="list", required=True)])
+    spec = graph(
+        mapped, outputs={}, inputs=[g.GraphInput(name="xs", kind=v.VALUE_KIND_LIST, required=True)]
+    )
     with pytest.raises(InvalidArgument, match=r"^node 'm': element 11: input 'x' is unlucky$"):
         await run(spec, invoker, {"xs": list(range(20))})
     assert invoker.peak["wait"] == engine.MAP_CONCURRENCY
@@ -328,11 +360,13 @@ async def test_switch_takes_the_first_case_that_holds(
     invoker = FakeInvoker(models={"high": echo, "ab": echo, "low": echo})
     cases = [
         g.SwitchCase(
-            when=g.Condition(value="inputs.score", op=">", operand=to_value(0.8)),
+            when=g.Condition(value="inputs.score", op=g.CONDITION_OP_GT, operand=to_value(0.8)),
             call=g.ModelCall(model="high", inputs={"label": "inputs.label"}),
         ),
         g.SwitchCase(
-            when=g.Condition(value="inputs.label", op="in", operand=to_value(["a", "b"])),
+            when=g.Condition(
+                value="inputs.label", op=g.CONDITION_OP_IN, operand=to_value(["a", "b"])
+            ),
             call=g.ModelCall(model="ab", inputs={"label": "inputs.label"}),
         ),
     ]
@@ -340,8 +374,8 @@ async def test_switch_takes_the_first_case_that_holds(
         name="s", switch=g.SwitchNode(cases=cases, default=call("low", v="inputs.label"))
     )
     inputs = [
-        g.GraphInput(name="score", kind="float", required=True),
-        g.GraphInput(name="label", kind="string", required=True),
+        g.GraphInput(name="score", kind=v.VALUE_KIND_FLOAT, required=True),
+        g.GraphInput(name="label", kind=v.VALUE_KIND_STRING, required=True),
     ]
     result, _ = await run(
         graph(switch, outputs={"s": "s"}, inputs=inputs), invoker, {"score": score, "label": label}
@@ -351,7 +385,7 @@ async def test_switch_takes_the_first_case_that_holds(
 
 
 async def test_switch_without_match_or_default_yields_null() -> None:
-    when = g.Condition(value="inputs.text", op="==", operand=to_value("other"))
+    when = g.Condition(value="inputs.text", op=g.CONDITION_OP_EQ, operand=to_value("other"))
     switch = g.Node(name="s", switch=g.SwitchNode(cases=[g.SwitchCase(when=when, call=call("x"))]))
     spec = graph(switch, node("after", "echo", v="s.branch"), outputs={"s": "s", "v": "after.v"})
     result, _ = await run(spec, FakeInvoker(models={"echo": echo}))
@@ -394,7 +428,10 @@ async def test_aggregate_nodes() -> None:
 
     def agg(name: str, method: str, values: list[str], weights: tuple[float, ...] = ()) -> g.Node:
         return g.Node(
-            name=name, aggregate=g.AggregateNode(method=method, values=values, weights=weights)
+            name=name,
+            aggregate=g.AggregateNode(
+                method=AGGREGATE_METHODS.value(method), values=values, weights=weights
+            ),
         )
 
     spec = graph(
@@ -404,7 +441,7 @@ async def test_aggregate_nodes() -> None:
         agg("cat", "concat", ["v0.label", "v2.label"]),
         agg("all", "collect", refs[:2]),
         outputs={k: k for k in ("vote", "avg", "cat", "all")},
-        inputs=[g.GraphInput(name=f"t{i}", kind="string") for i in range(3)],
+        inputs=[g.GraphInput(name=f"t{i}", kind=v.VALUE_KIND_STRING) for i in range(3)],
     )
     result, _ = await run(spec, invoker, {"t0": "aa", "t1": "b", "t2": "aa"})
     assert result.outputs == {
@@ -537,7 +574,7 @@ async def test_node_timeouts_and_retry_backoff_run_on_the_injected_clock(
     assert task.result().outputs == {"t": "hi"}
     assert len(invoker.calls) == 2
 
-    slow = g.Node(name="slow", model=call("slow"), timeout_seconds=2)
+    slow = g.Node(name="slow", model=call("slow"), timeout=duration(2))
     task = asyncio.create_task(
         run_graph(
             graph(slow, outputs={}),
@@ -557,7 +594,7 @@ async def test_node_timeouts_and_retry_backoff_run_on_the_injected_clock(
 
 async def test_node_timeout_bounds_each_attempt() -> None:
     invoker = FakeInvoker(models={"slow": forever})
-    slow = g.Node(name="slow", model=call("slow"), timeout_seconds=0.02)
+    slow = g.Node(name="slow", model=call("slow"), timeout=duration(0.02))
     with pytest.raises(DeadlineExceeded, match=r"^node 'slow': model 'slow' took over .*0.02s"):
         await run(graph(slow, outputs={}), invoker, deadline=time.monotonic() + 5)
     assert invoker.calls[0].timeout == 0.02
@@ -599,8 +636,8 @@ async def test_inputs_are_checked_before_any_call(inputs: dict[str, Any], messag
         node("a", "echo", n="inputs.n"),
         outputs={"n": "a.n"},
         inputs=[
-            g.GraphInput(name="text", kind="string", required=True),
-            g.GraphInput(name="n", kind="float", default=to_value(2)),
+            g.GraphInput(name="text", kind=v.VALUE_KIND_STRING, required=True),
+            g.GraphInput(name="n", kind=v.VALUE_KIND_FLOAT, default=to_value(2)),
         ],
     )
     with pytest.raises(InvalidArgument, match=re.escape(message)):

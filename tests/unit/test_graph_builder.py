@@ -9,9 +9,11 @@ import yaml
 
 from composer.spec import load_graph
 from composer.validation import Report, validate
+from modelyard.errors import InvalidArgument
 from modelyard.graph_builder import GraphBuilder, InputRef, NodeRef, ValueRef
 from modelyard.graph_spec import graph_from_dict
 from modelyard.v1 import graph_pb2 as g
+from modelyard.v1 import value_pb2 as v
 from modelyard.values import from_value
 
 GRAPHS = Path(__file__).parents[2] / "examples" / "graphs"
@@ -95,7 +97,7 @@ nodes:
     model: sentiment
     inputs: {text: inputs.text}
     selector: device=cpu
-    timeout_seconds: 1.5
+    timeout: 1.5
     retries: 2
   - name: reply
     optional: true
@@ -134,10 +136,10 @@ def test_inputs_follow_the_file_forms_required_rule() -> None:
     b.input("c", "int", required=False)
     b.input("d", default=None)
     a, b_, c, d = b.build().inputs
-    assert (a.kind, a.required, a.HasField("default")) == ("string", True, False)
+    assert (a.kind, a.required, a.HasField("default")) == (v.VALUE_KIND_STRING, True, False)
     assert (b_.required, from_value(b_.default)) == (False, 3)
     assert (c.required, c.HasField("default")) == (False, False)
-    assert (d.kind, d.required, d.HasField("default")) == ("any", False, True)
+    assert (d.kind, d.required, d.HasField("default")) == (v.VALUE_KIND_ANY, False, True)
 
 
 def test_inputs_may_be_given_both_ways_but_not_twice() -> None:
@@ -146,6 +148,19 @@ def test_inputs_may_be_given_both_ways_but_not_twice() -> None:
     assert dict(b.build().nodes[0].model.inputs) == {"selector": "inputs.s", "text": "inputs.t"}
     with pytest.raises(TypeError, match="input 'text' given both"):
         b.model("b", "m", inputs={"text": "inputs.t"}, text="inputs.u")
+
+
+def test_names_are_the_file_forms_and_unknown_ones_are_refused_at_once() -> None:
+    b = GraphBuilder("x")
+    b.input("a", "VALUE_KIND_TENSOR")
+    assert b.build().inputs[0].kind == v.VALUE_KIND_TENSOR
+    assert b.when("inputs.a", "not in", [1]).op == g.CONDITION_OP_NOT_IN
+    with pytest.raises(InvalidArgument, match=r"unknown kind 'strin' \(did you mean 'string'\?\)"):
+        b.input("b", "strin")
+    with pytest.raises(InvalidArgument, match="unknown op '=~'; use one of ==, !=, >,"):
+        b.when("inputs.a", "=~", 1)
+    with pytest.raises(InvalidArgument, match="unknown aggregate method 'mean'"):
+        b.aggregate("avg", "mean", ["inputs.a"])
 
 
 def test_build_returns_a_copy() -> None:

@@ -14,7 +14,9 @@ import yaml
 from composer.spec import dump_graph, load_graph
 from modelyard.errors import InvalidArgument
 from modelyard.graph_spec import graph_from_dict, graph_to_dict
+from modelyard.times import seconds
 from modelyard.v1 import graph_pb2 as g
+from modelyard.v1 import value_pb2 as v
 from modelyard.values import from_value, to_value
 
 EVERY_KIND = """
@@ -32,7 +34,7 @@ nodes:
     parameters: {max_new_tokens: 16, do_sample: false, temperature: 0.5, stop: [".", "!"]}
     selector: device=cuda
     optional: true
-    timeout_seconds: 2.5
+    timeout: 2.5
     retries: 2
   - name: mood
     model: sentiment
@@ -84,7 +86,7 @@ def test_every_kind_reads_into_the_proto() -> None:
     gen, mood, each, route, vote = graph.nodes
     assert gen.model.model == "gpt2"
     assert dict(gen.model.inputs) == {"text": "inputs.text"}
-    assert (gen.optional, gen.timeout_seconds, gen.retries) == (True, 2.5, 2)
+    assert (gen.optional, seconds(gen.timeout), gen.retries) == (True, 2.5, 2)
     assert gen.model.selector == "device=cuda"
     assert mood.model.stream == g.STREAM_MODE_SEGMENT
     assert mood.model.segment_delimiters == ".\n"
@@ -93,9 +95,11 @@ def test_every_kind_reads_into_the_proto() -> None:
         "bert",
         4,
     )
-    assert route.switch.cases[0].when.op == "=="
+    assert route.switch.cases[0].when.op == g.CONDITION_OP_EQ
+    assert route.switch.cases[1].when.op == g.CONDITION_OP_IN
     assert from_value(route.switch.cases[1].when.operand) == ["x", "y"]
     assert route.switch.default.model == "normalize"
+    assert vote.aggregate.method == g.AGGREGATE_METHOD_WEIGHTED_AVERAGE
     assert list(vote.aggregate.weights) == [2.0, 1.5]
     assert dict(graph.outputs) == {"text": "gen.text", "vote": "vote.value"}
 
@@ -140,7 +144,12 @@ inputs:
     graph = load(as_mapping)
     assert graph == load(as_list)
     nothing = graph.inputs[4]
-    assert nothing.kind == "any" and not nothing.required
+    assert nothing.kind == v.VALUE_KIND_ANY and not nothing.required
+    assert [i.kind for i in graph.inputs[:3]] == [
+        v.VALUE_KIND_STRING,
+        v.VALUE_KIND_LIST,
+        v.VALUE_KIND_INT,
+    ]
     assert nothing.HasField("default") and from_value(nothing.default) is None  # null is a value
 
 
@@ -180,6 +189,52 @@ nodes:
 def test_stream_spellings(written: str, mode: int) -> None:
     graph = load(f"{{name: x, nodes: [{{name: a, model: m, stream: {written}}}]}}")
     assert graph.nodes[0].model.stream == mode
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "read"),
+    [
+        ("op", "'=='", lambda n: n.switch.cases[0].when.op == g.CONDITION_OP_EQ),
+        ("op", "eq", lambda n: n.switch.cases[0].when.op == g.CONDITION_OP_EQ),
+        ("op", "not in", lambda n: n.switch.cases[0].when.op == g.CONDITION_OP_NOT_IN),
+        ("op", "not_in", lambda n: n.switch.cases[0].when.op == g.CONDITION_OP_NOT_IN),
+        ("op", "CONDITION_OP_GE", lambda n: n.switch.cases[0].when.op == g.CONDITION_OP_GE),
+        (
+            "method",
+            "majority_vote",
+            lambda n: n.aggregate.method == g.AGGREGATE_METHOD_MAJORITY_VOTE,
+        ),
+        (
+            "method",
+            "AGGREGATE_METHOD_LIST",
+            lambda n: n.aggregate.method == g.AGGREGATE_METHOD_LIST,
+        ),
+        ("kind", "tensor", lambda i: i.kind == v.VALUE_KIND_TENSOR),
+        ("kind", "VALUE_KIND_BYTES", lambda i: i.kind == v.VALUE_KIND_BYTES),
+    ],
+)
+def test_enum_spellings(key: str, written: str, read: Any) -> None:
+    """The lowercase names files use, the proto's enum names, and their lowercase suffixes."""
+    if key == "kind":
+        assert read(load(f"{{name: x, inputs: {{a: {{kind: {written}}}}}}}").inputs[0])
+        return
+    body = (
+        f"switch: {{cases: [{{when: {{value: a, op: {written}, operand: 1}}}}]}}"
+        if key == "op"
+        else f"aggregate: {{method: {written}, values: [a]}}"
+    )
+    assert read(load(f"{{name: x, nodes: [{{name: n, {body}}}]}}").nodes[0])
+
+
+def test_timeouts_are_seconds_or_proto_durations() -> None:
+    graph = load(
+        "{name: x, nodes: [{name: a, model: m, timeout: 1.5}, {name: b, model: m, timeout: 0.25s}]}"
+    )
+    assert [seconds(n.timeout) for n in graph.nodes] == [1.5, 0.25]
+    assert [
+        n.HasField("timeout") for n in load("{name: x, nodes: [{name: a, model: m}]}").nodes
+    ] == [False]
+    assert graph_to_dict(graph)["nodes"][1]["timeout"] == 0.25  # written as seconds
 
 
 def test_round_trip_from_the_file_form() -> None:
@@ -257,6 +312,10 @@ def test_a_tensor_parameter_round_trips_through_the_dict_but_not_json() -> None:
             "{name: x, nodes: [{name: gen, model: {model: gpt2, input: {}}}]}",
             "node 'gen', model: unknown key 'input' (did you mean 'inputs'?)",
         ),
+        (
+            "{name: x, nodes: [{name: gen, model: gpt2, timeout_seconds: 2}]}",
+            "node 'gen': unknown key 'timeout_seconds' (did you mean 'timeout'?)",
+        ),
     ],
 )
 def test_unknown_keys_are_named_with_where_they_are(text: str, expected: str) -> None:
@@ -275,8 +334,39 @@ def test_unknown_keys_are_named_with_where_they_are(text: str, expected: str) ->
             "node 'gen': 'optional' must be true or false, got an integer",
         ),
         (
-            "{name: x, nodes: [{name: gen, model: gpt2, timeout_seconds: true}]}",
-            "node 'gen': 'timeout_seconds' must be a number, got true/false",
+            "{name: x, nodes: [{name: gen, model: gpt2, timeout: true}]}",
+            "node 'gen': 'timeout' must be a number of seconds (or a duration such as "
+            '"2.5s"), got true/false',
+        ),
+        (
+            "{name: x, nodes: [{name: gen, model: gpt2, timeout: soon}]}",
+            "node 'gen': 'timeout' must be a number of seconds (or a duration such as "
+            "\"2.5s\"), got a string ('soon')",
+        ),
+        (
+            "{name: x, nodes: [{name: gen, model: gpt2, timeout: .nan}]}",
+            "node 'gen': 'timeout' must be a number of seconds (or a duration such as "
+            '"2.5s"), got a number',
+        ),
+        (
+            "{name: x, inputs: {a: {kind: str}}}",
+            "input 'a': 'kind' must be one of any, bool, int, float, string, bytes, list, map, "
+            "tensor, got a string ('str') (did you mean 'string'?)",
+        ),
+        (
+            "{name: x, inputs: {a: {kind: 3}}}",
+            "input 'a': 'kind' must be one of any, bool, int, float, string, bytes, list, map, "
+            "tensor, got an integer",
+        ),
+        (
+            "{name: x, nodes: [{name: s, switch: {cases: [{when: {value: a, op: '==='}}]}}]}",
+            "node 's', switch case 0 when: 'op' must be one of ==, !=, >, >=, <, <=, in, "
+            "not in, got a string ('===') (did you mean '=='?)",
+        ),
+        (
+            "{name: x, nodes: [{name: a, aggregate: {method: mean, values: [b]}}]}",
+            "node 'a', aggregate: 'method' must be one of majority_vote, weighted_average, "
+            "concat, collect, list, got a string ('mean')",
         ),
         (
             "{name: x, nodes: [{name: gen, model: gpt2, inputs: [text]}]}",

@@ -14,6 +14,8 @@ from composer.spec import graph_from_dict, load_graph
 from composer.validation import Report, Unchecked, validate
 from modelyard.v1 import graph_pb2 as g
 from modelyard.v1 import predict_pb2 as p
+from modelyard.v1 import value_pb2 as v
+from modelyard.values import to_value
 
 GRAPHS = Path(__file__).parents[2] / "examples" / "graphs"
 EXAMPLES = sorted(GRAPHS.glob("*.yaml"))
@@ -187,8 +189,8 @@ def test_model_calls_name_a_model() -> None:
 
 
 def test_node_options() -> None:
-    assert errors(gen(timeout_seconds=-1, retries=-2)) == [
-        "node 'gen': timeout_seconds must be 0 or more, got -1.0",
+    assert errors(gen(timeout=-1.5, retries=-2)) == [
+        "node 'gen': timeout must be 0 or more, got -1.5s",
         "node 'gen': retries must be 0 or more, got -2",
     ]
 
@@ -227,14 +229,14 @@ def switch(*cases: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"name": "s", "switch": {"cases": list(cases), **extra}}
 
 
-def case(op: str = "==", **when: Any) -> dict[str, Any]:
+def case(op: str | None = "==", **when: Any) -> dict[str, Any]:
     return {"when": {"value": "inputs.text", "op": op, **when}, "call": {"model": "m"}}
 
 
 def test_switch_nodes() -> None:
     assert errors(switch(default={"model": "m"})) == ["node 's': switch has no cases"]
-    assert errors(switch(case("=", operand=1))) == [
-        "node 's': case 0 op '=' is not one of ==, !=, >, >=, <, <=, in, not in"
+    assert errors(switch(case(None, operand=1))) == [
+        "node 's': case 0 op is not set (give one of ==, !=, >, >=, <, <=, in, not in)"
     ]
     assert errors(switch(case("in", operand="abc"), case("not in", operand={"a": 1}))) == [
         "node 's': case 0 op 'in' needs a list operand",
@@ -253,14 +255,14 @@ def test_switch_nodes() -> None:
     ]
 
 
-def aggregate(method: str, values: list[str], **extra: Any) -> dict[str, Any]:
+def aggregate(method: str | None, values: list[str], **extra: Any) -> dict[str, Any]:
     return {"name": "v", "aggregate": {"method": method, "values": values, **extra}}
 
 
 def test_aggregate_nodes() -> None:
-    assert errors(aggregate("mean", ["inputs.text"])) == [
-        "node 'v': method 'mean' is not one of "
-        "majority_vote, weighted_average, concat, collect, list"
+    assert errors(aggregate(None, ["inputs.text"])) == [
+        "node 'v': method is not set (give one of "
+        "majority_vote, weighted_average, concat, collect, list)"
     ]
     assert errors(aggregate("concat", [])) == ["node 'v': aggregate has no values"]
     two = ["inputs.text", "inputs.text"]
@@ -323,14 +325,13 @@ def test_graph_inputs() -> None:
         gen(),
         inputs=[
             {"name": "text", "kind": "string"},
-            {"name": "text", "kind": "str"},
+            {"name": "text", "kind": "int"},
             {"name": "a.b"},
             {"kind": "int"},
             {"name": "n", "kind": "int", "default": "three"},
             {"name": "ok", "kind": "float", "default": 1},
             {"name": "none", "kind": "int", "default": None},
             {"name": "both", "kind": "int", "default": 1, "required": True},
-            {"name": "unset", "kind": "", "default": [1]},  # unset kind: any, as in the engine
         ],
         outputs={
             "gen": "gen",
@@ -340,15 +341,16 @@ def test_graph_inputs() -> None:
             "unset": "inputs.unset",
         },
     )
+    graph.inputs.add(name="unset", default=to_value([1]))  # no kind: only the proto can say so
     report = validate(graph)
     assert report.errors == [
         "input 'text': the name is used by more than one input",
-        "input 'text': kind 'str' is not one of any, bool, int, float, string, bytes, list, "
-        "map, tensor",
         "input 'a.b': invalid name: use letters, digits, '_' and '-' (no dots: references use "
         "them)",
         "input at position 3 has no name",
         "default of input 'n' must be an integer, got a string",
+        "input 'unset': kind is not set (give one of any, bool, int, float, string, bytes, "
+        "list, map, tensor)",
     ]
     assert report.warnings == [
         "input 'both': it is required, so its default is never used",
@@ -367,28 +369,30 @@ def test_unused_nodes_warn() -> None:
 
 
 def field(
-    name: str, kind: p.ValueKind.ValueType = p.VALUE_KIND_STRING, required: bool = True
+    name: str, kind: v.ValueKind.ValueType = v.VALUE_KIND_STRING, required: bool = True
 ) -> p.FieldSpec:
     return p.FieldSpec(name=name, kind=kind, required=required)
 
 
 TEXT = [field("text")]
 PARAMS = [
-    field("max_new_tokens", p.VALUE_KIND_INT, False),
-    field("do_sample", p.VALUE_KIND_BOOL, False),
+    field("max_new_tokens", v.VALUE_KIND_INT, False),
+    field("do_sample", v.VALUE_KIND_BOOL, False),
 ]
 SERVED = {
-    "gpt2": p.GetModelMetadataResponse(name="gpt2", inputs=TEXT, parameters=PARAMS, streaming=True),
+    "gpt2": p.GetModelMetadataResponse(
+        model="gpt2", inputs=TEXT, parameters=PARAMS, streaming=True
+    ),
     "distilgpt2": p.GetModelMetadataResponse(
-        name="distilgpt2", inputs=TEXT, parameters=PARAMS, streaming=True
+        model="distilgpt2", inputs=TEXT, parameters=PARAMS, streaming=True
     ),
-    "bert": p.GetModelMetadataResponse(name="bert", inputs=TEXT),
-    "sentiment": p.GetModelMetadataResponse(name="sentiment", inputs=TEXT),
+    "bert": p.GetModelMetadataResponse(model="bert", inputs=TEXT),
+    "sentiment": p.GetModelMetadataResponse(model="sentiment", inputs=TEXT),
     "zero-shot": p.GetModelMetadataResponse(
-        name="zero-shot", inputs=[field("text"), field("candidate_labels", p.VALUE_KIND_LIST)]
+        model="zero-shot", inputs=[field("text"), field("candidate_labels", v.VALUE_KIND_LIST)]
     ),
-    "normalize": p.GetModelMetadataResponse(name="normalize", inputs=TEXT),
-    "anything": p.GetModelMetadataResponse(name="anything"),  # declares no inputs
+    "normalize": p.GetModelMetadataResponse(model="normalize", inputs=TEXT),
+    "anything": p.GetModelMetadataResponse(model="anything"),  # declares no inputs
 }
 
 

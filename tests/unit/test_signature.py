@@ -76,3 +76,55 @@ def test_null_resets_a_parameter() -> None:
 def test_bad_parameters_say_what_was_expected(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         resolve_parameters(PARAMS, {}, overrides)
+
+
+VECTOR = (
+    Field("x", "tensor", dtype="float32"),
+    Field("mask", "tensor", dtype="bool", required=False),
+)
+
+
+def test_a_list_for_a_tensor_with_a_dtype_becomes_that_tensor() -> None:
+    checked = check_inputs(VECTOR, {"x": [[1, 2.5, 3]], "mask": [True, False]})
+    assert checked["x"].dtype == np.float32 and checked["x"].tolist() == [[1.0, 2.5, 3.0]]
+    assert checked["mask"].dtype == np.bool_
+    given = np.arange(3, dtype=np.float64)  # a tensor is taken as it is, whatever its dtype
+    assert check_inputs(VECTOR, {"x": given})["x"] is given
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            [[1, 2], [3]],
+            "input 'x' must be a float32 tensor or a rectangular list of numbers: "
+            "the list is ragged: element [1] has 1 elements, not 2",
+        ),
+        (
+            ["1", 2],
+            "input 'x' must be a float32 tensor or a rectangular list of numbers: "
+            "element [0] is a string, not a number",
+        ),
+        (
+            [True],
+            "input 'x' must be a float32 tensor or a rectangular list of numbers: "
+            "element [0] is a bool, not a number",
+        ),
+        (
+            "1, 2, 3",
+            "input 'x' must be a float32 tensor or a rectangular list of numbers, got a string",
+        ),
+        (3, "input 'x' must be a float32 tensor or a rectangular list of numbers, got an integer"),
+    ],
+)
+def test_nothing_else_becomes_a_tensor(value: object, message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        check_inputs(VECTOR, {"x": value})
+    assert caught.value.message == message
+
+
+def test_a_dtype_is_checked_when_the_model_is_defined() -> None:
+    with pytest.raises(ValueError, match="field 'x': only tensors have a dtype"):
+        Field("x", "list", dtype="float32")
+    with pytest.raises(ValueError, match="field 'x': dtype 'float' is not one of"):
+        Field("x", "tensor", dtype="float")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from modelyard.errors import InvalidArgument
 from modelyard.v1 import value_pb2 as pb
-from modelyard.values import from_value, to_value
+from modelyard.values import from_value, tensor_from_list, to_value
 
 scalars = (
     st.none()
@@ -156,3 +157,46 @@ def test_jsonable_shows_tensors_and_bytes_readably() -> None:
     assert shown["b"] == {"bytes": 3}
     with pytest.raises(TypeError, match="set is not JSON serialisable"):
         json.dumps({1, 2}, default=jsonable)
+
+
+@given(arrays)
+def test_a_tensor_written_as_a_nested_list_comes_back_as_that_tensor(
+    array: np.ndarray[Any, Any],
+) -> None:
+    if array.ndim == 0:
+        return  # a scalar is not a list
+    back = tensor_from_list(array.tolist(), str(array.dtype))
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert np.array_equal(back, array, equal_nan=array.dtype.kind == "f")
+
+
+def test_lists_become_tensors_of_the_dtype_asked_for() -> None:
+    floats = tensor_from_list([[1, 2.5], [3, 4]], "float32")  # ints are exact floats too
+    assert floats.dtype == np.float32 and floats.tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    assert tensor_from_list([True, False], "bool").tolist() == [True, False]
+    assert tensor_from_list([[], []], "int64").shape == (2, 0)
+    assert tensor_from_list([], "uint8").shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("items", "dtype", "problem"),
+    [
+        ([[1, 2], [3]], "float32", "the list is ragged: element [1] has 1 elements, not 2"),
+        ([1, [2]], "float32", "the list is ragged: element [1] is a list, not a number"),
+        ([[1], 2], "float32", "the list is ragged: element [1] is an integer, not a list of 1"),
+        ([1, "2"], "float32", "element [1] is a string, not a number"),
+        ([[0.5, True]], "float64", "element [0][1] is a bool, not a number"),
+        ([1.0], "int32", "element [0] is a float, not an integer"),
+        ([1, None], "int64", "element [1] is null, not an integer"),
+        ([1], "bool", "element [0] is an integer, not a bool"),
+        ([127, 128], "int8", "element [1] is out of the range of int8"),
+        ([-1], "uint8", "element [0] is out of the range of uint8"),
+        ([70000.0], "float16", "element [0] is out of the range of float16"),
+        ([10**400], "float64", "element [0] is out of the range of float64"),
+    ],
+)
+def test_nothing_is_guessed_when_a_list_is_made_a_tensor(
+    items: list[Any], dtype: str, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(problem)}$"):
+        tensor_from_list(items, dtype)
