@@ -124,7 +124,7 @@ def workers(
         table.add_column(column, overflow="fold")
     for worker in reply.workers:
         models = Text("\n").join(
-            Text(m.name) if m.serving else Text(f"{m.name} (not serving)", style="red")
+            Text(m.model) if m.serving else Text(f"{m.model} (not serving)", style="red")
             for m in worker.models
         )
         tags = "\n".join(f"{k}={_tag_value(k, v)}" for k, v in sorted(worker.tags.items()))

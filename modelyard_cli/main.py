@@ -198,7 +198,7 @@ def models(
         table.add_column(column, overflow="fold")  # folded, never cut
     for status in statuses:
         state = pb.ModelState.Name(status.state).removeprefix("MODEL_STATE_").lower()
-        cells = (status.name, status.task, status.version, state, status.state_reason)
+        cells = (status.model, status.task, status.version, state, status.state_reason)
         table.add_row(*map(Text, cells))  # text, not markup
     console.print(table)
 
