@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
+from pathlib import Path
 
 from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Model, Outputs, Request
@@ -48,6 +49,62 @@ class SlowEcho(Model):
     def predict(self, batch: list[Request]) -> list[Outputs]:
         time.sleep(self.delay)
         return [{"x": r.inputs["x"], "batch_size": len(batch)} for r in batch]
+
+
+class Gate:
+    """What a `Gated` model waits for: a file that does not exist until `open()` creates
+    it, so a test can open it for a worker in its own process or in another one. Give a
+    model its path: `"options": {"predict_gate": str(gate)}`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self) -> None:
+        self.path.touch()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+class Gated(Model):
+    """Echoes like SlowEcho, but loads and answers only once the test opens a `Gate`.
+
+    Options: `load_gate` (a gate's path: loading waits for it), `predict_gate` (every
+    batch waits for it), `delay_ms` (then each batch sleeps this long). A test that must
+    look at a loading model, or at calls in flight, holds that moment for as long as it
+    needs instead of guessing how long a delay lasts on a busy host. A gate still shut
+    after `gate_timeout_s` (default 120) fails the load or the batch, so a test that fails
+    before opening it cannot leave the model's thread blocked for good (the process could
+    not exit).
+    """
+
+    task = "gated"
+    inputs = (Field("x", "any", "Anything; echoed back."),)
+    outputs = (
+        Field("x", "any", "The input."),
+        Field("batch_size", "int", "How many requests shared this call."),
+    )
+
+    def load(self, context: LoadContext) -> None:
+        options = context.options
+        self.timeout = float(options.get("gate_timeout_s", 120.0))
+        self.predict_gate = Path(options["predict_gate"]) if "predict_gate" in options else None
+        self.delay = float(options.get("delay_ms", 0.0)) / 1000.0
+        if "load_gate" in options:
+            self._wait(Path(options["load_gate"]))
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        if self.predict_gate is not None:
+            self._wait(self.predict_gate)
+        time.sleep(self.delay)
+        return [{"x": r.inputs["x"], "batch_size": len(batch)} for r in batch]
+
+    def _wait(self, gate: Path) -> None:
+        give_up = time.monotonic() + self.timeout
+        while not gate.exists():
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"gate {gate} still shut after {self.timeout:g} s")
+            time.sleep(0.005)
 
 
 class Ticker(Model):
