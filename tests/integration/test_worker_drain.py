@@ -4,7 +4,10 @@ calls and says NOT_SERVING, but keeps running; undrained, it serves again."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -19,18 +22,11 @@ from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.workerinfo import DesiredWorker
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
+from tests.support.models import Gate
 from workers.server import PREDICT_SERVICE, Worker
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SLOW: list[dict[str, Any]] = [
-    {
-        "name": "slow",
-        "class": "tests.support.models:SlowEcho",
-        "batching": {"max_batch_size": 4, "max_wait_ms": 5},
-        "options": {"delay_ms": 300},
-    }
-]
 
 
 @pytest.fixture
@@ -38,8 +34,25 @@ def client(etcd_client: EtcdClient) -> EtcdClient:
     return etcd_client
 
 
-def drainable_worker(etcd: EtcdServer, **settings: Any) -> AbstractAsyncContextManager[Worker]:
-    return running_worker(SLOW, etcd=etcd.settings(), lease_ttl=1.0, **settings)
+@pytest.fixture
+def answer(tmp_path: Path) -> Iterator[Gate]:
+    """The gate of the worker's model: it answers no call until the test opens it (opened
+    at the end in any case, so a failed test still stops its worker)."""
+    gate = Gate(tmp_path / "answer")
+    yield gate
+    gate.open()
+
+
+def drainable_worker(
+    etcd: EtcdServer, answer: Gate, **settings: Any
+) -> AbstractAsyncContextManager[Worker]:
+    slow = {
+        "name": "slow",
+        "class": "tests.support.models:Gated",
+        "batching": {"max_batch_size": 4, "max_wait_ms": 5},
+        "options": {"predict_gate": str(answer)},
+    }
+    return running_worker([slow], etcd=etcd.settings(), lease_ttl=1.0, **settings)
 
 
 async def set_drain(client: EtcdClient, worker: Worker, drain: bool) -> None:
@@ -57,22 +70,27 @@ async def statuses(worker: Worker) -> set[int]:
     return {r.status for r in replies}
 
 
-async def until_statuses(worker: Worker, expected: int, timeout: float = 1.0) -> None:
+async def until_statuses(worker: Worker, expected: int, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while await statuses(worker) != {expected}:  # noqa: ASYNC110 (polls over gRPC)
             await asyncio.sleep(0.01)
 
 
 async def test_drain_finishes_in_flight_calls_refuses_new_ones_and_undrain_reopens(
-    etcd: EtcdServer, client: EtcdClient
+    etcd: EtcdServer, client: EtcdClient, answer: Gate
 ) -> None:
-    async with drainable_worker(etcd) as worker, AsyncClient(worker.address, timeout=10) as calls:
+    async with (
+        drainable_worker(etcd, answer) as worker,
+        AsyncClient(worker.address, timeout=60) as calls,
+    ):
         in_flight = [asyncio.create_task(calls.predict("slow", x=i)) for i in range(8)]
-        await eventually(lambda: worker.service.in_flight == 8)
+        await eventually(lambda: worker.service.in_flight == 8)  # and held at the gate
         await set_drain(client, worker, True)
-        await until_statuses(worker, NOT_SERVING, timeout=0.5)
+        await until_statuses(worker, NOT_SERVING)
         with pytest.raises(Unavailable, match="this worker is draining"):
-            await calls.predict("slow", x=99)
+            await calls.predict("slow", x=99, timeout=10)  # refused, not held
+        assert worker.service.in_flight == 8
+        answer.open()
         results = await asyncio.gather(*in_flight)
         assert [r.outputs["x"] for r in results] == list(range(8))  # none lost
         # still running and answering, and still registered (the control plane shows it
@@ -81,25 +99,25 @@ async def test_drain_finishes_in_flight_calls_refuses_new_ones_and_undrain_reope
         assert worker.registration is not None and worker.registration.registered
 
         await set_drain(client, worker, False)
-        await until_statuses(worker, SERVING, timeout=0.5)
+        await until_statuses(worker, SERVING)
         assert (await calls.predict("slow", x=1)).outputs["x"] == 1
 
         # deleting the key is the same as drain: false
         await set_drain(client, worker, True)
-        await until_statuses(worker, NOT_SERVING, timeout=0.5)
+        await until_statuses(worker, NOT_SERVING)
         await client.delete(Keys().desired_worker(worker.worker_id))
-        await until_statuses(worker, SERVING, timeout=0.5)
+        await until_statuses(worker, SERVING)
         assert (await calls.predict("slow", x=2)).outputs["x"] == 2
         await worker.stop()
         assert worker.service.in_flight == 0
 
 
 async def test_a_worker_drained_before_it_starts_never_serves_and_stops_cleanly(
-    etcd: EtcdServer, client: EtcdClient
+    etcd: EtcdServer, client: EtcdClient, answer: Gate
 ) -> None:
     await client.put(Keys().desired_worker("w-drained"), DesiredWorker(drain=True).to_json())
     async with (
-        drainable_worker(etcd, worker_id="w-drained") as worker,
+        drainable_worker(etcd, answer, worker_id="w-drained") as worker,
         AsyncClient(worker.address) as calls,
     ):
         assert await statuses(worker) == {NOT_SERVING}  # as soon as start returned
@@ -111,25 +129,32 @@ async def test_a_worker_drained_before_it_starts_never_serves_and_stops_cleanly(
 
 
 async def test_drain_is_followed_across_an_etcd_restart(
-    etcd: EtcdServer, client: EtcdClient
+    etcd: EtcdServer, client: EtcdClient, answer: Gate
 ) -> None:
-    async with drainable_worker(etcd) as worker:
+    async with drainable_worker(etcd, answer) as worker:
         assert worker.desired_state is not None
         etcd.restart()  # breaks the watch: the worker reads the key again and re-watches
         await set_drain(client, worker, True)
-        await until_statuses(worker, NOT_SERVING, timeout=3.0)
+        await until_statuses(worker, NOT_SERVING, timeout=15)  # after its retry backoff
         await set_drain(client, worker, False)
-        await until_statuses(worker, SERVING, timeout=1.0)
+        await until_statuses(worker, SERVING)
 
 
-async def test_an_unreadable_desired_state_is_ignored(etcd: EtcdServer, client: EtcdClient) -> None:
-    async with drainable_worker(etcd) as worker:
+async def test_an_unreadable_desired_state_is_ignored(
+    etcd: EtcdServer, client: EtcdClient, answer: Gate, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workers.desired_state")
+
+    def ignored() -> int:
+        return sum("ignoring unreadable desired state" in r.getMessage() for r in caplog.records)
+
+    async with drainable_worker(etcd, answer) as worker:
         key = Keys().desired_worker(worker.worker_id)
         await set_drain(client, worker, True)
         await until_statuses(worker, NOT_SERVING)
         await client.put(key, b"{not json")
         await client.put(key, b'{"drain": "perhaps"}')
-        await asyncio.sleep(0.1)
+        await eventually(lambda: ignored() == 2)  # the worker has seen both
         assert await statuses(worker) == {NOT_SERVING}  # the last good state stays
         await client.put(key, b'{"drain": false, "reason": "from a newer version"}')
         await until_statuses(worker, SERVING)

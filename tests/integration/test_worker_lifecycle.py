@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.request
+from pathlib import Path
 
 import grpc.aio
 import pytest
@@ -14,6 +15,7 @@ from modelyard.client import AsyncClient
 from modelyard.errors import Unavailable
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
+from tests.support.models import Gate
 from workers.server import StartupError, Worker
 from workers.settings import WorkerSettings
 
@@ -21,56 +23,70 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def test_a_loading_model_is_not_serving_and_refuses_calls_until_ready() -> None:
+async def test_a_loading_model_is_not_serving_and_refuses_calls_until_ready(
+    tmp_path: Path,
+) -> None:
+    loaded = Gate(tmp_path / "loaded")  # the model's load returns once the test opens it
     worker = Worker(
         WorkerSettings(
             port=0,
             models=[
                 {
                     "name": "slow-load",
-                    "class": "tests.support.models:SlowEcho",
-                    "options": {"load_ms": 1500, "delay_ms": 0},
+                    "class": "tests.support.models:Gated",
+                    "options": {"load_gate": str(loaded)},
                 }
             ],
         )
     )
     starting = asyncio.create_task(worker.start())
-    await asyncio.sleep(0.5)  # listening, and still loading for another second
-    async with (
-        grpc.aio.insecure_channel(worker.address) as channel,
-        AsyncClient(worker.address) as client,
-    ):
-        health = health_pb2_grpc.HealthStub(channel)
-        check = health_pb2.HealthCheckRequest
-        assert (await health.Check(check(service=""))).status == NOT_SERVING
-        assert (await health.Check(check(service="slow-load"))).status == NOT_SERVING
-        with pytest.raises(Unavailable, match="still loading"):
-            await client.predict("slow-load", x=1)
+    await eventually(lambda: worker.port != 0)  # bound; listening follows
+    try:
+        async with (
+            grpc.aio.insecure_channel(worker.address) as channel,
+            AsyncClient(worker.address) as client,
+        ):
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest
+            # waits for the server to listen; the model cannot finish loading meanwhile
+            first = await health.Check(check(service=""), wait_for_ready=True, timeout=10)
+            assert first.status == NOT_SERVING
+            assert (await health.Check(check(service="slow-load"))).status == NOT_SERVING
+            with pytest.raises(Unavailable, match="still loading"):
+                await client.predict("slow-load", x=1)
+            loaded.open()
+            await starting
+            assert (await health.Check(check(service=""))).status == SERVING
+            assert (await health.Check(check(service="slow-load"))).status == SERVING
+            assert (await client.predict("slow-load", x=1)).outputs["x"] == 1
+    finally:
+        loaded.open()
         await starting
-        assert (await health.Check(check(service=""))).status == SERVING
-        assert (await health.Check(check(service="slow-load"))).status == SERVING
-        assert (await client.predict("slow-load", x=1)).outputs["x"] == 1
-    await worker.stop()
+        await worker.stop()
 
 
-async def test_draining_finishes_in_flight_calls_and_refuses_new_ones() -> None:
+async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(tmp_path: Path) -> None:
+    answer = Gate(tmp_path / "answer")  # the model answers nothing until the test opens it
     models = [
         {
             "name": "slow",
-            "class": "tests.support.models:SlowEcho",
+            "class": "tests.support.models:Gated",
             "batching": {"max_batch_size": 4, "max_wait_ms": 5},
-            "options": {"delay_ms": 300},
+            "options": {"predict_gate": str(answer)},
         }
     ]
-    worker = Worker(WorkerSettings(port=0, models=models, grace_seconds=5))
+    worker = Worker(WorkerSettings(port=0, models=models, grace_seconds=60))
     await worker.start()
-    async with AsyncClient(worker.address, timeout=10) as client:
+    async with AsyncClient(worker.address, timeout=60) as client:
         in_flight = [asyncio.create_task(client.predict("slow", x=i)) for i in range(8)]
         await eventually(lambda: worker.service.in_flight == 8)  # all accepted before draining
         stopping = asyncio.create_task(worker.stop())
-        await asyncio.sleep(0.05)
-        with pytest.raises(Unavailable, match="draining"):
-            await client.predict("slow", x=99)
+        try:
+            await eventually(lambda: worker.service.draining)  # held: none has finished
+            with pytest.raises(Unavailable, match="draining"):
+                await client.predict("slow", x=99, timeout=10)  # refused, not held
+        finally:
+            answer.open()
         results = await asyncio.gather(*in_flight)
         assert [r.outputs["x"] for r in results] == list(range(8))  # none lost
         await stopping
