@@ -4,7 +4,6 @@ conventions, batching and isolation, streaming and cancellation, and every bad i
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -27,39 +26,58 @@ from modelyard.errors import (
 )
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc, value_pb2
+from tests.helpers import eventually
 from tests.integration.conftest import running_worker
+from tests.support.models import Gate
 from workers.server import Worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-MODELS: list[dict[str, Any]] = [
-    {"name": "echo", "class": "tests.support.models:Echo"},
-    {
-        "name": "slow",
-        "class": "tests.support.models:SlowEcho",
-        "batching": {"max_batch_size": 8, "max_wait_ms": 20},
-        "options": {"delay_ms": 30},
-    },
-    {
-        "name": "tiny-queue",
-        "class": "tests.support.models:SlowEcho",
-        "batching": {"max_batch_size": 1, "max_queue_size": 2},
-        "options": {"delay_ms": 150},
-    },
-    {"name": "ticker", "class": "tests.support.models:Ticker"},
-    {
-        "name": "picky",
-        "class": "tests.support.models:Picky",
-        "batching": {"max_batch_size": 4, "max_wait_ms": 20},
-    },
-    {"name": "broken", "class": "tests.support.models:BrokenLoad"},
-]
+#: Models whose calls wait at a gate (see tests.support.models.Gated) until their test
+#: opens it: a test then knows which calls are held and which queue behind them.
+GATED = ("batched", "tiny-queue")
+
+
+def served_models(gates: dict[str, Gate]) -> list[dict[str, Any]]:
+    return [
+        {"name": "echo", "class": "tests.support.models:Echo"},
+        {
+            "name": "batched",
+            "class": "tests.support.models:Gated",
+            "batching": {"max_batch_size": 8, "max_wait_ms": 20},
+            "options": {"predict_gate": str(gates["batched"])},
+        },
+        {
+            "name": "tiny-queue",
+            "class": "tests.support.models:Gated",
+            "batching": {"max_batch_size": 1, "max_queue_size": 2},
+            "options": {"predict_gate": str(gates["tiny-queue"])},
+        },
+        {"name": "ticker", "class": "tests.support.models:Ticker"},
+        {
+            "name": "picky",
+            "class": "tests.support.models:Picky",
+            "batching": {"max_batch_size": 4, "max_wait_ms": 20},
+        },
+        {"name": "broken", "class": "tests.support.models:BrokenLoad"},
+    ]
+
+
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Gate]:
+    folder = tmp_path_factory.mktemp("gates")
+    return {name: Gate(folder / name) for name in GATED}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def worker() -> AsyncIterator[Worker]:
-    async with running_worker(MODELS, tags={"zone": "test"}, max_message_bytes=64 * 1024) as w:
-        yield w
+async def worker(gates: dict[str, Gate]) -> AsyncIterator[Worker]:
+    models = served_models(gates)
+    async with running_worker(models, tags={"zone": "test"}, max_message_bytes=64 * 1024) as w:
+        try:
+            yield w
+        finally:  # a failed test must not leave calls held while the worker stops
+            for gate in gates.values():
+                gate.open()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -77,17 +95,28 @@ async def test_predict_round_trips_any_values(client: AsyncClient) -> None:
 
 
 async def test_concurrent_requests_are_batched_and_each_gets_its_own_result(
-    client: AsyncClient, worker: Worker
+    client: AsyncClient, worker: Worker, gates: dict[str, Gate]
 ) -> None:
-    results = await asyncio.gather(*(client.predict("slow", x=i) for i in range(16)))
+    runner = worker.registry.get("batched").runner
+
+    def in_flight() -> int:
+        return worker.service.load().model_in_flight["batched"]
+
+    first = asyncio.create_task(client.predict("batched", x=0))
+    # its batch closed (max_wait_ms) and waits at the gate on the model's thread
+    await eventually(lambda: in_flight() == 1 and runner.queue_depth == 0)
+    rest = [asyncio.create_task(client.predict("batched", x=i)) for i in range(1, 16)]
+    await eventually(lambda: runner.queue_depth == 15)  # all queued behind it
+    gates["batched"].open()
+    results = await asyncio.gather(first, *rest)
     assert [r.outputs["x"] for r in results] == list(range(16))
+    # the queue goes in batches of at most 8: the 15 queued calls make one of 8, one of 7
     sizes = [r.outputs["batch_size"] for r in results]
-    assert max(sizes) > 1, f"no batching happened: {sizes}"
-    assert all(size <= 8 for size in sizes)
+    assert sizes[0] == 1 and sorted(sizes[1:]) == [7] * 7 + [8] * 8, sizes
     observed = worker.metrics.registry.get_sample_value(
-        "modelyard_worker_batch_size_count", {"model": "slow"}
+        "modelyard_worker_batch_size_count", {"model": "batched"}
     )
-    assert observed is not None and observed < 16  # fewer model calls than requests
+    assert observed == 3  # three model calls for sixteen requests
 
 
 async def test_a_failing_request_does_not_fail_its_batch_mates(client: AsyncClient) -> None:
@@ -105,14 +134,18 @@ async def test_a_failing_request_does_not_fail_its_batch_mates(client: AsyncClie
 
 
 async def test_a_full_queue_answers_resource_exhausted_and_the_rest_succeed(
-    client: AsyncClient,
+    client: AsyncClient, worker: Worker, gates: dict[str, Gate]
 ) -> None:
-    results = await asyncio.gather(
-        *(client.predict("tiny-queue", x=i) for i in range(6)), return_exceptions=True
-    )
+    runner = worker.registry.get("tiny-queue").runner
+    calls = [asyncio.create_task(client.predict("tiny-queue", x=i)) for i in range(6)]
+    # held at the gate, the admitted calls fill the queue (max_queue_size 2: one call on
+    # the model's thread and one waiting for it) ...
+    await eventually(lambda: sum(c.done() for c in calls) == 4 and runner.queue_depth == 2)
+    gates["tiny-queue"].open()  # ... and the four others were refused meanwhile
+    results = await asyncio.gather(*calls, return_exceptions=True)
     refused: list[ResourceExhausted] = [r for r in results if isinstance(r, ResourceExhausted)]
     served = [r for r in results if not isinstance(r, BaseException)]
-    assert refused and served and len(refused) + len(served) == 6
+    assert (len(refused), len(served)) == (4, 2), results
     assert "queue limit" in refused[0].message
 
 
@@ -122,24 +155,27 @@ async def test_stream_sends_chunks_then_the_final_result(client: AsyncClient) ->
     assert events[-1].final and events[-1].outputs == {"ticks": 3}
 
 
+#: Ticks at the default 10 ms: a stream that holds the model's (one) thread for a minute
+#: unless it is stopped, so a call after it that must be served within 30 s needs the
+#: model to have stopped.
+LONG = 6_000
+
+
 async def test_cancelling_a_stream_stops_the_model(client: AsyncClient) -> None:
-    # 1,000 ticks at 10 ms would hold the model's thread for 10 s if it did not stop
-    stream = client.predict_stream("ticker", count=1000)
+    stream = client.predict_stream("ticker", count=LONG)
     async for event in stream:
         if event.index == 2:
             break
     await stream.aclose()  # type: ignore[attr-defined]  # it is an async generator
-    started = time.monotonic()
-    result = await client.predict("ticker", count=1, timeout=3)
+    result = await client.predict("ticker", count=1, timeout=30)
     assert result.outputs == {"ticks": 1}
-    assert time.monotonic() - started < 3
 
 
 async def test_a_stream_past_its_deadline_stops_the_model(client: AsyncClient) -> None:
     with pytest.raises(DeadlineExceeded):
-        async for _ in client.predict_stream("ticker", count=1000, timeout=0.3):
+        async for _ in client.predict_stream("ticker", count=LONG, timeout=0.3):
             pass
-    result = await client.predict("ticker", count=2, timeout=3)
+    result = await client.predict("ticker", count=2, timeout=30)
     assert result.outputs == {"ticks": 2}
 
 
@@ -181,9 +217,9 @@ async def test_an_unset_value_is_invalid_argument(worker: Worker) -> None:
     assert "no kind set" in (caught.value.details() or "")
 
 
-async def test_list_models_reports_state_and_reason(client: AsyncClient) -> None:
+async def test_list_models_reports_state_and_reason(client: AsyncClient, worker: Worker) -> None:
     states = {m.model: m for m in await client.list_models()}
-    assert list(states) == [m["name"] for m in MODELS]
+    assert list(states) == [m.name for m in worker.settings.models]  # in configured order
     assert states["echo"].state == pb.MODEL_STATE_READY
     assert states["broken"].state == pb.MODEL_STATE_FAILED
     assert "weights.bin not found" in states["broken"].state_reason
@@ -201,9 +237,9 @@ async def test_metadata_describes_signature_defaults_batching_and_tags(
     assert meta.device_tags["device"] == "cpu"
     assert meta.device_tags["zone"] == "test"
     assert int(meta.device_tags["cpu_count"]) >= 1
-    slow = await client.metadata("slow")
-    assert slow.batching.max_batch_size == 8
-    assert slow.batching.max_wait.ToTimedelta() == timedelta(milliseconds=20)
+    batched = await client.metadata("batched")
+    assert batched.batching.max_batch_size == 8
+    assert batched.batching.max_wait.ToTimedelta() == timedelta(milliseconds=20)
     with pytest.raises(NotFound):
         await client.metadata("nope")
 
