@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -22,9 +22,13 @@ from modelyard_cli.etcd_server import EtcdServer
 from modelyard_server.etcd import Keys
 from modelyard_server.workerinfo import ModelInfo, WorkerInfo
 from tests.helpers import EndpointFollower as Watcher
+from tests.helpers import eventually
 from tests.integration.conftest import running_worker
 
 ECHO = [{"name": "echo", "class": "tests.support.models:Echo"}]
+#: Registrations written here are never refreshed: their lease outlives any test, so only
+#: the control plane's prober (or a test's own revoke) can take a worker out of a set.
+LONG_TTL = 600
 
 
 @pytest_asyncio.fixture
@@ -36,7 +40,7 @@ async def control_plane(etcd: EtcdServer) -> AsyncIterator[ControlPlane]:
 
 
 async def register(
-    client: Any, worker_id: str, address: str, tags: dict[str, str], ttl: int = 5
+    client: Any, worker_id: str, address: str, tags: dict[str, str], ttl: int = LONG_TTL
 ) -> Any:
     lease = await client.lease(ttl)
     info = WorkerInfo(
@@ -50,18 +54,18 @@ async def register(
     return lease
 
 
-async def test_a_registered_worker_appears_and_a_dead_one_is_withdrawn_within_a_second(
+async def test_a_registered_worker_appears_and_a_dead_one_is_withdrawn_by_the_prober(
     control_plane: ControlPlane, etcd_client: Any
 ) -> None:
+    # how fast a dead worker is withdrawn is a goal for bench/controlplane (failure.py)
     watcher = Watcher(control_plane.address, "echo")
-    await asyncio.sleep(0.1)
-    assert watcher.latest is not None and watcher.ids() == []  # empty, not an error
+    await eventually(lambda: watcher.latest is not None)
+    assert watcher.ids() == []  # empty, not an error
     async with running_worker(ECHO) as worker:
         await register(etcd_client, "w1", worker.address, {"device": "cpu"})
-        await watcher.until(["w1"])
-        await worker.server.stop(None)  # the process is gone; its lease is not
-        withdrawn = await watcher.until([], timeout=1.0)
-    assert withdrawn < 1.0
+        await watcher.until(["w1"], timeout=10)
+        await worker.server.stop(None)  # the process is gone; its lease (LONG_TTL) is not
+        await watcher.until([], timeout=10)
     await watcher.close()
 
 
@@ -123,13 +127,35 @@ async def test_list_workers_filters_by_model_and_selector(
     ):
         await register(etcd_client, "w1", worker.address, {"device": "cpu", "zone": "a"})
         stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
-        await asyncio.sleep(0.3)
-        listed = await stub.ListWorkers(pb.ListWorkersRequest(model="echo", selector="zone=a"))
+        request = pb.ListWorkersRequest(model="echo", selector="zone=a")
+        listed = await list_until(
+            stub, request, lambda r: any(w.reachable and w.models[0].serving for w in r.workers)
+        )
         assert [w.worker_id for w in listed.workers] == ["w1"]
         assert listed.leader and listed.workers[0].reachable
         assert listed.workers[0].models[0].serving
         none = await stub.ListWorkers(pb.ListWorkersRequest(model="bert"))
         assert list(none.workers) == []
+
+
+async def list_until(
+    stub: controlplane_pb2_grpc.ControlPlaneAsyncStub,
+    request: pb.ListWorkersRequest,
+    done: Callable[[pb.ListWorkersResponse], bool],
+) -> pb.ListWorkersResponse:
+    """ListWorkers until `done(reply)`, for up to 10 s: a replica refuses reads until it
+    has read etcd, and a worker is reachable only once the leader has probed it."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                listed = await stub.ListWorkers(request)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            else:
+                if done(listed):
+                    return listed
+            await asyncio.sleep(0.02)
 
 
 async def test_a_restarted_control_plane_rebuilds_from_etcd(
@@ -147,7 +173,7 @@ async def test_a_restarted_control_plane_rebuilds_from_etcd(
         second = ControlPlane(settings)
         await second.start()
         again = Watcher(second.address, "echo")
-        await again.until(["w1"], timeout=2.0)
+        await again.until(["w1"], timeout=10)
         await again.close()
         await second.stop()
 
