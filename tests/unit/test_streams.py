@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -68,22 +68,45 @@ async def test_relay_feeds_every_consumer_and_segments_follow_chunks() -> None:
     assert [s async for s in segments(second, "", lambda c: c["text"])] == ["Hi.", "Bye"]
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Lets other tasks run until `condition` holds: a bounded number of loop turns, no time."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def test_call_in_order_returns_in_order_and_bounds_concurrency() -> None:
     active = peak = 0
+    held: dict[int, asyncio.Event] = {}
+    finished: list[int] = []
     delivered: list[tuple[int, str, str]] = []
 
     async def call(index: int, item: str) -> str:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(0.001 * (10 - index))  # later items finish first
+        held[index] = release = asyncio.Event()
+        await release.wait()
+        finished.append(index)
         active -= 1
         return item.upper()
 
     items = [chr(ord("a") + i) for i in range(10)]
-    results = await call_in_order(
-        items, call, limit=3, on_result=lambda i, item, r: delivered.append((i, item, r))
+    running = asyncio.create_task(
+        call_in_order(
+            items, call, limit=3, on_result=lambda i, item, r: delivered.append((i, item, r))
+        )
     )
+    # each time three calls are in flight (or all that are left), the latest one finishes
+    while len(finished) < len(items):
+        await until(lambda: active >= min(3, len(items) - len(finished)))
+        latest = max(i for i in held if i not in finished)
+        held[latest].set()
+        await until(lambda: latest in finished)  # noqa: B023 (awaited here, in this turn)
+    results = await running
+    assert finished == [2, 3, 4, 5, 6, 7, 8, 9, 1, 0]  # later items finished first
     assert results == [item.upper() for item in items]
     assert delivered == [(i, item, item.upper()) for i, item in enumerate(items)]
     assert peak == 3
