@@ -176,11 +176,25 @@ def load_settings(
     return settings
 
 
-def resolve_source(source: str, base: Path) -> str:
-    """Expands $VARS and ~, and anchors explicit relative paths at the config's folder.
+def require_models(settings: WorkerSettings) -> None:
+    """ValueError when the settings list no models: such a worker has nothing to serve.
 
-    Only sources that look like paths ("/", "./", "../", "~") are treated as paths;
-    anything else ("org/model") stays a Hugging Face id, as transformers reads it.
+    Not a validator of WorkerSettings, which may be built without models (to read the
+    environment's settings, say); `modelyard worker` calls it before starting anything.
+    """
+    if not settings.models:
+        raise ValueError(
+            "no models to serve: list at least one under 'models:' (a folder or Hugging "
+            "Face id as its 'source', or a Python class as its 'class')"
+        )
+
+
+def resolve_source(source: str, base: Path) -> str:
+    """Expands $VARS and ~, and anchors "./" and "../" paths at the config's folder.
+
+    Other sources stay as written: the loader decides whether one is a folder or a Hugging
+    Face id (the rule is in `workers.loader`); a relative "models/bert/base" stays relative
+    to the working directory, as transformers reads it.
     """
     if not source:
         return source
