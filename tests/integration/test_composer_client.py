@@ -188,14 +188,14 @@ async def test_leaving_a_run_stream_early_stops_the_run_and_the_workers_generati
 ) -> None:
     def leave_early() -> dict[str, Any]:
         with ComposerClient(cluster.composer, timeout=30) as composer:
-            for event in composer.run_stream(ticks_graph(), n=1000):  # 1,000 ticks: 10 s
+            for event in composer.run_stream(ticks_graph(), n=6000):  # a minute of ticks
                 if isinstance(event, Chunk) and event.node == "each":
                     break  # the generation is under way and flowing downstream
             # still connected: only leaving the loop can have stopped the run. The worker
-            # runs one stream per model thread: had the generation gone on, this call
-            # would wait ~10 s behind it and miss its deadline.
+            # runs one stream per model thread: had the generation gone on (until the
+            # run's 30 s deadline at least), this call would miss its 15 s one.
             with Client(cluster.worker) as worker:
-                return worker.predict("ticker", count=1, timeout=3).outputs
+                return worker.predict("ticker", count=1, timeout=15).outputs
 
     assert await asyncio.to_thread(leave_early) == {"ticks": 1}
 
