@@ -450,19 +450,19 @@ def test_load_graph_by_suffix(tmp_path: Path, suffix: str) -> None:
 
 
 def test_load_graph_errors_name_the_file(tmp_path: Path) -> None:
-    cases = {
-        "graph.txt": ("name: x", "graph files end in .yaml, .yml or .json"),
-        "bad.yaml": ("name: [x", "not valid YAML"),
-        "bad.json": ("{", "not valid JSON"),
-        "list.yaml": ("- a", "a graph file holds a mapping, got a list"),
-        "typo.yaml": ("name: x\nnodes: [{name: a, modle: m}]", "node 'a': unknown key 'modle'"),
+    cases = {  # what follows the file's path in the message
+        "graph.txt": ("name: x", ": graph files end in .yaml, .yml or .json"),
+        "bad.yaml": ("name: [x", ", line 1: expected ','"),  # a syntax error: and its line
+        "bad.json": ("{", ", line 1: Expecting property name"),
+        "list.yaml": ("- a", ": a graph file holds a mapping, got a list"),
+        "typo.yaml": ("name: x\nnodes: [{name: a, modle: m}]", ": node 'a': unknown key 'modle'"),
     }
     for name, (text, expected) in cases.items():
         path = tmp_path / name
         path.write_text(text)
         with pytest.raises(InvalidArgument) as caught:
             load_graph(path)
-        assert caught.value.message.startswith(f"{path}: {expected}"), caught.value.message
+        assert caught.value.message.startswith(f"{path}{expected}"), caught.value.message
 
 
 def test_dump_graph_refuses_an_unknown_format() -> None:
