@@ -4,7 +4,7 @@ control plane's endpoint sets, retried on UNAVAILABLE before the first response.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc.aio
@@ -12,7 +12,7 @@ import grpc.aio
 from composer.validation import Unchecked
 from modelyard.client import Prediction, StreamEvent
 from modelyard.routed_client import RoutedClient
-from modelyard.v1 import predict_pb2, predict_pb2_grpc
+from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc, predict_pb2, predict_pb2_grpc
 
 
 class RoutedInvoker:
@@ -71,6 +71,21 @@ async def fetch_metadata(
 
     found = await asyncio.gather(*(one(model) for model in set(models)))
     return {model: meta for model, meta in found if meta is not None}
+
+
+async def served_models(control_planes: Sequence[str], *, wait: float = 1.0) -> set[str]:
+    """Every model some registered worker serves, from the first control plane that answers
+    within `wait` seconds; empty when none does (it only feeds validation's did-you-mean)."""
+    request = controlplane_pb2.ListWorkersRequest()
+    for address in control_planes:
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+                reply = await stub.ListWorkers(request, timeout=wait)
+        except grpc.aio.AioRpcError:
+            continue
+        return {m.model for worker in reply.workers for m in worker.models if m.serving}
+    return set()
 
 
 def lookup(found: Mapping[str, Described]) -> Callable[[str], Any]:

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from composer.engine import Event, RunResult, run_graph
-from composer.invoker import RoutedInvoker, fetch_metadata, lookup
+from composer.invoker import RoutedInvoker, fetch_metadata, lookup, served_models
 from composer.references import calls
 from composer.store import GraphStore
 from composer.validation import Report, validate
@@ -40,7 +40,10 @@ class ComposerService:
 
     async def validate(self, graph: graph_pb2.Graph) -> Report:
         models = {call.model for node in graph.nodes for call in calls(node) if call.model}
-        return validate(graph, lookup(await fetch_metadata(self._client, models)))
+        found = await fetch_metadata(self._client, models)
+        # the models served, for a did-you-mean, only when one of the graph's is not
+        served = await served_models(self._client.addresses) if models - found.keys() else set()
+        return validate(graph, lookup(found), served)
 
     async def deploy(self, graph: graph_pb2.Graph) -> list[str]:
         """Stores a valid graph (runnable on this replica at once); its warnings."""

@@ -6,16 +6,19 @@ by the time the graph runs). Every message names where the problem is, e.g.
     node 'score': input 'text' references 'gen3.text', but there is no node 'gen3'
 
 Given `metadata` (a model's GetModelMetadataResponse, or None when no worker serves it),
-each model call is also checked against what the model really takes.
+each model call is also checked against what the model really takes (its inputs, their
+kinds, its parameters) and gives (the fields a reference takes from a model node); `served`
+(every model some worker serves) adds a did-you-mean to an unserved model's warning.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
+from composer.model_fit import a_kind, can_feed, did_you_mean, outputs_of
 from composer.references import (
     SEGMENT,
     dependencies,
@@ -63,9 +66,11 @@ class Unchecked(Exception):
     be fetched: the call is then reported unchecked, with why, not as unserved."""
 
 
-def validate(graph: g.Graph, metadata: Metadata | None = None) -> Report:
-    """Checks `graph`; with `metadata`, also each model call against the model's inputs."""
-    return _Validator(graph, metadata).run()
+def validate(
+    graph: g.Graph, metadata: Metadata | None = None, served: Collection[str] = ()
+) -> Report:
+    """Checks `graph`; with `metadata`, also each model call against the model's signature."""
+    return _Validator(graph, metadata, served).run()
 
 
 def _cycles(deps: dict[str, set[str]]) -> list[str]:
@@ -96,12 +101,18 @@ def _cycles(deps: dict[str, set[str]]) -> list[str]:
 
 
 class _Validator:
-    def __init__(self, graph: g.Graph, metadata: Metadata | None) -> None:
+    def __init__(self, graph: g.Graph, metadata: Metadata | None, served: Collection[str]) -> None:
         self.graph = graph
         self.metadata = metadata
+        self.served = served
+        self.nodes = {node.name: node for node in graph.nodes}
         self.report = Report()
         self.kinds = {node.name: node.WhichOneof("kind") for node in graph.nodes}
         self.inputs = {item.name for item in graph.inputs}
+        # an unset or unknown kind is reported once, by check_inputs, and feeds anything here
+        self.input_kinds = {
+            item.name: kind_of_value_kind(item.kind) or "any" for item in graph.inputs
+        }
         self.used: set[str] = set()  # input and node names something references
         self._described: dict[str, GetModelMetadataResponse | Unchecked | None] = {}
 
@@ -163,7 +174,10 @@ class _Validator:
 
     def check_node(self, where: str, node: g.Node) -> None:
         for use in uses(node):
-            self.check_ref(f"{where}: {use.holder}", use.text, item_ok=use.item_ok)
+            # a streaming call reads its upstream's chunks, whose fields no signature declares
+            streams = use.call is not None and use.call.stream != g.STREAM_MODE_UNSPECIFIED
+            subject = f"{where}: {use.holder}"
+            self.check_ref(subject, use.text, item_ok=use.item_ok, fields=not streams)
         if (timeout := seconds(node.timeout)) < 0:
             self.error(f"{where}: timeout must be 0 or more, got {timeout:g}s")
         if node.retries < 0:
@@ -180,7 +194,11 @@ class _Validator:
         else:
             self.error(f"{where}: has no kind (give one of model, map, switch, aggregate)")
 
-    def check_ref(self, subject: str, text: str, *, item_ok: bool = False) -> None:
+    def check_ref(
+        self, subject: str, text: str, *, item_ok: bool = False, fields: bool = True
+    ) -> None:
+        """`fields`: whether a field of a model node's outputs is checked against the model's
+        declared outputs."""
         try:
             ref = parse_ref(text)
         except InvalidArgument as error:
@@ -193,6 +211,8 @@ class _Validator:
             problem = f"there is no node '{ref.name}'"
         elif ref.kind == "item" and not item_ok:
             problem = "'item' exists only in the inputs of a map node's call"
+        elif ref.kind == "node" and ref.path and fields:
+            problem = self.missing_field(ref.name, ref.path[0])
         if problem:
             self.error(f"{subject} references '{text}', but {problem}")
         if ref.kind != "item":
@@ -256,7 +276,8 @@ class _Validator:
                 self.warn(message)
             return
         if described is None:
-            message = f"{where}: no worker serves model '{call.model}' yet"
+            hint = did_you_mean(call.model, self.served)
+            message = f"{where}: no worker serves model '{call.model}' yet{hint}"
             if message not in self.report.warnings:  # a switch may call one model twice
                 self.warn(message)
             return
@@ -274,6 +295,7 @@ class _Validator:
                         f"{where}: {prefix}model '{call.model}' needs input '{spec.name}', "
                         "which is not mapped"
                     )
+            self.check_input_kinds(where, prefix, call, described)
         accepts = [spec.name for spec in described.parameters]
         for name in sorted(call.parameters):
             if accepts and name not in accepts:
@@ -281,6 +303,37 @@ class _Validator:
                     f"{where}: {prefix}model '{call.model}' has no parameter '{name}' "
                     f"(it accepts {', '.join(accepts)})"
                 )
+
+    def check_input_kinds(
+        self, where: str, prefix: str, call: g.ModelCall, described: GetModelMetadataResponse
+    ) -> None:
+        """A graph input wired whole to a model input has a kind that input takes."""
+        takes = {spec.name: kind_of_value_kind(spec.kind) or "any" for spec in described.inputs}
+        for name, text in sorted(call.inputs.items()):
+            ref = parsed_or_none(text)
+            if ref is None or ref.kind != "input" or ref.path or name not in takes:
+                continue
+            given = self.input_kinds.get(ref.name, "any")
+            if not can_feed(given, takes[name]):
+                self.error(
+                    f"{where}: {prefix}input '{name}' is graph input '{ref.name}' "
+                    f"({a_kind(given)}), but model '{call.model}' takes {a_kind(takes[name])}"
+                )
+
+    def missing_field(self, name: str, field: str) -> str:
+        """Why model node `name` has no output `field`, or "" when it has (or may have) it."""
+        node = self.nodes.get(name)
+        if node is None or node.WhichOneof("kind") != "model":
+            return ""
+        try:
+            described = self.describe(node.model.model)
+        except Unchecked:  # reported where the node's call is checked
+            return ""
+        fields = outputs_of(node, described)
+        if not fields or field in fields:
+            return ""
+        known = did_you_mean(field, fields) or f" (its outputs: {', '.join(fields)})"
+        return f"node '{name}' (model '{node.model.model}') has no output '{field}'{known}"
 
     def describe(self, model: str) -> GetModelMetadataResponse | None:
         # Cached: the callable may ask a worker, and one model is often called many times.
