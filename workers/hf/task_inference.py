@@ -22,6 +22,11 @@ SUPPORTED_TASKS: tuple[str, ...] = (
     "fill-mask",
     "feature-extraction",
     "sentence-embedding",
+    # MLflow's llm/v1 task types: only ever named, never inferred (a causal LM serves
+    # text-generation unless its config says otherwise)
+    "llm/v1/chat",
+    "llm/v1/completions",
+    "llm/v1/embeddings",
 )
 ALIASES: dict[str, str] = {
     "sentiment-analysis": "text-classification",
@@ -35,15 +40,17 @@ _TOKEN_CLASSIFIER = "token-classifier"
 _MASKED_LM = "masked-lm"
 _ENCODER = "encoder"
 
+_NEEDS_CAUSAL_LM = "a causal language model (an architecture ending in ForCausalLM or LMHeadModel)"
 _NEEDS: dict[str, str] = {
-    "text-generation": "a causal language model (an architecture ending in ForCausalLM or "
-    "LMHeadModel)",
+    "text-generation": _NEEDS_CAUSAL_LM,
     "text-classification": "a sequence classifier (an architecture ending in "
     "ForSequenceClassification)",
     "zero-shot-classification": "an NLI sequence classifier (ForSequenceClassification with an "
     "'entailment' label)",
     "token-classification": "a token classifier (an architecture ending in ForTokenClassification)",
     "fill-mask": "a masked language model (an architecture ending in ForMaskedLM)",
+    "llm/v1/chat": _NEEDS_CAUSAL_LM,
+    "llm/v1/completions": _NEEDS_CAUSAL_LM,
 }
 
 
@@ -160,7 +167,7 @@ def _natural_tasks(archs: Sequence[str], config: Any) -> list[str]:
 def _fits(task: str, archs: Sequence[str], config: Any) -> bool:
     heads = {_head(arch) for arch in archs}
     match task:
-        case "text-generation":
+        case "text-generation" | "llm/v1/chat" | "llm/v1/completions":
             return _CAUSAL_LM in heads
         case "text-classification":
             return _SEQUENCE_CLASSIFIER in heads
