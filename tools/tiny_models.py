@@ -126,6 +126,25 @@ def _gpt2_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+# Plain "role: content" lines, as simple chat templates go; like real ones, it refuses a
+# role it does not know (through raise_exception), and shows a message's name.
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] not in ('system', 'user', 'assistant') %}"
+    "{{ raise_exception('roles are system, user and assistant') }}{% endif %}"
+    "{{ message['role'] }}{% if message['name'] %} {{ message['name'] }}{% endif %}: "
+    "{{ message['content'] }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def _gpt2_chat_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = _gpt2_tokenizer()
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    return tokenizer
+
+
 def _wordpiece_vocab() -> dict[str, int]:
     # Built by hand, not with WordPieceTrainer: the trainer orders continuation pieces by
     # hash-map iteration, so its vocabulary (and the checkpoint) would differ run to run.
@@ -244,6 +263,8 @@ _SPECS: dict[str, _Spec] = {
     ),
     "tiny-bert-ner": (5, _bert_tokenizer, _bert_token),
     "tiny-bert-mlm": (6, _bert_tokenizer, _bert_mlm),
+    # the GPT-2 above with a chat template: for llm/v1/chat (tiny-gpt2 has none)
+    "tiny-gpt2-chat": (1, _gpt2_chat_tokenizer, _gpt2(layers=2)),
 }
 
 CHECKPOINT_NAMES: tuple[str, ...] = tuple(_SPECS)

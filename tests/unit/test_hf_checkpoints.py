@@ -37,11 +37,19 @@ def test_every_checkpoint_is_in_hugging_face_format(tiny_checkpoints: dict[str, 
             "tiny-bert-nli",
             "tiny-bert-ner",
             "tiny-bert-mlm",
+            "tiny-gpt2-chat",
         }
     )
     for path in tiny_checkpoints.values():
         names = {p.name for p in path.iterdir()}
         assert {"config.json", "model.safetensors", "tokenizer.json", MARKER} <= names
+
+
+def test_only_the_chat_checkpoint_has_a_chat_template(tiny_checkpoints: dict[str, Path]) -> None:
+    with_template = {
+        n for n, p in tiny_checkpoints.items() if (p / "chat_template.jinja").is_file()
+    }
+    assert with_template == {"tiny-gpt2-chat"}
 
 
 def test_labels_are_the_ones_pipelines_look_for(tiny_checkpoints: dict[str, Path]) -> None:
