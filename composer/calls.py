@@ -18,10 +18,9 @@ from composer import streams
 from composer.events import Event, NodeChunk
 from composer.plan import prefixed
 from composer.references import parse_ref
-from composer.timeouts import timeout_on
 from modelyard.backoff import Backoff
 from modelyard.client import Prediction, StreamEvent
-from modelyard.clock import Clock
+from modelyard.clock import Clock, timeout_on
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
 from modelyard.times import seconds
 from modelyard.v1 import graph_pb2

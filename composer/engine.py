@@ -43,9 +43,8 @@ from composer.events import Event, NodeChunk, NodeFinished, NodeStarted, Status
 from composer.plan import Plan, check_inputs, prefixed
 from composer.references import Missing, parse_ref
 from composer.references import resolve as resolve_ref
-from composer.timeouts import timeout_on
 from modelyard.backoff import Backoff
-from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard.clock import SYSTEM_CLOCK, Clock, timeout_on
 from modelyard.enum_names import AGGREGATE_METHODS
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
 from modelyard.v1 import graph_pb2

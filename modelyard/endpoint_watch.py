@@ -22,13 +22,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 import grpc
 import grpc.aio
 
 from modelyard.backoff import Backoff
-from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard.clock import SYSTEM_CLOCK, Clock, timeout_on
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.times import seconds
@@ -117,7 +116,7 @@ class EndpointWatcher:
             raise RuntimeError("call start() before wait_ready()")
         if not self._settled.is_set():  # usually it is: no timer for every call that asks
             try:
-                async with _Countdown(self._clock, timeout):
+                async with timeout_on(self._clock, timeout):
                     await self._settled.wait()
             except TimeoutError:
                 raise Unavailable(
@@ -164,7 +163,7 @@ class EndpointWatcher:
         request = cp.WatchEndpointsRequest(model=self.model, selector=self.selector)
         async with grpc.aio.insecure_channel(address) as channel:
             call = controlplane_pb2_grpc.ControlPlaneStub(channel).WatchEndpoints(request)
-            async with _Countdown(self._clock, self.idle_timeout_s) as idle:
+            async with timeout_on(self._clock, self.idle_timeout_s) as idle:
                 async for response in call:
                     idle.restart()
                     self._received += 1
@@ -184,51 +183,3 @@ class EndpointWatcher:
         self._error = error
         log.error("endpoint watch of %r refused, not retrying: %s", self.model, error.message)
         self._settled.set()
-
-
-class _Countdown:
-    """`asyncio.timeout` on a `Clock` (asyncio's own runs on the loop's time, which a test
-    cannot move): once `seconds` pass without a `restart()`, the body is cancelled and the
-    `async with` raises TimeoutError. `seconds=None` never expires."""
-
-    def __init__(self, clock: Clock, seconds: float | None) -> None:
-        self._clock = clock
-        self._seconds = seconds
-        self._ends_at = 0.0
-        self._expired = False
-        self._task: asyncio.Task[object] | None = None
-        self._cancelling = 0  # the task's cancel requests before ours: never a timeout
-        self._timer: asyncio.Task[None] | None = None
-
-    def restart(self) -> None:
-        if self._seconds is not None:
-            self._ends_at = self._clock.now() + self._seconds
-
-    async def __aenter__(self) -> _Countdown:
-        self._task = asyncio.current_task()
-        if self._seconds is not None and self._task is not None:
-            self._cancelling = self._task.cancelling()
-            self.restart()
-            self._timer = asyncio.get_running_loop().create_task(self._expire(self._task))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if not self._expired or self._task is None:
-            return
-        # as asyncio.timeout does: when ours was the only new cancel request, it is a timeout
-        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-            raise TimeoutError from exc
-
-    async def _expire(self, task: asyncio.Task[object]) -> None:
-        # restart() only moves the end: the timer finds out when it wakes and sleeps on
-        while (left := self._ends_at - self._clock.now()) > 0:
-            await self._clock.sleep(left)
-        self._expired = True
-        task.cancel()

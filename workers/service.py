@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard.clock import SYSTEM_CLOCK, Clock, wait_within
 from modelyard.errors import Unavailable
 from modelyard.model import Outputs, Request
 from modelyard.signature import check_inputs, resolve_parameters
@@ -142,14 +142,11 @@ class WorkerService:
     async def _within(self, waiting: Awaitable[object], timeout: float) -> bool:
         """Waits for `waiting`, at most `timeout` seconds on the service's clock; whether it
         finished in time."""
-        task = asyncio.ensure_future(waiting)
-        timer = asyncio.ensure_future(self._clock.sleep(timeout))
         try:
-            await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
-            return task.done()
-        finally:
-            task.cancel()
-            timer.cancel()
+            await wait_within(self._clock, timeout, waiting)
+        except TimeoutError:
+            return False
+        return True
 
     def prepare(
         self, model: str, inputs: Mapping[str, Any], overrides: Mapping[str, Any]
