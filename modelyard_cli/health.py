@@ -15,6 +15,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from modelyard_cli.options import TOOLS_PANEL, Verbose
+
 #: gRPC target schemes passed through as they are; anything else must be HOST:PORT.
 URI_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
 
@@ -39,8 +41,14 @@ def health(
         str, typer.Argument(help='Service or model name; "" is the whole server.')
     ] = "",
     timeout: Annotated[float, typer.Option(min=0.01, help="Seconds to wait for an answer.")] = 5.0,
+    verbose: Verbose = False,
 ) -> None:
-    """Check a server's grpc.health.v1 status: exit 0 SERVING, 1 not serving, 2 unreachable."""
+    """Check a server's grpc.health.v1 status: exit 0 SERVING, 1 not serving, 2 unreachable.
+
+    Example:
+
+        modelyard health 127.0.0.1:50051 modelyard.v1.Predict
+    """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -77,4 +85,4 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(health)
+    app.command(rich_help_panel=TOOLS_PANEL)(health)

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
 from modelyard_cli.etcd_server import EtcdServer, free_port
 from modelyard_cli.processes import Launched, import_path_env, launch_service
+from modelyard_server.settings_file import read_yaml
 
 ETCD = "etcd"
 CONTROL_PLANE = "control plane"
@@ -96,7 +97,7 @@ class Stack:
     _worker_ids: dict[str, str] = field(default_factory=dict)  # by service name
 
     def spec(self) -> dict[str, Any]:
-        data = yaml.safe_load(self.stack_file.read_text()) or {}
+        data = read_yaml(self.stack_file) or {}  # FileProblem naming the file (and line)
         if not isinstance(data, dict) or not data.get("workers"):
             raise ValueError(f"{self.stack_file}: a stack file lists `workers:`")
         return data

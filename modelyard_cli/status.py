@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from modelyard_cli.options import STACK_PANEL, Verbose
 from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, ETCD, worker_service
 from modelyard_cli.state import StackState, running_stack
 from modelyard_cli.up import DEFAULT_WORK_DIR, WorkDir
@@ -30,8 +31,14 @@ errors = Console(stderr=True)
 def status(
     work_dir: WorkDir = DEFAULT_WORK_DIR,
     timeout: Annotated[float, typer.Option(min=0.01, help="Seconds to wait per check.")] = 3.0,
+    verbose: Verbose = False,
 ) -> None:
-    """Show the local stack's services and their health: exit 0 all serving, 1 not, 2 none."""
+    """Show the local stack's services and their health: exit 0 all serving, 1 not, 2 none.
+
+    Example:
+
+        modelyard status
+    """
     state = running_stack(work_dir)
     if state is None:
         errors.print(
@@ -110,4 +117,4 @@ def etcd_health(address: str, timeout: float) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(status)
+    app.command(rich_help_panel=STACK_PANEL)(status)

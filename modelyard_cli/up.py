@@ -23,7 +23,9 @@ import typer
 from rich.console import Console
 
 from modelyard_cli.graph import Inputs
+from modelyard_cli.options import STACK_PANEL, Verbose
 from modelyard_cli.state import STACK_DIR_ENV, running_stack
+from modelyard_server.settings_file import FileProblem
 
 console = Console()
 errors = Console(stderr=True)
@@ -51,10 +53,14 @@ def up(
     ] = False,
     work_dir: WorkDir = DEFAULT_WORK_DIR,
     background: Annotated[bool, typer.Option(hidden=True)] = False,
+    verbose: Verbose = False,
 ) -> None:
-    """Start the local stack: etcd, control plane, workers, composer; deploy its graphs."""
-    import yaml
+    """Start the local stack: etcd, control plane, workers, composer; deploy its graphs.
 
+    Example:
+
+        modelyard up examples/stack.yaml --run inference-graph -i prompt="I have an idea!"
+    """
     from modelyard_cli import supervisor
     from modelyard_cli.main import _pairs, setup_logging
     from modelyard_cli.stack import Stack
@@ -64,10 +70,10 @@ def up(
         raise typer.Exit(2)
     try:
         Stack(stack).spec()  # a stack file that cannot work fails here, before any start
-    except (OSError, ValueError, yaml.YAMLError) as error:
+    except (FileProblem, ValueError) as error:
         errors.print(f"[red]cannot use {stack}:[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
-    setup_logging(False)
+    setup_logging(verbose)
     inputs = _pairs(input or [])
     request = supervisor.UpRequest(stack, work_dir, fresh, run_graph, inputs, once, background)
     if not detach:
@@ -85,8 +91,14 @@ def up(
 def down(
     work_dir: WorkDir = DEFAULT_WORK_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for it to stop.")] = 90.0,
+    verbose: Verbose = False,
 ) -> None:
-    """Stop the local stack running from the work folder (SIGTERM to its supervisor)."""
+    """Stop the local stack running from the work folder (SIGTERM to its supervisor).
+
+    Example:
+
+        modelyard down
+    """
     from modelyard_cli.background import echo_lines
     from modelyard_cli.state import pid_alive
 
@@ -117,4 +129,4 @@ def down(
 
 def register(app: typer.Typer) -> None:
     for command in (up, down):
-        app.command()(command)
+        app.command(rich_help_panel=STACK_PANEL)(command)
