@@ -1,4 +1,21 @@
-"""Turns a model's config into a `Model` object, and gives it a version."""
+"""Turns a model's config into a `Model` object, and gives it a version.
+
+How a `source` is read (`check_source`), in this order:
+
+1. An existing folder is a local checkpoint.
+2. A source written as a path is a folder, and a missing one fails at once with
+   "no such folder: <path>": it starts with "/", "./", "../" or "~" (or is "." or ".."),
+   or it has two or more "/", or a backslash (a hub id has at most one "/").
+3. Otherwise a Hugging Face hub id ("name" or "namespace/name": letters, digits, "-", "_",
+   "." - huggingface_hub's own rule) is fetched from the hub or its local cache (see
+   `workers.hf.hub`). A relative "org/model" that is not a folder here is read as an id.
+4. Anything else (a space, other characters) can only have been meant as a folder: "no such
+   folder: <path>", not Hugging Face's "Repo id must be in the form ...".
+
+A load failure raised as `InvalidArgument` (a missing folder, an unimportable class, a
+bad task or option) is the config's mistake; anything else is the environment's or the
+model's (see `workers.registry`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelyard.errors import InvalidArgument
 from modelyard.function_model import FunctionModel
 from modelyard.model import Model
 from workers.settings import ModelConfig
@@ -21,9 +39,48 @@ def create_model(config: ModelConfig) -> Model:
         if config.task:
             model.task = config.task
         return model
+    check_source(config.source)
     from workers.hf.pipeline_model import PipelineModel
 
     return PipelineModel(task=config.task)
+
+
+def check_source(source: str) -> None:
+    """Refuses a source that can only be a folder and is none (the rule is in the module's
+    docstring); a folder, or anything that may be a hub id, passes."""
+    path = Path(source)
+    if path.is_dir():
+        return
+    if path.exists():
+        raise InvalidArgument(
+            f"not a folder: {source} (a model source is the folder that holds config.json)"
+        )
+    if _written_as_path(source) or not _plausible_hub_id(source):
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise InvalidArgument(f"no such folder: {source}{where}")
+
+
+def _written_as_path(source: str) -> bool:
+    # "~" is left only when there is no home folder to expand it to (`resolve_source`)
+    return (
+        source in (".", "..")
+        or source.startswith(("/", "./", "../", "~"))
+        or source.count("/") >= 2
+        or "\\" in source  # a Windows path; never part of a hub id
+    )
+
+
+def _plausible_hub_id(source: str) -> bool:
+    # Imported here: only transformers-backed models get this far, and they load it anyway.
+    # validate_repo_id is documented under huggingface_hub.utils, which has no __all__.
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
 
 
 def import_target(path: str) -> type[Model] | Callable[..., Any]:
@@ -32,17 +89,19 @@ def import_target(path: str) -> type[Model] | Callable[..., Any]:
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(f"class path {path!r} must look like 'package.module:ClassName'")
+        raise InvalidArgument(f"class path {path!r} must look like 'package.module:ClassName'")
     try:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import {path!r}: {error}") from error
+        raise InvalidArgument(f"cannot import {path!r}: {error}") from error
     if isinstance(found, type):
         if not issubclass(found, Model):
-            raise ValueError(f"{path!r} is a class but not a subclass of modelyard.model.Model")
+            raise InvalidArgument(
+                f"{path!r} is a class but not a subclass of modelyard.model.Model"
+            )
         return found
     if not callable(found):
-        raise ValueError(f"{path!r} is neither a Model subclass nor a function")
+        raise InvalidArgument(f"{path!r} is neither a Model subclass nor a function")
     return found  # type: ignore[no-any-return]
 
 

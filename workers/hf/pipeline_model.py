@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from transformers import AutoConfig
 
 from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Model, Outputs, Request
+from workers.hf.hub import hub_access
 from workers.hf.task_inference import canonical_task, resolve_task
 from workers.hf.tasks import ADAPTERS, TaskAdapter
 
@@ -52,6 +54,8 @@ class PipelineModel(Model):
             raise InvalidArgument(
                 "option 'model_kwargs' must be a map of from_pretrained arguments"
             )
+        if not Path(context.source).is_dir():  # a hub id: ask the hub once, quickly, first
+            hub |= hub_access(context.source, hub.get("revision"), hub.get("token"))
         # The worker loads one model at a time (workers.registry.LOAD_LOCK): transformers'
         # loading swaps process-wide state and is not thread-safe.
         self._load(context.source, context.device, hub, dtype, model_kwargs)
