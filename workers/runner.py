@@ -31,8 +31,12 @@ def set_torch_threads(threads: int) -> None:
     ~190 MB of RSS for it. The registry calls this again after a model loaded torch.
     """
     torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
+    # Another model's thread may be importing torch right now (it takes seconds): a model
+    # thread starting meanwhile finds it half-initialised, without set_num_threads yet.
+    # Calling that failed the thread's initializer, and with it the model ("BrokenThreadPool").
+    set_num_threads = getattr(torch, "set_num_threads", None)
+    if set_num_threads is not None:
+        set_num_threads(threads)
 
 
 class ModelRunner:
