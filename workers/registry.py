@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import NotFound
+from modelyard.errors import InvalidArgument, ModelyardError, NotFound
 from modelyard.model import LoadContext, Model
 from modelyard.signature import resolve_parameters
 from workers.devices import resolve_device
@@ -50,6 +50,9 @@ class ModelEntry:
     state: ModelState = ModelState.LOADING
     reason: str = "loading"
     model: Model | None = None
+    #: A failure the config is to blame for (InvalidArgument: no such folder, a bad task,
+    #: option or class path), not the environment or the model's own code.
+    config_mistake: bool = False
     device: str = ""
     version: str = ""
     # The task's defaults with the config's `parameters` applied; requests override these.
@@ -114,8 +117,11 @@ class ModelRegistry:
             )
             entry.version = model_version(config, model)
         except Exception as error:  # any load failure is reported, never fatal by itself
-            log.exception("model %s failed to load", config.name)
             entry.state, entry.reason = ModelState.FAILED, _describe(error)
+            entry.config_mistake = isinstance(error, InvalidArgument)
+            # One line a user can act on; the traceback only with --verbose (DEBUG).
+            log.error("model %s failed to load: %s", config.name, entry.reason)
+            log.debug("model %s: the load's traceback", config.name, exc_info=error)
         else:
             entry.runner.attach(model)
             entry.model = model
@@ -136,5 +142,9 @@ def _load_model(config: ModelConfig, device: str) -> Model:
 
 
 def _describe(error: Exception) -> str:
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    return f"{type(error).__name__}: {message}"
+    """Why a load failed, in a line: a modelyard error's message is worded for people as
+    it is ("no such folder: ..."); anything else is prefixed with its type."""
+    if isinstance(error, ModelyardError):
+        return " ".join(error.message.split())  # transformers' messages span lines
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

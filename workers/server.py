@@ -3,7 +3,9 @@
 Start-up: the server listens first (health NOT_SERVING), then models load concurrently and
 each one's health turns SERVING as it becomes ready. With etcd configured, the worker then
 reads its desired state and registers itself under a lease (see `workers.registration`);
-health "modelyard.v1.Registration" says whether it is registered.
+health "modelyard.v1.Registration" says whether it is registered. A worker that has nothing
+to serve (every model failed), or any failed model in strict mode, never reports ready:
+start fails, and the process exits 2 when the config is to blame, 1 otherwise.
 
 Drain (an admin's desired state in etcd): health NOT_SERVING and new calls UNAVAILABLE
 while in-flight calls finish, but the process keeps running and undraining reopens it.
@@ -59,7 +61,13 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class StartupError(Exception):
-    """The worker cannot serve as configured (e.g. strict mode and a model failed)."""
+    """The worker cannot serve as configured: strict mode and a model failed, or no model
+    loaded. `exit_code` is the process's: 2 when the config is to blame (a model's source,
+    class, task or options), 1 otherwise (an unreachable hub, a model's own load error)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Worker:
@@ -94,6 +102,8 @@ class Worker:
         self.desired_state: DesiredState | None = None
         self._etcd: EtcdClient | None = None
         self._loaded = False  # every model has loaded or failed
+        #: Why `start` refused to serve, once it has (its exit_code is the process's).
+        self.refusal: StartupError | None = None
         self._stopping = False
         self._stopped: asyncio.Task[None] | None = None
         self._started_at = time.time()
@@ -149,10 +159,9 @@ class Worker:
             "worker listening on %s; loading %d model(s)", self.address, len(self.settings.models)
         )
         await self.registry.load_all()
-        failed = [e for e in self.registry.entries() if e.state is ModelState.FAILED]
-        if failed and self.settings.strict:
-            reasons = "; ".join(f"{e.name}: {e.reason}" for e in failed)
-            raise StartupError(f"strict mode: model(s) failed to load: {reasons}")
+        self.refusal = self._refusal()
+        if self.refusal is not None:
+            raise self.refusal
         self._loaded = True
         await self._join()
         await self._publish_health()
@@ -161,6 +170,24 @@ class Worker:
             self.registration.start()
         write_port_file(self.settings.port_file, self.port)
         log.info("worker %s ready on %s", self.worker_id, self.address)
+
+    def _refusal(self) -> StartupError | None:
+        """Why the worker must not serve what loaded: strict mode and a model failed, or no
+        model loaded. A worker with nothing to serve exits rather than listen NOT_SERVING
+        for good: models load only at start, so an orchestrator's restart is the retry, and
+        a terminal shows why at once. Each failure was logged on its own line already."""
+        entries = self.registry.entries()
+        if not entries:
+            return StartupError("nothing to serve: the settings list no models", 2)
+        failed = [e for e in entries if e.state is ModelState.FAILED]
+        if not failed or (len(failed) < len(entries) and not self.settings.strict):
+            return None
+        why = "strict mode" if len(failed) < len(entries) else "nothing to serve"
+        reasons = "; ".join(f"{e.name}: {e.reason}" for e in failed)
+        return StartupError(
+            f"{why}: {len(failed)} of {len(entries)} model(s) failed to load: {reasons}",
+            2 if any(e.config_mistake for e in failed) else 1,
+        )
 
     async def _join(self) -> None:
         """Connects to etcd and reads this worker's desired state (a worker drained before
@@ -284,5 +311,8 @@ class Worker:
 
 
 async def run(settings: WorkerSettings) -> int:
-    """Runs a worker until SIGTERM or SIGINT; the process's exit code."""
-    return await run_until_signalled(Worker(settings), "worker")
+    """Runs a worker until SIGTERM or SIGINT; the process's exit code: 0 once stopped, the
+    refusal's (2 for the config's mistake, else 1) when it would not serve what loaded."""
+    worker = Worker(settings)
+    code = await run_until_signalled(worker, "worker")
+    return worker.refusal.exit_code if worker.refusal is not None else code
