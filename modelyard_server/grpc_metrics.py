@@ -9,11 +9,13 @@ not be able to grow the number of series. A call the client cancelled or let run
 deadline counts as CANCELLED.
 
 Put it before the `ErrorMappingInterceptor` in the server's list, so it sees the statuses
-that mapping chose.
+that mapping chose, and after the tracing interceptor, so each latency carries the call's
+trace id as exemplar (`modelyard_server.telemetry.exemplars`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from typing import Any
@@ -24,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.grpc_errors import Handler, status_code_of
+from modelyard_server.telemetry.exemplars import observe
 
 UNKNOWN_MODEL = "<unknown>"
 
@@ -116,8 +119,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             # as in `_unary`; a stream closed early also ends with GeneratorExit at `yield`
             code = grpc.StatusCode.CANCELLED
             try:
-                async for response in behavior(request, context):
-                    yield response
+                # closed here, not later by asyncio in another task (see grpc_errors)
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
                 code = _code_set(context, grpc.StatusCode.OK)
             except Exception as error:
                 code = _code_of(error, context)
@@ -130,7 +135,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def _record(self, method: str, request: Any, code: grpc.StatusCode, started: float) -> None:
         labels = (method, self._model_label(request), code.name)
         self._requests.labels(*labels).inc()
-        self._seconds.labels(*labels).observe(self._clock.now() - started)
+        observe(self._seconds.labels(*labels), self._clock.now() - started)
 
     def _model_label(self, request: Any) -> str:
         model = getattr(request, "model", None)
