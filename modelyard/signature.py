@@ -13,6 +13,7 @@ JSON clients such as grpcurl can send), e.g.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelyard.errors import InvalidArgument
+from modelyard.names import quote
 from modelyard.values import DTYPES, tensor_from_list
 
 Kind = Literal["any", "bool", "int", "float", "string", "bytes", "list", "map", "tensor"]
@@ -121,7 +123,11 @@ def check_value(what: str, field: Field, value: Any) -> Any:
                 )
     if field.choices and value not in field.choices:
         allowed = ", ".join(repr(c) for c in field.choices)
-        raise InvalidArgument(f"{what} '{field.name}' must be one of {allowed}, got {value!r}")
+        got = quote(value) if isinstance(value, str) else repr(value)
+        raise InvalidArgument(f"{what} '{field.name}' must be one of {allowed}, got {got}")
+    if field.kind == "float" and isinstance(value, float) and not math.isfinite(value):
+        # NaN passes every `<=`/`>` range check a task makes and then breaks the model
+        raise InvalidArgument(f"{what} '{field.name}' must be a finite number, got {value}")
     if field.kind == "float" and isinstance(value, int):
         return float(value)
     return value
@@ -134,7 +140,7 @@ def check_inputs(fields: Sequence[Field], inputs: Mapping[str, Any]) -> dict[str
         unknown = [name for name in inputs if name not in known]
         if unknown:
             raise InvalidArgument(
-                f"unknown input '{unknown[0]}'; this model takes: {_names(fields)}"
+                f"unknown input {quote(unknown[0])}; this model takes: {_names(fields)}"
             )
     checked: dict[str, Any] = {}
     for field in fields:
@@ -162,7 +168,9 @@ def resolve_parameters(
         field = known.get(name)
         if field is None:
             accepted = _names(fields) if fields else "none"
-            raise InvalidArgument(f"unknown parameter '{name}'; this model accepts: {accepted}")
+            raise InvalidArgument(
+                f"unknown parameter {quote(name)}; this model accepts: {accepted}"
+            )
         # null resets a parameter to "not set", which pipelines read as their own default
         resolved[name] = None if value is None else check_value("parameter", field, value)
     return resolved

@@ -128,3 +128,20 @@ def test_a_dtype_is_checked_when_the_model_is_defined() -> None:
         Field("x", "list", dtype="float32")
     with pytest.raises(ValueError, match="field 'x': dtype 'float' is not one of"):
         Field("x", "tensor", dtype="float")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_parameter_must_be_finite(value: float) -> None:
+    # NaN passes every range check (NaN <= 0 is False) and then breaks the model's maths
+    with pytest.raises(InvalidArgument) as caught:
+        resolve_parameters(PARAMS, {}, {"temperature": value})
+    assert caught.value.message == f"parameter 'temperature' must be a finite number, got {value}"
+
+
+def test_an_unknown_name_is_quoted_short() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        check_inputs(INPUTS, {"x" * 20_000: "hello"})
+    assert caught.value.message == (
+        f"unknown input {'x' * 100!r}... (20000 characters); "
+        "this model takes: text, candidate_labels, image"
+    )
