@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from modelyard.errors import NotFound, Unavailable
+from modelyard.names import quote, some_names
 from modelyard.v1 import graph_pb2
 from modelyard_server.etcd import Keys
 from modelyard_server.informer import Informer
@@ -46,8 +47,8 @@ class GraphStore:
         self._require_synced()
         entry = self.informer.cache.get(name)
         if entry is None:
-            known = ", ".join(sorted(self.informer.cache)) or "none"
-            raise NotFound(f"graph '{name}' is not deployed; deployed graphs: {known}")
+            known = some_names(sorted(self.informer.cache))
+            raise NotFound(f"graph {quote(name)} is not deployed; deployed graphs: {known}")
         return entry.value
 
     def list(self) -> list[graph_pb2.Graph]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from controlplane.ports import Store
 from controlplane.view import ClusterView, WorkerView
 from modelyard.errors import NotFound
+from modelyard.names import check_name, quote, some_names
 from modelyard.selectors import Selector
 from modelyard_server.etcd import Keys
 from modelyard_server.workerinfo import DesiredWorker
@@ -39,6 +40,9 @@ class Admin:
         await self._store.delete(self._keys.desired_worker(worker_id))
 
     def _require(self, worker_id: str) -> None:
+        check_name("worker", worker_id)
         if self._view.registration(worker_id) is None:
-            known = ", ".join(self._view.worker_ids()) or "none"
-            raise NotFound(f"worker '{worker_id}' is not registered; registered workers: {known}")
+            known = some_names(self._view.worker_ids())
+            raise NotFound(
+                f"worker {quote(worker_id)} is not registered; registered workers: {known}"
+            )

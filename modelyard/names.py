@@ -47,8 +47,8 @@ def quote(text: str) -> str:
 
 
 def some_names(names: Iterable[str]) -> str:
-    """A few of `names`, sorted, for a "these exist" hint: "a, b, c and 7 more", or "none"."""
-    ordered = sorted(names)
+    """The first few of `names` for a "these exist" hint: "a, b, c and 7 more", or "none"."""
+    ordered = list(names)
     if not ordered:
         return "none"
     # names stored before this check existed may be long: cut them too

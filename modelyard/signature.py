@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, Reason
 from modelyard.names import quote
 from modelyard.values import DTYPES, tensor_from_list
 
@@ -107,30 +107,54 @@ def check_value(what: str, field: Field, value: Any) -> Any:
         try:
             return tensor_from_list(value, field.dtype)
         except ValueError as why:
-            raise InvalidArgument(
-                f"{what} '{field.name}' must be {_describe(field)}: {why}"
+            raise _refused(
+                what, field, f"{what} '{field.name}' must be {_describe(field)}: {why}", kind=True
             ) from None
     if not _is_kind(value, field.kind):
-        raise InvalidArgument(
-            f"{what} '{field.name}' must be {_describe(field)}, got {_type_name(value)}"
+        raise _refused(
+            what,
+            field,
+            f"{what} '{field.name}' must be {_describe(field)}, got {_type_name(value)}",
+            kind=True,
         )
     if field.kind == "list" and field.element_kind != "any":
         for i, item in enumerate(value):
             if not _is_kind(item, field.element_kind):
-                raise InvalidArgument(
+                raise _refused(
+                    what,
+                    field,
                     f"{what} '{field.name}' must be {_describe(field)}; "
-                    f"element {i} is {_type_name(item)}"
+                    f"element {i} is {_type_name(item)}",
+                    kind=True,
                 )
     if field.choices and value not in field.choices:
         allowed = ", ".join(repr(c) for c in field.choices)
         got = quote(value) if isinstance(value, str) else repr(value)
-        raise InvalidArgument(f"{what} '{field.name}' must be one of {allowed}, got {got}")
+        raise _refused(what, field, f"{what} '{field.name}' must be one of {allowed}, got {got}")
     if field.kind == "float" and isinstance(value, float) and not math.isfinite(value):
         # NaN passes every `<=`/`>` range check a task makes and then breaks the model
-        raise InvalidArgument(f"{what} '{field.name}' must be a finite number, got {value}")
+        raise _refused(what, field, f"{what} '{field.name}' must be a finite number, got {value}")
     if field.kind == "float" and isinstance(value, int):
         return float(value)
     return value
+
+
+#: The request field each `what` of check_value is in (its paths: "inputs.text").
+_SECTIONS = {"input": "inputs", "parameter": "parameters"}
+
+
+def _refused(what: str, field: Field, message: str, *, kind: bool = False) -> InvalidArgument:
+    """The error for a value that does not fit `field` (`kind`: not even its kind), with
+    its reason and field path; a value checked outside a request (a graph input's default)
+    has neither."""
+    section = _SECTIONS.get(what)
+    if section is None:
+        return InvalidArgument(message)
+    if section == "parameters":
+        reason = Reason.PARAMETER_INVALID
+    else:
+        reason = Reason.INPUT_WRONG_KIND if kind else Reason.INPUT_INVALID
+    return InvalidArgument(message, reason=reason, field=f"{section}.{field.name}")
 
 
 def check_inputs(fields: Sequence[Field], inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,7 +164,9 @@ def check_inputs(fields: Sequence[Field], inputs: Mapping[str, Any]) -> dict[str
         unknown = [name for name in inputs if name not in known]
         if unknown:
             raise InvalidArgument(
-                f"unknown input {quote(unknown[0])}; this model takes: {_names(fields)}"
+                f"unknown input {quote(unknown[0])}; this model takes: {_names(fields)}",
+                reason=Reason.INPUT_UNKNOWN,
+                field=f"inputs.{unknown[0]}",
             )
     checked: dict[str, Any] = {}
     for field in fields:
@@ -149,11 +175,34 @@ def check_inputs(fields: Sequence[Field], inputs: Mapping[str, Any]) -> dict[str
         elif field.required:
             raise InvalidArgument(
                 f"missing input '{field.name}' ({_describe(field)}); "
-                f"this model takes: {_names(fields)}"
+                f"this model takes: {_names(fields)}",
+                reason=Reason.INPUT_MISSING,
+                field=f"inputs.{field.name}",
             )
     if not known:  # a model that declares no inputs takes anything
         return dict(inputs)
     return checked
+
+
+def check_text_size(inputs: Mapping[str, Any], limit: int) -> None:
+    """Refuses inputs whose text (every string in them, in lists and maps too) adds up to
+    more than `limit` characters, before a tokenizer or a queue sees it."""
+    total = sum(_characters(value) for value in inputs.values())
+    if total > limit:
+        raise InvalidArgument(
+            f"the inputs hold {total} characters of text; this model takes at most {limit} "
+            "(its max_input_chars)"
+        )
+
+
+def _characters(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_characters(item) for item in value)
+    if isinstance(value, dict):
+        return sum(len(key) + _characters(item) for key, item in value.items())
+    return 0
 
 
 def resolve_parameters(
@@ -169,7 +218,9 @@ def resolve_parameters(
         if field is None:
             accepted = _names(fields) if fields else "none"
             raise InvalidArgument(
-                f"unknown parameter {quote(name)}; this model accepts: {accepted}"
+                f"unknown parameter {quote(name)}; this model accepts: {accepted}",
+                reason=Reason.PARAMETER_UNKNOWN,
+                field=f"parameters.{name}",
             )
         # null resets a parameter to "not set", which pipelines read as their own default
         resolved[name] = None if value is None else check_value("parameter", field, value)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.struct_pb2 import NULL_VALUE
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, Reason
 from modelyard.v1 import value_pb2 as pb
 
 _NUMPY_TO_DTYPE: dict[np.dtype[Any], pb.DataType.ValueType] = {
@@ -141,11 +141,25 @@ def from_value(value: pb.Value) -> Any:
         return {key: from_value(item) for key, item in value.map_value.fields.items()}
     if kind == "tensor_value":
         return tensor_to_numpy(value.tensor_value)
-    raise InvalidArgument("a Value has no kind set (set exactly one of its fields)")
+    raise _malformed("a Value has no kind set (set exactly one of its fields)")
 
 
-def from_value_map(values: Mapping[str, pb.Value]) -> dict[str, Any]:
-    return {key: from_value(item) for key, item in values.items()}
+def from_value_map(values: Mapping[str, pb.Value], field: str = "") -> dict[str, Any]:
+    """Decodes a map of Values. `field`: the request field that holds them ("inputs"),
+    so that a malformed one's error names its path ("inputs.text")."""
+    decoded: dict[str, Any] = {}
+    for key, item in values.items():
+        try:
+            decoded[key] = from_value(item)
+        except InvalidArgument as error:
+            if not field:
+                raise
+            raise _malformed(error.message, f"{field}.{key}") from None
+    return decoded
+
+
+def _malformed(message: str, field: str = "") -> InvalidArgument:
+    return InvalidArgument(message, reason=Reason.VALUE_MALFORMED, field=field)
 
 
 def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
@@ -153,7 +167,7 @@ def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
     if tensor.dtype == pb.DATA_TYPE_BFLOAT16:
         # Checked here: numpy's own error for a ragged buffer would surface as INTERNAL.
         if len(tensor.data) % 2:
-            raise InvalidArgument(
+            raise _malformed(
                 f"bfloat16 tensor data is {len(tensor.data)} bytes, not a multiple of 2"
             )
         # Widen bf16 to float32 by putting its 16 bits in the upper half of each float.
@@ -162,9 +176,9 @@ def tensor_to_numpy(tensor: pb.Tensor) -> np.ndarray[Any, Any]:
         return _reshape(array, tensor)
     dtype = _DTYPE_TO_NUMPY.get(tensor.dtype)
     if dtype is None:
-        raise InvalidArgument(f"tensor dtype {tensor.dtype} is not a known DataType")
+        raise _malformed(f"tensor dtype {tensor.dtype} is not a known DataType")
     if len(tensor.data) % dtype.itemsize:
-        raise InvalidArgument(
+        raise _malformed(
             f"tensor data is {len(tensor.data)} bytes, not a multiple of {dtype.itemsize}"
         )
     return _reshape(np.frombuffer(tensor.data, dtype=dtype), tensor)
@@ -174,11 +188,11 @@ def _reshape(flat: np.ndarray[Any, Any], tensor: pb.Tensor) -> np.ndarray[Any, A
     shape = tuple(tensor.shape)
     if any(dim < 0 for dim in shape):
         # before the size check: negative dims can multiply to the right count
-        raise InvalidArgument(f"tensor shape {list(shape)} has a negative dimension")
+        raise _malformed(f"tensor shape {list(shape)} has a negative dimension")
     # math.prod on Python ints: numpy's int64 product wraps around for huge dimensions
     expected = math.prod(shape)
     if flat.size != expected:
-        raise InvalidArgument(
+        raise _malformed(
             f"tensor of shape {list(shape)} needs {expected} elements, data holds {flat.size}"
         )
     try:
@@ -186,7 +200,7 @@ def _reshape(flat: np.ndarray[Any, Any], tensor: pb.Tensor) -> np.ndarray[Any, A
     except ValueError as error:
         # What still fails is a shape numpy cannot hold (too many dimensions, or an
         # empty tensor whose other dimensions overflow): the caller's to fix.
-        raise InvalidArgument(f"tensor shape {list(shape)} is not supported: {error}") from None
+        raise _malformed(f"tensor shape {list(shape)} is not supported: {error}") from None
 
 
 def tensor_from_list(items: list[Any], dtype: str) -> np.ndarray[Any, Any]:

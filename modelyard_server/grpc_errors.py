@@ -1,8 +1,10 @@
 """The server edge where exceptions become gRPC statuses, for every modelyard service.
 
-A `ModelyardError` becomes its own code and message. Anything else is a bug: it becomes
-INTERNAL with a fixed message (exception text can carry paths, inputs or secrets), and its
-traceback is logged. Aborts and cancellations pass through untouched.
+A `ModelyardError` becomes its own code and message, with its details (reason, field
+violations, resource: `modelyard_server.error_status`) as google.rpc.Status details.
+Anything else is a bug: it becomes INTERNAL with a fixed message (exception text can carry
+paths, inputs or secrets) and no details beyond the reason INTERNAL, and its traceback is
+logged. Aborts and cancellations pass through untouched.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, Reason
+from modelyard_server.error_status import details_metadata
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+_INTERNAL_DETAILS = details_metadata(ModelyardError(INTERNAL_MESSAGE, reason=Reason.INTERNAL))
 
 # generic only in the type stubs, not at run time
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -28,9 +32,9 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if isinstance(error, ModelyardError):
-        await context.abort(error.code, error.message)
+        await context.abort(error.code, error.message, details_metadata(error))
     log.error("unexpected error in %s", _method(context), exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, _INTERNAL_DETAILS)
 
 
 def _method(context: grpc.aio.ServicerContext[Any, Any]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import InvalidArgument, ModelyardError, NotFound
 from modelyard.model import LoadContext, Model
+from modelyard.names import quote, some_names
 from modelyard.signature import resolve_parameters
 from workers.devices import resolve_device
 from workers.loader import create_model, model_version
@@ -93,8 +94,8 @@ class ModelRegistry:
     def get(self, name: str) -> ModelEntry:
         entry = self._entries.get(name)
         if entry is None:
-            known = ", ".join(self._entries) or "none"
-            raise NotFound(f"model '{name}' is not served here; this worker serves: {known}")
+            known = some_names(self._entries)
+            raise NotFound(f"model {quote(name)} is not served here; this worker serves: {known}")
         return entry
 
     @property

@@ -17,7 +17,8 @@ from typing import Any
 from modelyard.clock import SYSTEM_CLOCK, Clock, wait_within
 from modelyard.errors import Unavailable
 from modelyard.model import Outputs, Request
-from modelyard.signature import check_inputs, resolve_parameters
+from modelyard.names import check_name
+from modelyard.signature import check_inputs, check_text_size, resolve_parameters
 from workers.metrics import WorkerMetrics
 from workers.registry import ModelEntry, ModelRegistry, ModelState
 
@@ -154,11 +155,12 @@ class WorkerService:
         """Finds a serving model and checks a request against its signature."""
         if self.draining:
             raise Unavailable("this worker is draining and accepts no new calls; use another")
-        entry = self.registry.get(model)
+        entry = self.registry.get(check_name("model", model))
         if entry.state is ModelState.LOADING:
             raise Unavailable(f"model '{model}' is still loading; retry shortly")
         if entry.state is ModelState.FAILED or entry.model is None:
             raise Unavailable(f"model '{model}' failed to load: {entry.reason}")
+        check_text_size(inputs, entry.config.max_input_chars)
         checked = check_inputs(entry.model.inputs, inputs)
         parameters = resolve_parameters(entry.model.parameters, entry.default_parameters, overrides)
         return entry, Request(checked, parameters)

@@ -36,7 +36,9 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
         entry, call = self._service.prepare(
-            request.model, from_value_map(request.inputs), from_value_map(request.parameters)
+            request.model,
+            from_value_map(request.inputs, "inputs"),
+            from_value_map(request.parameters, "parameters"),
         )
         outputs = await self._service.predict(entry, call)
         return _response(entry, outputs, request.request_id)
@@ -45,7 +47,9 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         self, request: pb.PredictStreamRequest, context: Context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         entry, call = self._service.prepare(
-            request.model, from_value_map(request.inputs), from_value_map(request.parameters)
+            request.model,
+            from_value_map(request.inputs, "inputs"),
+            from_value_map(request.parameters, "parameters"),
         )
         index = 0
         async for final, outputs in self._service.predict_stream(entry, call):

@@ -37,6 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelyard.names import MAX_NAME_LENGTH
 from modelyard_server.etcd import EtcdSettings
 from modelyard_server.settings_file import build_settings
 
@@ -60,7 +61,11 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name clients call.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=MAX_NAME_LENGTH,
+        description="Name clients call.",
+    )
     source: str = Field("", description="Hugging Face id or local path of the weights.")
     class_path: str = Field(
         "", alias="class", description="`module:Class` of a modelyard.model.Model subclass."
@@ -81,6 +86,13 @@ class ModelConfig(BaseModel):
         default_factory=dict, description="Passed to the loader (e.g. dtype, revision)."
     )
     version: str = Field("", description="Reported version; derived from the files if empty.")
+    max_input_chars: int = Field(
+        100_000,
+        ge=1,
+        description="Most characters of text one request's inputs may hold; more is "
+        "INVALID_ARGUMENT before any tokenizer sees it. Classification and embedding "
+        "models also cut their input to the model's own token limit.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

@@ -16,6 +16,7 @@ from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Outputs, Request
 from modelyard.signature import resolve_parameters
 from workers.hf import PipelineModel
+from workers.hf.tasks.base import leading_text
 
 
 def _load(task: str | None, path: Path) -> PipelineModel:
@@ -102,6 +103,40 @@ def test_classification_batches_agree_with_the_transformers_pipeline(
 def test_classification_truncates_long_text(sentiment: PipelineModel) -> None:
     [result] = sentiment.predict([_text(sentiment, "good " * 400)])
     _assert_ranked(result)
+
+
+def _varied_text(words: int) -> str:
+    vocabulary = ["good", "bad", "film", "unbelievably", "a", "plot", "x" * 150, "of", "the"]
+    return " ".join(vocabulary[(i * 7) % len(vocabulary)] for i in range(words))
+
+
+@pytest.mark.parametrize("max_tokens", [8, 128])
+def test_leading_text_keeps_what_truncation_keeps(
+    sentiment: PipelineModel, max_tokens: int
+) -> None:
+    tokenizer = sentiment.pipeline.tokenizer
+    text = _varied_text(40_000)
+    lead = leading_text(tokenizer, text, max_tokens)
+    assert len(lead) < 20 * max_tokens * 8 and text.startswith(lead)
+
+    def first_tokens(t: str) -> list[int]:
+        ids: list[int] = tokenizer(t, truncation=True, max_length=max_tokens)["input_ids"]
+        return ids
+
+    assert first_tokens(lead) == first_tokens(text)
+
+
+def test_leading_text_bounds_a_text_without_tokens_to_spare(sentiment: PipelineModel) -> None:
+    # one huge word is one [UNK]: no cut holds more tokens than the limit, so the widening
+    # stops after a few rounds instead of tokenising everything
+    lead = leading_text(sentiment.pipeline.tokenizer, "z" * 5_000_000, 128)
+    assert len(lead) == 128 * 8 * 4**3
+
+
+def test_a_huge_text_scores_like_its_beginning(sentiment: PipelineModel) -> None:
+    text = _varied_text(300_000)  # about 2.5 MB
+    whole, start = sentiment.predict([_text(sentiment, text), _text(sentiment, text[:5000])])
+    _assert_close_results([whole], [start])
 
 
 def test_classification_rejects_top_k_zero(sentiment: PipelineModel) -> None:

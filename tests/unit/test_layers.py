@@ -84,4 +84,7 @@ def test_a_layer_imports_only_what_its_extra_installs(package: str) -> None:
 
 
 def test_the_base_install_is_the_client_core_only() -> None:
-    assert _declared([""]) == {"grpcio", "protobuf", "numpy"}
+    # grpcio-status and googleapis-common-protos: the google.rpc.Status details of errors
+    assert _declared([""]) == {
+        "grpcio", "grpcio-status", "googleapis-common-protos", "protobuf", "numpy"
+    }  # fmt: skip

@@ -10,7 +10,13 @@ import torch
 from modelyard.errors import InvalidArgument
 from modelyard.model import Outputs
 from modelyard.signature import Field
-from workers.hf.tasks.base import Item, TaskAdapter, max_input_tokens, require_positive
+from workers.hf.tasks.base import (
+    Item,
+    TaskAdapter,
+    leading_text,
+    max_input_tokens,
+    require_positive,
+)
 
 # Zero-shot runs one forward per (text, label) pair; this caps the pairs in one forward.
 _MAX_PAIRS_PER_FORWARD = 64
@@ -47,11 +53,12 @@ class TextClassification(TaskAdapter):
         # it: calling the pipeline costs 2-4x the model's own time in per-item Python
         # (measured in bench/README.md), which is what batching is meant to save.
         pipe = self.pipe
+        limit = max_input_tokens(pipe)
         encoded = pipe.tokenizer(
-            [item.inputs["text"] for item in items],
+            [leading_text(pipe.tokenizer, item.inputs["text"], limit) for item in items],
             padding=True,
             truncation=True,  # over-long inputs raise in transformers 5 otherwise
-            max_length=max_input_tokens(pipe),
+            max_length=limit,
             return_tensors="pt",
         ).to(pipe.device)
         with torch.inference_mode():
@@ -124,7 +131,8 @@ class ZeroShotClassification(TaskAdapter):
     def run_group(self, items: Sequence[Item]) -> list[Outputs]:
         first = items[0]
         labels = list(first.inputs["candidate_labels"])
-        texts = [item.inputs["text"] for item in items]
+        limit = max_input_tokens(self.pipe)
+        texts = [leading_text(self.tokenizer, item.inputs["text"], limit) for item in items]
         results: list[dict[str, Any]] = self.pipe(
             texts,
             candidate_labels=labels,

@@ -18,7 +18,7 @@ import torch
 
 from modelyard.model import Outputs
 from modelyard.signature import Field
-from workers.hf.tasks.base import Item, TaskAdapter, max_input_tokens
+from workers.hf.tasks.base import Item, TaskAdapter, leading_text, max_input_tokens
 
 _POOLING = ("none", "mean", "cls")
 
@@ -54,7 +54,7 @@ class FeatureExtraction(TaskAdapter):
 
     def run_group(self, items: Sequence[Item]) -> list[Outputs]:
         encoded = self.tokenizer(
-            [item.inputs["text"] for item in items],
+            [leading_text(self.tokenizer, item.inputs["text"], self._max_length) for item in items],
             padding=True,
             truncation=self._max_length is not None,
             max_length=self._max_length,
