@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from modelyard.errors import NotFound, Unavailable
+from modelyard.errors import NotFound, Reason, Resource, Unavailable
 from modelyard.names import quote, some_names
 from modelyard.v1 import graph_pb2
 from modelyard_server.etcd import Keys
@@ -41,14 +41,21 @@ class GraphStore:
         # Before the first listing the cache is empty: "not deployed" would be a lie that
         # callers take as final, while "unavailable" tells them to retry.
         if not self.informer.synced.is_set():
-            raise Unavailable("this composer has not read the graphs from etcd yet; retry")
+            raise Unavailable(
+                "this composer has not read the graphs from etcd yet; retry",
+                reason=Reason.NOT_SYNCED,
+            )
 
     def get(self, name: str) -> graph_pb2.Graph:
         self._require_synced()
         entry = self.informer.cache.get(name)
         if entry is None:
             known = some_names(sorted(self.informer.cache))
-            raise NotFound(f"graph {quote(name)} is not deployed; deployed graphs: {known}")
+            raise NotFound(
+                f"graph {quote(name)} is not deployed; deployed graphs: {known}",
+                reason=Reason.GRAPH_NOT_FOUND,
+                resource=Resource("graph", name),
+            )
         return entry.value
 
     def list(self) -> list[graph_pb2.Graph]:

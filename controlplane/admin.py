@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from controlplane.ports import Store
 from controlplane.view import ClusterView, WorkerView
-from modelyard.errors import NotFound
+from modelyard.errors import NotFound, Reason, Resource
 from modelyard.names import check_name, quote, some_names
 from modelyard.selectors import Selector
 from modelyard_server.etcd import Keys
@@ -44,5 +44,7 @@ class Admin:
         if self._view.registration(worker_id) is None:
             known = some_names(self._view.worker_ids())
             raise NotFound(
-                f"worker {quote(worker_id)} is not registered; registered workers: {known}"
+                f"worker {quote(worker_id)} is not registered; registered workers: {known}",
+                reason=Reason.WORKER_NOT_FOUND,
+                resource=Resource("worker", worker_id),
             )

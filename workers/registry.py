@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import InvalidArgument, ModelyardError, NotFound
+from modelyard.errors import InvalidArgument, ModelyardError, NotFound, Reason, Resource
 from modelyard.model import LoadContext, Model
 from modelyard.names import quote, some_names
 from modelyard.signature import resolve_parameters
@@ -95,7 +95,11 @@ class ModelRegistry:
         entry = self._entries.get(name)
         if entry is None:
             known = some_names(self._entries)
-            raise NotFound(f"model {quote(name)} is not served here; this worker serves: {known}")
+            raise NotFound(
+                f"model {quote(name)} is not served here; this worker serves: {known}",
+                reason=Reason.MODEL_NOT_FOUND,
+                resource=Resource("model", name),
+            )
         return entry
 
     @property

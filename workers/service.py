@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.clock import SYSTEM_CLOCK, Clock, wait_within
-from modelyard.errors import Unavailable
+from modelyard.errors import Reason, Unavailable
 from modelyard.model import Outputs, Request
 from modelyard.names import check_name
 from modelyard.signature import check_inputs, check_text_size, resolve_parameters
@@ -154,12 +154,23 @@ class WorkerService:
     ) -> tuple[ModelEntry, Request]:
         """Finds a serving model and checks a request against its signature."""
         if self.draining:
-            raise Unavailable("this worker is draining and accepts no new calls; use another")
+            raise Unavailable(
+                "this worker is draining and accepts no new calls; use another",
+                reason=Reason.WORKER_DRAINING,
+            )
         entry = self.registry.get(check_name("model", model))
         if entry.state is ModelState.LOADING:
-            raise Unavailable(f"model '{model}' is still loading; retry shortly")
+            raise Unavailable(
+                f"model '{model}' is still loading; retry shortly",
+                reason=Reason.MODEL_LOADING,
+                metadata={"model": model},
+            )
         if entry.state is ModelState.FAILED or entry.model is None:
-            raise Unavailable(f"model '{model}' failed to load: {entry.reason}")
+            raise Unavailable(
+                f"model '{model}' failed to load: {entry.reason}",
+                reason=Reason.MODEL_FAILED,
+                metadata={"model": model},
+            )
         check_text_size(inputs, entry.config.max_input_chars)
         checked = check_inputs(entry.model.inputs, inputs)
         parameters = resolve_parameters(entry.model.parameters, entry.default_parameters, overrides)
