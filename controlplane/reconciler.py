@@ -3,7 +3,8 @@
 For a worker id it reads the current registration and leadership and converges: a load
 feed for every registered worker, a health prober for each when this replica leads, the
 leader's health record removed once the worker is gone, and the endpoint sets of the
-worker's models recomputed. Running it twice changes nothing the second time.
+worker's models (before and now) marked for the hub's next recompute. Running it twice
+changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ class Reconciler:
         self._loads = loads
         self._hub = hub
         self._is_leader = is_leader
-        # the models each worker served when last reconciled: a worker that leaves or
-        # changes its models must also update the sets it is no longer in
-        self._models: dict[str, set[str]] = {}
 
     async def reconcile(self, worker_id: str) -> None:
         registered = self._view.registration(worker_id)
@@ -47,7 +45,6 @@ class Reconciler:
             # only the leader writes health records, so only it cleans them up
             if self._is_leader() and self._view.has_health_record(worker_id):
                 await self._store.delete(self._keys.worker_health(worker_id))
-            models = self._models.pop(worker_id, set())
         else:
             info = registered.value
             await self._loads.ensure(worker_id, info.address)
@@ -55,7 +52,6 @@ class Reconciler:
                 await self._probers.ensure(info, registered.create_revision)
             else:
                 await self._probers.stop(worker_id)
-            current = {m.name for m in info.models}
-            models = current | self._models.get(worker_id, set())
-            self._models[worker_id] = current
-        self._hub.recompute(models)
+        # the sets of the models it serves and of those it no longer serves; a burst of
+        # reconciles (start-up, a new leader) asks for them many times, computed once
+        self._hub.recompute_soon(self._view.models.reindex(worker_id))

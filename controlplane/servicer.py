@@ -56,7 +56,8 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         subscription = self._hub.subscribe(request.model, selector)
         try:
             while True:
-                yield _endpoint_set(await subscription.next())
+                # one message per set for every stream of the same model and selector
+                yield await subscription.next_encoded(_endpoint_set)
         finally:
             self._hub.unsubscribe(subscription)
 

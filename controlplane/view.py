@@ -1,5 +1,9 @@
 """The control plane's picture of the cluster, derived from the informer caches and the
-load feeds. Pure reads: nothing here writes, so every replica computes the same sets."""
+load feeds. Nothing here writes to etcd, so every replica computes the same sets.
+
+An endpoint set reads only the workers that serve its model (`ModelIndex`), so the cost of
+a change grows with the size of the sets it touches, not with the cluster.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,51 @@ class WorkerView:
         return self.health.models.get(model, False)
 
 
+class ModelIndex:
+    """Which workers serve which model, from the registrations cache.
+
+    Built from the whole cache on first use (by then the informer has listed etcd), then
+    kept current one worker at a time by `reindex`, which the reconciler calls for every
+    worker it reconciles: every registration change is reconciled, so a worker missing
+    here is one whose reconcile (and with it the recompute of its sets) is still queued.
+    """
+
+    def __init__(self, workers: Mapping[str, Entry[WorkerInfo]]) -> None:
+        self._workers = workers
+        self._models_of: dict[str, frozenset[str]] | None = None
+        self._workers_of: dict[str, set[str]] = {}
+
+    def workers_of(self, model: str) -> list[str]:
+        """The ids of `model`'s workers, sorted."""
+        self._built()
+        return sorted(self._workers_of.get(model, ()))
+
+    def reindex(self, worker_id: str) -> set[str]:
+        """Reads `worker_id`'s registration again; returns the models whose workers may
+        have changed: those it serves now and those it served before."""
+        models_of = self._built()
+        before = models_of.pop(worker_id, frozenset())
+        registered = self._workers.get(worker_id)
+        now = frozenset(m.name for m in registered.value.models) if registered else frozenset()
+        if now:
+            models_of[worker_id] = now
+        for model in before - now:
+            served = self._workers_of[model]
+            served.discard(worker_id)
+            if not served:
+                del self._workers_of[model]
+        for model in now - before:
+            self._workers_of.setdefault(model, set()).add(worker_id)
+        return set(before | now)
+
+    def _built(self) -> dict[str, frozenset[str]]:
+        if self._models_of is None:
+            self._models_of = {}
+            for worker_id in list(self._workers):
+                self.reindex(worker_id)
+        return self._models_of
+
+
 class ClusterView:
     def __init__(
         self,
@@ -54,6 +103,7 @@ class ClusterView:
         self._desired = desired
         self._health = health
         self._loads = loads
+        self.models = ModelIndex(workers)
 
     def worker_ids(self) -> list[str]:
         return sorted(self._workers)
@@ -90,10 +140,13 @@ class ClusterView:
     def endpoints(self, model: str, selector: Selector) -> tuple[Endpoint, ...]:
         """Every eligible replica of `model` whose tags match `selector`, by worker id."""
         found = []
-        for view in self.workers():
+        for worker_id in self.models.workers_of(model):
+            view = self.worker(worker_id)
+            if view is None:
+                continue  # gone: its reconcile, queued, takes it out of the index
             info = view.info
             if not any(m.name == model for m in info.models):
-                continue
+                continue  # rewritten with other models, reconcile queued
             if view.serving(model) and selector.matches(info.tags):
                 found.append(Endpoint(info.worker_id, info.address, info.tags, view.load))
         return tuple(found)
