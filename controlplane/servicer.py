@@ -12,7 +12,7 @@ from controlplane.admin import Admin
 from controlplane.hub import EndpointHub
 from controlplane.view import WorkerView
 from modelyard.endpoints import Endpoint, EndpointSet, Load
-from modelyard.errors import Unavailable
+from modelyard.errors import Reason, Unavailable
 from modelyard.selectors import parse_selector
 from modelyard.times import duration, timestamp
 from modelyard.v1 import controlplane_pb2 as pb
@@ -81,7 +81,10 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
 
 
 def _unsynced() -> Unavailable:
-    return Unavailable("this control-plane replica has not read etcd yet; retry, or ask another")
+    return Unavailable(
+        "this control-plane replica has not read etcd yet; retry, or ask another",
+        reason=Reason.NOT_SYNCED,
+    )
 
 
 def _load(load: Load) -> pb.Load:

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint
-from modelyard.errors import InvalidArgument, Unavailable
+from modelyard.errors import InvalidArgument, Reason, Unavailable
 from modelyard.selectors import Selector
 
 POLICIES = ("p2c", "round_robin", "least_loaded")
@@ -121,7 +121,7 @@ class Balancer:
             if worker_id not in exclude and (selector is None or selector.matches(r.endpoint.tags))
         ]
         if not candidates:
-            raise Unavailable(self._nothing_matches(selector, exclude))
+            raise Unavailable(self._nothing_matches(selector, exclude), reason=Reason.NO_REPLICA)
         now = self._clock.now()
         # an ejected replica is still better than none: the caller's retry decides
         healthy = [r for r in candidates if r.ejected_until <= now] or candidates
