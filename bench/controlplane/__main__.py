@@ -15,6 +15,7 @@ from bench.common.paths import RESULTS_DIR
 from bench.common.quiet import Quiet
 from bench.common.results import machine_info
 from bench.controlplane.balancing import balancing
+from bench.controlplane.cost import cost
 from bench.controlplane.failure import failure
 from bench.controlplane.run import Run
 from bench.controlplane.scale import scale
@@ -24,6 +25,7 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "balancing": balancing,
     "failure": failure,
     "scale": scale,
+    "cost": cost,
 }
 
 

@@ -19,7 +19,12 @@ def run(smoke_result: Callable[[str], Finished]) -> Finished:
 
 
 def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Finished) -> None:
-    expected = {"controlplane_balancing": 1, "controlplane_failure": 1, "controlplane_scale": 1}
+    expected = {
+        "controlplane_balancing": 1,
+        "controlplane_failure": 1,
+        "controlplane_scale": 1,
+        "controlplane_cost": 1,
+    }
     assert_run_shape(run, expected)
 
 
@@ -59,3 +64,13 @@ def test_scale_times_changes_on_a_fleet_and_reports_the_control_plane(run: Finis
     assert record["changes"]["all"]["count"] > 0
     assert_has(record, "more_subscribers.subscribers", "more_subscribers.changes.p99_ms")
     assert_has(record, "leadership_lost")
+
+
+def test_cost_reports_the_curve_and_the_work_per_change(run: Finished) -> None:
+    (record,) = run.records("controlplane_cost")
+    assert [point["workers"] for point in record["curve"]] == [20, 50]
+    for point in record["curve"]:
+        assert_has(point, "cold_start_s", "changes.p99_ms", "sets_computed_per_change")
+        assert_has(point, "messages_built_per_change")
+        assert point["changes"]["count"] == point["subscribers"] * 4
+    assert record["checks"]["one_set_per_change"] and record["checks"]["one_message_per_change"]
