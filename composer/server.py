@@ -20,6 +20,7 @@ from composer.store import GraphStore
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import composer_pb2, composer_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
+from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.portfile import write_port_file
@@ -56,7 +57,7 @@ class Composer:
 
     async def start(self) -> None:
         composer_pb2_grpc.add_ComposerServicer_to_server(
-            ComposerServicer(self.service), self.server
+            ComposerServicer(self.service), decoding(self.server)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

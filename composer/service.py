@@ -16,6 +16,7 @@ from composer.store import GraphStore
 from composer.validation import Report, validate
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import InvalidArgument
+from modelyard.names import check_name
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import graph_pb2
 
@@ -47,6 +48,7 @@ class ComposerService:
 
     async def deploy(self, graph: graph_pb2.Graph) -> list[str]:
         """Stores a valid graph (runnable on this replica at once); its warnings."""
+        check_name("graph", graph.name)  # before a message, a log line or etcd sees it
         report = await self.validate(graph)
         if report.errors:
             raise InvalidArgument(f"graph '{graph.name}' is invalid: " + "; ".join(report.errors))
@@ -117,7 +119,7 @@ class ComposerService:
 
     def _graph_for(self, name: str, inline: graph_pb2.Graph | None) -> graph_pb2.Graph:
         if inline is None:
-            return self._store.get(name)
+            return self._store.get(check_name("graph", name))
         report = validate(inline, None)  # structure only: runs must not wait on metadata
         if report.errors:
             raise InvalidArgument("the inline graph is invalid: " + "; ".join(report.errors))

@@ -30,6 +30,7 @@ from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue, run_controller
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
+from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.informer import Informer
@@ -105,7 +106,7 @@ class ControlPlane:
         admin = Admin(self.view, self.client, self.keys)
         controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(
             ControlPlaneServicer(admin, self.hub, self.replica_id, self.is_leader, self.synced),
-            self.server,
+            decoding(self.server),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -34,6 +34,7 @@ from prometheus_client import start_http_server
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
+from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.grpc_metrics import MetricsInterceptor
@@ -136,9 +137,11 @@ class Worker:
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.worker_id = self.settings.worker_id or f"{socket.gethostname()}-{self.port}"
-        predict_pb2_grpc.add_PredictServicer_to_server(PredictServicer(self.service), self.server)
+        predict_pb2_grpc.add_PredictServicer_to_server(
+            PredictServicer(self.service), decoding(self.server)
+        )
         load_pb2_grpc.add_WorkerLoadServicer_to_server(
-            WorkerLoadServicer(self.service, self.worker_id), self.server
+            WorkerLoadServicer(self.service, self.worker_id), decoding(self.server)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
