@@ -13,6 +13,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from composer.admission import Admission
 from composer.service import ComposerService
 from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
@@ -28,6 +29,12 @@ from modelyard_server.runner import run_until_signalled
 
 log = logging.getLogger(__name__)
 
+#: Calls gRPC takes on beyond the runs admission lets in: the refusals it is answering, and
+#: deploys, lists, health checks and reflection. gRPC's own limit is only a backstop (its
+#: refusal carries no retry hint and health checks would meet it too), so admission must
+#: answer first.
+CALLS_BEYOND_RUNS = 1024
+
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["Composer"].full_name
 
 
@@ -37,8 +44,12 @@ class Composer:
         self.client = EtcdClient(settings.etcd)
         self.store = GraphStore(self.client, Keys(settings.etcd.prefix))
         self.routed = RoutedClient(settings.controlplanes, policy=settings.policy)
+        self.admission = Admission(settings.max_runs_in_flight)
         self.service = ComposerService(
-            self.store, self.routed, default_timeout=settings.default_timeout
+            self.store,
+            self.routed,
+            default_timeout=settings.default_timeout,
+            admission=self.admission,
         )
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor()],
@@ -46,6 +57,7 @@ class Composer:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
             ],
+            maximum_concurrent_rpcs=settings.max_runs_in_flight + CALLS_BEYOND_RUNS,
         )
         self.health = health.aio.HealthServicer()
         self.port = 0

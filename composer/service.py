@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
+from composer.admission import Admission
 from composer.engine import Event, RunResult, run_graph
 from composer.invoker import RoutedInvoker, fetch_metadata, lookup, served_models
 from composer.references import calls
@@ -23,7 +24,8 @@ from modelyard.v1 import graph_pb2
 
 class ComposerService:
     """`clock` times the runs: their deadlines (the caller's time remaining, else
-    `default_timeout`) and their timelines."""
+    `default_timeout`) and their timelines. `admission` bounds the runs in flight: past it
+    a run is refused at once (RESOURCE_EXHAUSTED, `composer.admission.AtLimit`)."""
 
     def __init__(
         self,
@@ -31,6 +33,7 @@ class ComposerService:
         client: RoutedClient,
         *,
         default_timeout: float,
+        admission: Admission,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
@@ -38,6 +41,7 @@ class ComposerService:
         self._invoker = RoutedInvoker(client)
         self._default_timeout = default_timeout
         self._clock = clock
+        self._admission = admission
 
     async def validate(self, graph: graph_pb2.Graph) -> Report:
         models = {call.model for node in graph.nodes for call in calls(node) if call.model}
@@ -75,7 +79,9 @@ class ComposerService:
     ) -> RunResult:
         """Runs the deployed graph `name`, or `inline` when given, within the caller's
         `time_remaining` in seconds (None: the default timeout)."""
-        return await self._run(self._graph_for(name, inline), inputs, time_remaining, None)
+        graph = self._graph_for(name, inline)
+        with self._admission.admit():
+            return await self._run(graph, inputs, time_remaining, None)
 
     async def run_stream(
         self,
@@ -88,17 +94,18 @@ class ComposerService:
         """`run`, as its events while it goes and then its result. Closing the iterator
         early (the caller went away) cancels the run and every node call in it."""
         graph = self._graph_for(name, inline)  # NOT_FOUND before anything runs
-        events: asyncio.Queue[Event | None] = asyncio.Queue()
-        run = asyncio.create_task(self._run(graph, inputs, time_remaining, events.put_nowait))
-        run.add_done_callback(lambda _: events.put_nowait(None))
-        try:
-            while (event := await events.get()) is not None:
-                yield event
-            yield run.result()
-        finally:
-            run.cancel()  # a no-op once it is done
-            with contextlib.suppress(BaseException):
-                await run
+        with self._admission.admit():  # held until the stream ends, however it ends
+            events: asyncio.Queue[Event | None] = asyncio.Queue()
+            run = asyncio.create_task(self._run(graph, inputs, time_remaining, events.put_nowait))
+            run.add_done_callback(lambda _: events.put_nowait(None))
+            try:
+                while (event := await events.get()) is not None:
+                    yield event
+                yield run.result()
+            finally:
+                run.cancel()  # a no-op once it is done
+                with contextlib.suppress(BaseException):
+                    await run
 
     async def _run(
         self,

@@ -32,5 +32,17 @@ class ComposerSettings(BaseSettings):
     grace_seconds: float = Field(
         5.0, ge=0, description="On SIGTERM, how long runs in flight may finish."
     )
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Larger requests get RESOURCE_EXHAUSTED before they are read whole; at "
+        "most the workers' limit, so the composer never buffers a run no worker would take.",
+    )
+    max_runs_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Runs (Run and RunStream) in flight at once; past it a run is refused at "
+        "once with RESOURCE_EXHAUSTED and a retry hint. Size it to what the workers behind "
+        "this replica serve at once: endpoint sets do not tell the composer their capacity.",
+    )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")

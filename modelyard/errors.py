@@ -151,10 +151,12 @@ class NotFound(ModelyardError):
 
 
 class ResourceExhausted(ModelyardError):
-    """No capacity: a full queue, an oversized message."""
+    """No capacity: a full queue, an oversized message. `retry_after`: when the server can
+    say, the seconds to wait before trying again (sent as `grpc-retry-pushback-ms`)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = Reason.RESOURCE_EXHAUSTED
+    retry_after: float | None = None
 
 
 class Unavailable(ModelyardError):

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 
-from modelyard.errors import ModelyardError, Reason
+from modelyard.errors import ModelyardError, Reason, ResourceExhausted
 from modelyard_server.error_status import details_metadata
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,16 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if isinstance(error, ModelyardError):
-        await context.abort(error.code, error.message, details_metadata(error))
+        await context.abort(error.code, error.message, details_metadata(error) + _pushback(error))
     log.error("unexpected error in %s", _method(context), exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, _INTERNAL_DETAILS)
+
+
+def _pushback(error: ModelyardError) -> tuple[tuple[str, str], ...]:
+    """gRPC's retry hint (`grpc-retry-pushback-ms`), which its client retry policy obeys."""
+    if isinstance(error, ResourceExhausted) and error.retry_after is not None:
+        return (("grpc-retry-pushback-ms", str(round(error.retry_after * 1000))),)
+    return ()
 
 
 def _method(context: grpc.aio.ServicerContext[Any, Any]) -> str:
