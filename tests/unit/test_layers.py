@@ -14,13 +14,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST_PARTY = {"modelyard", "modelyard_server", "modelyard_cli", "workers", "controlplane",
-               "composer", "tools", "tests", "bench"}  # fmt: skip
+               "composer", "gateway", "tools", "tests", "bench"}  # fmt: skip
 # package -> the extras a user installs to run it ("" is the base install)
 LAYERS = {
     "modelyard": [""],
     "modelyard_server": ["server"],
     "controlplane": ["controlplane"],
     "composer": ["composer"],
+    "gateway": ["gateway"],
     "workers": ["worker"],
     "modelyard_cli": ["cli"],
 }

@@ -1,0 +1,189 @@
+"""The HTTP routes: OpenAI's paths over `OpenAIService`, plus /health.
+
+    POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
+    GET  /v1/models             GET  /v1/models/{model}          GET /health
+
+Routes only do HTTP: read a bounded JSON body, check it (`gateway.schemas`), await the
+service, and write JSON, or server-sent events ending with `data: [DONE]` for
+`"stream": true`. A stream's status is decided by its first chunk: whatever fails before
+it (an unknown model, a bad field, no replica) is an ordinary error response; a failure
+after it is an `error` event, which the official clients raise as APIError.
+
+A client that goes away stops its call: a stream's events stop being produced, and a
+unary call is cancelled as soon as the connection closes, so the model stops generating
+for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+
+from gateway.errors import INTERNAL_MESSAGE, ApiError, bad_request
+from gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Parsed, parse
+from gateway.service import OpenAIService
+from gateway.translate import CHAT_SHAPE, COMPLETION_SHAPE, DONE, Shape, dumps, event
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# what the closed connection of a client that left is answered with (nobody reads it)
+_CLIENT_CLOSED = 499
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Health:
+    """What GET /health says: serving until a graceful shutdown begins."""
+
+    serving = True
+
+
+def build_app(service: OpenAIService, *, max_body_bytes: int, health: Health) -> FastAPI:
+    app = FastAPI(title="modelyard gateway", summary="OpenAI-compatible API over modelyard")
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    for status in (404, 405):  # no such route, or not with this method
+        app.add_exception_handler(status, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+    async def body_of(request: Request, kind: type[Parsed]) -> Parsed:
+        return parse(kind, await read_json(request, max_body_bytes))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(request, service, CHAT_SHAPE, await body_of(request, ChatRequest))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        parsed = await body_of(request, CompletionRequest)
+        return await _generate(request, service, COMPLETION_SHAPE, parsed)
+
+    @app.post("/v1/embeddings")
+    async def create_embeddings(request: Request) -> Response:
+        parsed = await body_of(request, EmbeddingRequest)
+        return _json(await unless_disconnected(request, service.embed(parsed)))
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        return _json(await service.models())
+
+    @app.get("/v1/models/{model:path}")
+    async def retrieve_model(model: str) -> Response:
+        return _json(await service.model(model))
+
+    @app.get("/health")
+    async def health_check() -> Response:
+        if health.serving:
+            return _json({"status": "serving"})
+        return _json({"status": "shutting down"}, status=503)
+
+    return app
+
+
+async def _generate(
+    request: Request, service: OpenAIService, shape: Shape, parsed: ChatRequest | CompletionRequest
+) -> Response:
+    if not parsed.streams:
+        return _json(await unless_disconnected(request, service.complete(shape, parsed)))
+    chunks = service.stream(shape, parsed)
+    try:
+        first = await unless_disconnected(request, anext(chunks))
+    except StopAsyncIteration:
+        first = None
+    events = _events(first, chunks)
+    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+async def _events(
+    first: dict[str, Any] | None, chunks: AsyncGenerator[dict[str, Any], None]
+) -> AsyncIterator[bytes]:
+    # aclosing: a client that left ends the chunks (and so the model's call) at once,
+    # not whenever the abandoned generator is collected
+    async with contextlib.aclosing(chunks):
+        if first is not None:
+            yield event(first)
+        try:
+            async for chunk in chunks:
+                yield event(chunk)
+        except ApiError as error:
+            yield event(error.body())
+            return
+        except Exception:
+            log.exception("a stream failed after its first chunk")
+            yield event(ApiError(500, INTERNAL_MESSAGE).body())
+            return
+        yield DONE
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body; 413 beyond `limit` bytes (read no further), 400 if it is
+    not JSON."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise _too_large(limit)
+    try:
+        return json.loads(body)
+    except ValueError:  # UnicodeDecodeError is one
+        raise bad_request(
+            "We could not parse the JSON body of your request: send a JSON object with "
+            "Content-Type: application/json.",
+            None,
+        ) from None
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, or (once the client closed the connection) `work` cancelled."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+            raise ApiError(_CLIENT_CLOSED, "the client closed the connection")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # the body was read: what the server sends next is the disconnect (or the end of
+    # the response, after which nothing is waiting here)
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body is larger than this server accepts ({limit} bytes).")
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(dumps(body), status_code=status, media_type="application/json")
+
+
+async def _api_error(request: Request, error: ApiError) -> Response:
+    return _json(error.body(), error.status)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """The router's own answers (no such route, wrong method) in OpenAI's shape."""
+    status = int(getattr(error, "status_code", 404))
+    what = "Invalid URL" if status == 404 else "Method not allowed"
+    message = f"{what} ({request.method} {request.url.path})"
+    return _json(ApiError(status, message, code="unknown_url").body(), status)
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    # Starlette re-raises the error once this answer is sent, and uvicorn logs its traceback
+    return _json(ApiError(500, INTERNAL_MESSAGE).body(), 500)

@@ -1,0 +1,125 @@
+"""The gateway process: the OpenAI-compatible HTTP API on uvicorn, in front of the routed
+client (served models) and a composer (graphs). It keeps no state of its own: run as many
+as you like, anywhere that reaches the control plane and the workers.
+
+Lifecycle (`modelyard_server.runner.run_until_signalled`): start binds the port and
+serves; stop (SIGTERM) makes /health answer 503, stops accepting connections, lets the
+requests and streams in flight finish within `grace_seconds`, cancels what is left, and
+closes the clients. uvicorn runs without its own signal handling: the runner owns the
+signals, as for every modelyard service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import math
+import socket
+
+import uvicorn
+
+from gateway.app import Health, build_app
+from gateway.models import Catalog, DeployedGraphs, ModelSource, ServedModels
+from gateway.service import OpenAIService
+from gateway.settings import GatewaySettings
+from modelyard.composer_client import AsyncComposerClient
+from modelyard.routed_client import RoutedClient
+from modelyard_server.portfile import write_port_file
+from modelyard_server.runner import run_until_signalled
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.routed = RoutedClient(
+            settings.controlplanes, policy=settings.policy, timeout=settings.request_timeout
+        )
+        self.composer = AsyncComposerClient(settings.composer) if settings.composer else None
+        self.served = ServedModels(settings.controlplanes)
+        sources: list[ModelSource] = [self.served]
+        if self.composer is not None and settings.composer:
+            sources.append(DeployedGraphs(self.composer, settings.composer))
+        self.catalog = Catalog(
+            sources, ttl_s=settings.catalog_ttl, miss_refresh_s=settings.catalog_miss_refresh
+        )
+        service = OpenAIService(
+            self.catalog, self.routed, self.composer, timeout=settings.request_timeout
+        )
+        self.health = Health()
+        app = build_app(service, max_body_bytes=settings.max_body_bytes, health=self.health)
+        self.http = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                lifespan="off",
+                log_config=None,  # the process's logging, as configured by the command
+                access_log=False,
+                # whole seconds (uvicorn's type): a grace is never cut short
+                timeout_graceful_shutdown=math.ceil(settings.grace_seconds),
+            )
+        )
+        self.port = 0
+        self._socket: socket.socket | None = None
+        self._ticking: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._socket = _bind(self.settings.host, self.settings.port)
+        self.port = int(self._socket.getsockname()[1])
+        config = self.http.config
+        config.load()
+        self.http.lifespan = config.lifespan_class(config)
+        await self.http.startup(sockets=[self._socket])
+        # uvicorn's main loop only refreshes the Date header and watches should_exit
+        self._ticking = asyncio.create_task(self.http.main_loop(), name="gateway http")
+        write_port_file(self.settings.port_file, self.port)
+        log.info("gateway serving the OpenAI API on http://%s/v1", self.address)
+
+    async def stop(self) -> None:
+        """/health 503, no new connections, in-flight requests get `grace_seconds`."""
+        self.health.serving = False
+        self.http.should_exit = True
+        if self._ticking is not None:
+            await self._ticking
+        await self.http.shutdown(sockets=[self._socket] if self._socket else None)
+        await self._release()
+
+    async def abort(self) -> None:
+        """After a failed or interrupted start: closes whatever it opened, at once."""
+        self.http.should_exit = True
+        if self._ticking is not None:
+            await self._ticking
+        for server in getattr(self.http, "servers", []):
+            server.close()
+        if self._socket is not None:
+            self._socket.close()
+        await self._release()
+
+    async def _release(self) -> None:
+        await self.routed.close()
+        await self.served.close()
+        if self.composer is not None:
+            with contextlib.suppress(Exception):
+                await self.composer.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket; a port in use is the runner's "already in use" (exit 2)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            # the wording modelyard_server.ports.busy_address recognises
+            raise OSError(error.errno, f"Failed to bind to address {host}:{port}; in use") from None
+        raise
+
+
+async def run(settings: GatewaySettings) -> int:
+    return await run_until_signalled(Gateway(settings), "gateway")
