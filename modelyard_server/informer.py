@@ -41,6 +41,7 @@ class Informer(Generic[T]):
     `name` is the key with the prefix removed. `decode` turns raw bytes into T; a value that
     does not decode is logged and treated as absent. `on_change(name)` is called after the
     cache changed for that name: handlers read the cache, they are not handed the value.
+    `on_restart()` is called each time the watch broke and the prefix is listed again.
     """
 
     def __init__(
@@ -52,8 +53,10 @@ class Informer(Generic[T]):
         *,
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = RELIST,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_restart = on_restart
         self._prefix = prefix
         self._decode = decode
         self._on_change = on_change
@@ -79,6 +82,8 @@ class Informer(Generic[T]):
             # must not turn into a loop of listings
             delay = retry.next()
             log.warning("informer on %s: %s; listing again in %.2f s", self._prefix, problem, delay)
+            if self._on_restart is not None:
+                self._on_restart()
             await self._clock.sleep(delay)
 
     async def _list(self) -> None:

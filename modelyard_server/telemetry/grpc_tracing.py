@@ -24,6 +24,11 @@ three of its open bugs worked around here:
   real handler should close it in turn, `contextlib.aclosing`, or the real handler is
   closed later, by asyncio, in another task.)
 
+Upstream, a server span starts with status OK and changes only when the handler aborts or
+sets a code, so a call its client cancelled (or let run past its deadline) ends looking
+successful. Here the span of such a call records CANCELLED (or DEADLINE_EXCEEDED) and an
+error status.
+
 The client span of a stream the caller abandons without cancelling (`break` out of the
 loop) ends when the call object is released, as upstream.
 """
@@ -31,8 +36,10 @@ loop) ends when the call object is released, as upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import grpc
@@ -88,13 +95,38 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or UNTRACED(handler_call_details) or not _traceable(handler):
             return handler
         if not handler.response_streaming:
-            return await self._upstream.intercept_service(_given(handler), handler_call_details)
-        # one interception per call: `opened` is this call's handler generator
-        opened: list[AsyncGenerator[Any, None]] = []
+            marked = _with_unary_behaviour(
+                handler, _marking_cancellation(_unary_behaviour(handler))
+            )
+            return await self._upstream.intercept_service(_given(marked), handler_call_details)
+        # one interception per call: `opened` is this call's handler generator and span
+        opened = _Opened()
         tracked = _with_stream_behaviour(handler, _tracking(_stream_behaviour(handler), opened))
         traced = await self._upstream.intercept_service(_given(tracked), handler_call_details)
         assert traced is not None  # it wraps what it is given
         return _with_stream_behaviour(traced, _written(_stream_behaviour(traced), opened))
+
+
+@dataclass
+class _Opened:
+    """A streaming call's handler generators (the next interceptor's wrapper), and the span
+    the upstream interceptor opened around them."""
+
+    generators: list[AsyncGenerator[Any, None]] = field(default_factory=list)
+    span: Span = trace.INVALID_SPAN
+
+
+def _cancelled(span: Span, context: Context) -> None:
+    """Marks the span of a call that ended because its client cancelled it or its deadline
+    passed (gRPC cancels the handler either way), unless it has ended already."""
+    if not span.is_recording():
+        return
+    remaining = context.time_remaining()
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    if remaining is None or remaining > 0:
+        code = grpc.StatusCode.CANCELLED
+    span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+    span.set_status(Status(StatusCode.ERROR, code.name))
 
 
 def _traceable(handler: Handler) -> bool:
@@ -104,6 +136,33 @@ def _traceable(handler: Handler) -> bool:
         return inspect.isasyncgenfunction(_stream_behaviour(handler))
     behaviour = handler.stream_unary if handler.request_streaming else handler.unary_unary
     return inspect.iscoroutinefunction(behaviour)
+
+
+def _unary_behaviour(handler: Handler) -> Behaviour:
+    behaviour = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    assert behaviour is not None
+    return behaviour
+
+
+def _with_unary_behaviour(handler: Handler, behaviour: Behaviour) -> Handler:
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(behaviour, **codec)
+    return grpc.unary_unary_rpc_method_handler(behaviour, **codec)
+
+
+def _marking_cancellation(behaviour: Behaviour) -> Behaviour:
+    async def call(request: Any, context: Context) -> Any:
+        try:
+            return await behaviour(request, context)
+        except asyncio.CancelledError:
+            _cancelled(trace.get_current_span(), context)  # the upstream's span, current here
+            raise
+
+    return call
 
 
 def _given(handler: Handler) -> Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]:
@@ -129,26 +188,44 @@ def _with_stream_behaviour(handler: Handler, behaviour: Behaviour) -> Handler:
     return grpc.unary_stream_rpc_method_handler(behaviour, **codec)
 
 
-def _tracking(behaviour: Behaviour, opened: list[AsyncGenerator[Any, None]]) -> Behaviour:
+def _tracking(behaviour: Behaviour, opened: _Opened) -> Behaviour:
     def call(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-        responses: AsyncGenerator[Any, None] = behaviour(request, context)
-        opened.append(responses)
+        responses = _marking_stream_cancellation(behaviour(request, context), context)
+        opened.generators.append(responses)
+        opened.span = trace.get_current_span()  # called inside the upstream's span
         return responses
 
     return call
 
 
-def _written(traced: Behaviour, opened: list[AsyncGenerator[Any, None]]) -> Behaviour:
+async def _marking_stream_cancellation(
+    responses: AsyncGenerator[Any, None], context: Context
+) -> AsyncGenerator[Any, None]:
+    """A cancellation that reaches the handler while it works (not at a `yield`): marked
+    here, inside the upstream's span, before that span ends."""
+    async with contextlib.aclosing(responses):
+        try:
+            async for response in responses:
+                yield response
+        except asyncio.CancelledError:
+            _cancelled(trace.get_current_span(), context)
+            raise
+
+
+def _written(traced: Behaviour, opened: _Opened) -> Behaviour:
     async def write_all(request: Any, context: Context) -> None:
         responses: AsyncGenerator[Any, None] = traced(request, context)
         try:
             async for response in responses:
                 await context.write(response)
+        except asyncio.CancelledError:
+            _cancelled(opened.span, context)
+            raise
         finally:
             # innermost first: the handler cleans up while its span is current, then the
             # interceptor ends the span and detaches the context in this same task
             try:
-                for generator in opened:
+                for generator in opened.generators:
                     await generator.aclose()
             finally:
                 await responses.aclose()

@@ -125,6 +125,22 @@ def current_trace_id() -> str | None:
     return trace.format_trace_id(context.trace_id)
 
 
+#: The metadata key under which a server tells its caller which trace its call is in: W3C
+#: Trace Context Level 2's `traceresponse` (the caller may not trace at all, or not be
+#: sampled, and still wants the id to look the call up).
+TRACE_RESPONSE = "traceresponse"
+
+
+def trace_response() -> str | None:
+    """The current span as a `traceresponse` value (version-trace id-span id-flags, as
+    `traceparent`); None with no current span, or one that is not sampled."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    span_id = trace.format_span_id(context.span_id)
+    return f"00-{trace.format_trace_id(context.trace_id)}-{span_id}-{context.trace_flags:02x}"
+
+
 @contextmanager
 def _cancellation(span: Span) -> Iterator[None]:
     try:

@@ -230,6 +230,11 @@ async def awaited(call: Any) -> Any:
     return await call
 
 
+def assert_cancelled(span: ReceivedSpan) -> None:
+    assert span.status == "ERROR", span
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0], span
+
+
 def instrumentation_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
@@ -337,6 +342,7 @@ async def test_a_stream_cancelled_at_a_yield_closes_the_handler_in_its_span_with
     server = one(spans, "test-server", traced.method("Endless"))
     assert traced.calls.trace_id_at_cleanup == [server.trace_id]
     assert server.parent_span_id == one(spans, "test-client", traced.method("Endless")).span_id
+    assert_cancelled(server)  # upstream ends it looking successful
     assert instrumentation_errors(caplog) == []
 
 
@@ -356,9 +362,10 @@ async def test_cancelling_a_unary_call_cancels_the_server_handler(traced: Traced
     spans = traced.flush()
 
     client = one(spans, "test-client", traced.method("Wait"))
-    assert client.status == "ERROR"
-    assert client.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
-    assert one(spans, "test-server", traced.method("Wait")).parent_span_id == client.span_id
+    assert_cancelled(client)
+    server = one(spans, "test-server", traced.method("Wait"))
+    assert server.parent_span_id == client.span_id
+    assert_cancelled(server)  # upstream ends it looking successful
 
 
 async def test_cancelling_a_client_stream_cancels_the_server_handler(traced: Traced) -> None:
@@ -392,6 +399,24 @@ async def test_cancelling_a_server_stream_cancels_the_server_handler(traced: Tra
     with pytest.raises(asyncio.CancelledError):
         await reader
     await asyncio.wait_for(traced.calls.cancelled.wait(), WAIT)
+    # cancelled while the handler worked, not at a yield
+    assert_cancelled(one(traced.flush(), "test-server", traced.method("WaitStreaming")))
+
+
+async def test_a_call_past_its_deadline_ends_its_server_span_as_deadline_exceeded(
+    traced: Traced,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await unary_unary(traced.channel, "Wait")(b"", timeout=0.2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.wait_for(traced.calls.cancelled.wait(), WAIT)
+    server = one(traced.flush(), "test-server", traced.method("Wait"))
+    assert server.status == "ERROR"
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    assert (server.attributes["rpc.grpc.status_code"], server.status_message) == (
+        code.value[0],
+        code.name,
+    )
 
 
 async def test_bidirectional_streams_work_traced_or_written_by_the_handler(traced: Traced) -> None:
