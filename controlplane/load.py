@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import grpc
 import grpc.aio
@@ -24,7 +25,8 @@ FEED_RETRY = Backoff(initial=0.2, cap=5.0)
 
 
 class LoadFeedPool:
-    """One load feed per registered worker; `loads` holds each one's latest report."""
+    """One load feed per registered worker; `loads` holds each one's latest report.
+    `interceptors` go on the feeds' channels."""
 
     def __init__(
         self,
@@ -32,8 +34,10 @@ class LoadFeedPool:
         *,
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = FEED_RETRY,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.loads: dict[str, Load] = {}
+        self._interceptors = interceptors
         self._interval_ms = interval_ms
         self._clock = clock
         self._backoff = backoff
@@ -64,7 +68,8 @@ class LoadFeedPool:
         request = load_pb2.WatchLoadRequest(interval=duration(self._interval_ms / 1000.0))
         while True:
             try:
-                async with grpc.aio.insecure_channel(address) as channel:
+                channel = grpc.aio.insecure_channel(address, interceptors=self._interceptors)
+                async with channel:
                     stub = load_pb2_grpc.WorkerLoadStub(channel)
                     async for report in stub.WatchLoad(request):
                         retry.reset()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 import grpc.aio
@@ -39,8 +39,10 @@ class WorkerProber:
         *,
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = PROBE_RETRY,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.info = info
+        self._interceptors = interceptors
         self.registration = registration
         self._on_health = on_health
         self._clock = clock
@@ -78,7 +80,8 @@ class WorkerProber:
         """Watches until a stream fails; returns whether the worker ever answered."""
         names = ["", *(m.name for m in self.info.models)]
         statuses: dict[str, bool] = {}
-        async with grpc.aio.insecure_channel(self.info.address) as channel:
+        channel = grpc.aio.insecure_channel(self.info.address, interceptors=self._interceptors)
+        async with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             watches = [
                 asyncio.create_task(self._watch(stub, name, statuses, len(names))) for name in names
@@ -130,7 +133,8 @@ class WorkerProber:
 
 
 class ProberPool:
-    """One prober per registered worker, restarted when its registration changes."""
+    """One prober per registered worker, restarted when its registration changes.
+    `interceptors` go on the probes' channels."""
 
     def __init__(
         self,
@@ -138,10 +142,12 @@ class ProberPool:
         *,
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = PROBE_RETRY,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self._on_health = on_health
         self._clock = clock
         self._backoff = backoff
+        self._interceptors = interceptors
         self._probers: dict[str, WorkerProber] = {}
 
     async def ensure(self, info: WorkerInfo, registration: int) -> None:
@@ -150,7 +156,12 @@ class ProberPool:
             return
         await self.stop(info.worker_id)
         prober = WorkerProber(
-            info, registration, self._on_health, clock=self._clock, backoff=self._backoff
+            info,
+            registration,
+            self._on_health,
+            clock=self._clock,
+            backoff=self._backoff,
+            interceptors=self._interceptors,
         )
         self._probers[info.worker_id] = prober
         prober.start()

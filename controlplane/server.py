@@ -3,6 +3,9 @@ health probing (leader only), load feeds, and the ControlPlane gRPC service.
 
 Everything it knows is rebuilt from etcd and live probes at start, so a restarted replica
 converges by itself and its subscribers re-sync when they reconnect.
+
+Telemetry: its calls traced (and its probe and load-feed channels: health probes make no
+spans), /metrics with `controlplane.metrics` when `metrics_port` is set.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,6 +26,7 @@ from controlplane.election import LeaderElection
 from controlplane.health_recorder import HealthRecorder
 from controlplane.hub import EndpointHub
 from controlplane.load import LoadFeedPool
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.prober import ProberPool
 from controlplane.reconciler import Reconciler
 from controlplane.servicer import ControlPlaneServicer
@@ -32,13 +37,15 @@ from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
-from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.informer import Informer
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
+from modelyard_server.service_telemetry import ServiceTelemetry
 from modelyard_server.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -48,28 +55,34 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class ControlPlane:
     def __init__(self, settings: ControlPlaneSettings) -> None:
         self.settings = settings
+        self.telemetry = ServiceTelemetry(
+            settings.telemetry,
+            service_name="modelyard-controlplane",
+            host=settings.host,
+            metrics_port=settings.metrics_port,
+        )
         self.keys = Keys(settings.etcd.prefix)
         self.client = EtcdClient(settings.etcd)
         self.queue = WorkQueue()
-        self.workers = Informer(
-            self.client, self.keys.workers, WorkerInfo.from_json, self.queue.add
-        )
-        self.desired = Informer(
-            self.client, self.keys.desired_workers, DesiredWorker.from_json, self.queue.add
-        )
-        self.health_records = Informer(
-            self.client, self.keys.health, WorkerHealth.from_json, self.queue.add
-        )
-        self.loads = LoadFeedPool(settings.load_interval_ms)
+        self.workers = self._informer("workers", self.keys.workers, WorkerInfo.from_json)
+        self.desired = self._informer("desired", self.keys.desired_workers, DesiredWorker.from_json)
+        self.health_records = self._informer("health", self.keys.health, WorkerHealth.from_json)
+        channels = self.telemetry.client_interceptors()
+        self.loads = LoadFeedPool(settings.load_interval_ms, interceptors=channels)
         self.view = ClusterView(
             self.workers.cache, self.desired.cache, self.health_records.cache, self.loads.loads
         )
         self.hub = EndpointHub(self.view.endpoints)
+        self.metrics = ControlPlaneMetrics(
+            self.telemetry.registry, self.view, lambda: self.hub.subscribers
+        )
         self.election: LeaderElection | None = None
         self.health_recorder = HealthRecorder(
             view=self.view, store=self.client, keys=self.keys, is_leader=self.is_leader
         )
-        self.probers = ProberPool(self.health_recorder.record)
+        self.probers = ProberPool(
+            self.metrics.health_listener(self.health_recorder.record), interceptors=channels
+        )
         self.reconciler = Reconciler(
             view=self.view,
             store=self.client,
@@ -79,12 +92,25 @@ class ControlPlane:
             hub=self.hub,
             is_leader=self.is_leader,
         )
-        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        self.server = grpc.aio.server(
+            interceptors=self.telemetry.server_interceptors(
+                namespace="modelyard_controlplane", models=_RegisteredModels(self.view)
+            )
+        )
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.replica_id = ""
         self.synced = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _informer(self, name: str, prefix: str, decode: Callable[[bytes], T]) -> Informer[T]:
+        return Informer(
+            self.client,
+            prefix,
+            decode,
+            self.queue.add,
+            on_restart=lambda: self.metrics.watch_restarted(name),
+        )
 
     def is_leader(self) -> bool:
         return self.election is not None and self.election.is_leader
@@ -117,7 +143,10 @@ class ControlPlane:
             ("informer-workers", self.workers.run()),
             ("informer-desired", self.desired.run()),
             ("informer-health", self.health_records.run()),
-            ("controller", run_controller(self.queue, self.reconciler.reconcile)),
+            (
+                "controller",
+                run_controller(self.queue, self.metrics.timed(self.reconciler.reconcile)),
+            ),
             ("health-recorder", self.health_recorder.run()),
             ("election", self.election.run()),
             ("refresh", self.hub.refresh_every(self.settings.refresh_seconds)),
@@ -127,6 +156,7 @@ class ControlPlane:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
         await self.server.start()
+        self.telemetry.start_metrics()
         write_port_file(self.settings.port_file, self.port)
         log.info("control plane %s serving on %s", self.replica_id, self.address)
 
@@ -151,6 +181,7 @@ class ControlPlane:
         log.info("control plane %s has read etcd and serves endpoint sets", self.replica_id)
 
     def _on_leadership(self, leader: bool) -> None:
+        self.metrics.leadership(leader)
         # (the election logs the change and why) probers start or stop, and a new leader
         # clears the health records of departed workers
         for worker_id in self.workers.cache.keys() | self.health_records.cache.keys():
@@ -178,6 +209,18 @@ class ControlPlane:
         await self.server.stop(grace)
         with contextlib.suppress(Exception):
             await self.client.close()
+        await self.telemetry.close()
+
+
+class _RegisteredModels:
+    """The models some registered worker serves: the calls' metrics count those by name
+    (a request's `model` is the client's choice; others count as one "<unknown>")."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self._view = view
+
+    def __contains__(self, model: object) -> bool:
+        return any(m.name == model for w in self._view.workers() for m in w.info.models)
 
 
 async def run(settings: ControlPlaneSettings) -> int:
