@@ -15,6 +15,10 @@ withdraws the worker before it drains; then everything goes NOT_SERVING and new 
 UNAVAILABLE, in-flight calls get up to `grace_seconds` to finish, then the server stops and
 the process exits 0. `run` is the shared `modelyard_server.runner.run_until_signalled`; a
 start that fails (or is interrupted by a signal) is undone by `abort`.
+
+Telemetry: calls traced (a Predict's queue wait and inference as its children, each batch a
+span linked to the requests it served), /metrics (`workers.metrics`) when `metrics_port` is
+set; the spans still queued are flushed once the server has stopped.
 """
 
 from __future__ import annotations
@@ -22,24 +26,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import time
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
-from modelyard_server.grpc_errors import ErrorMappingInterceptor
-from modelyard_server.grpc_metrics import MetricsInterceptor
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
+from modelyard_server.service_telemetry import ServiceTelemetry
 from modelyard_server.workerinfo import DesiredWorker, WorkerInfo
 from workers.desired_state import DesiredState
 from workers.devices import worker_tags
@@ -75,19 +76,26 @@ class Worker:
     def __init__(self, settings: WorkerSettings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self._clock = clock
-        self.metrics = WorkerMetrics()
+        self.telemetry = ServiceTelemetry(
+            settings.telemetry,
+            service_name="modelyard-worker",
+            host=settings.host,
+            metrics_port=settings.metrics_port,
+        )
+        self.metrics = WorkerMetrics(self.telemetry.registry)
         self.health = health.aio.HealthServicer()
         self.registry = ModelRegistry(
             settings.models, self.metrics, self._on_model_change, clock=clock
         )
+        for entry in self.registry.entries():
+            self.metrics.set_model_state(entry.name, entry.state.value)
+            self.metrics.watch_queue_depth(entry.name, _queue_depth_of(entry))
         tags = worker_tags((m.device for m in settings.models), settings.tags)
         self.service = WorkerService(self.registry, self.metrics, tags, clock=clock)
-        calls = MetricsInterceptor(
-            self.metrics.registry, namespace="modelyard_worker", models=self.registry.names
-        )
         self.server = grpc.aio.server(
-            # counted outermost, so the counts carry the statuses the error mapping chose
-            interceptors=[calls, ErrorMappingInterceptor()],
+            interceptors=self.telemetry.server_interceptors(
+                namespace="modelyard_worker", models=self.registry.names
+            ),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -95,9 +103,6 @@ class Worker:
             ],
         )
         self.port = 0
-        #: The Prometheus /metrics port once it listens (the bound one when configured as 0).
-        self.metrics_port: int | None = None
-        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self.worker_id = settings.worker_id  # completed with the port once it is bound
         self.registration: Registration | None = None
         self.desired_state: DesiredState | None = None
@@ -114,6 +119,11 @@ class Worker:
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The Prometheus /metrics port while it serves (the bound one when configured 0)."""
+        return self.telemetry.metrics_port
 
     @property
     def advertise_address(self) -> str:
@@ -153,11 +163,7 @@ class Worker:
         if self.settings.etcd is not None:
             await self.health.set(REGISTRATION_HEALTH, NOT_SERVING)
         await self.server.start()
-        if self.settings.metrics_port >= 0:
-            self._metrics_server = start_http_server(
-                self.settings.metrics_port, addr=self.settings.host, registry=self.metrics.registry
-            )
-            self.metrics_port = int(self._metrics_server[0].server_address[1])
+        self.telemetry.start_metrics()
         log.info(
             "worker listening on %s; loading %d model(s)", self.address, len(self.settings.models)
         )
@@ -252,6 +258,7 @@ class Worker:
             await self.health.set(entry.name, SERVING if ready else NOT_SERVING)
 
     def _on_model_change(self, entry: ModelEntry) -> None:
+        self.metrics.set_model_state(entry.name, entry.state.value)
         assert self._loop is not None
         task = self._loop.create_task(self._publish_health())
         self._background.add(task)  # the loop keeps only weak references to tasks
@@ -294,23 +301,17 @@ class Worker:
         await self._release()
 
     async def _release(self) -> None:
-        """What outlives the server: model threads, the etcd connection, the /metrics port."""
+        """What outlives the server: model threads, the etcd connection, the /metrics port
+        (a test process runs many workers; a restarted one may want the same port), and
+        the spans not exported yet."""
         await self.registry.close()
         if self._etcd is not None:
             await self._etcd.close()
-        await self._stop_metrics()
+        await self.telemetry.close()
 
-    async def _stop_metrics(self) -> None:
-        """Closes the /metrics server, so its port and thread do not outlive the worker
-        (a test process runs many workers; a restarted one may want the same port)."""
-        if self._metrics_server is None:
-            return
-        httpd, thread = self._metrics_server
-        self._metrics_server = None
-        # `shutdown` blocks until serve_forever notices (up to its 0.5 s poll): off the loop.
-        await asyncio.to_thread(httpd.shutdown)
-        httpd.server_close()
-        await asyncio.to_thread(thread.join)
+
+def _queue_depth_of(entry: ModelEntry) -> Callable[[], int]:
+    return lambda: entry.runner.queue_depth
 
 
 async def run(settings: WorkerSettings) -> int:

@@ -2,6 +2,10 @@
 work for draining, and paces the load feeds. The servicers in `workers.servicer` and
 `workers.load_servicer` only translate to and from protobuf.
 
+Each call's span (the tracing interceptor's, current while the call runs) gets the model,
+its device, and for generation the time to the first chunk and the token counts
+(`workers.call_attributes`).
+
 Two things refuse new calls: an admin's drain (`set_draining`, reversible, the process keeps
 running) and shutdown (`drain`, one-way). They are kept apart so undraining can never
 reopen a worker that is shutting down.
@@ -14,11 +18,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
+
 from modelyard.clock import SYSTEM_CLOCK, Clock, wait_within
 from modelyard.errors import Reason, Unavailable
 from modelyard.model import Outputs, Request
 from modelyard.names import check_name
 from modelyard.signature import check_inputs, check_text_size, resolve_parameters
+from workers.call_attributes import record_call, record_first_chunk, record_usage
 from workers.metrics import WorkerMetrics
 from workers.registry import ModelEntry, ModelRegistry, ModelState
 
@@ -177,21 +184,33 @@ class WorkerService:
         return entry, Request(checked, parameters)
 
     async def predict(self, entry: ModelEntry, request: Request) -> Outputs:
+        span = trace.get_current_span()
+        record_call(span, model=entry.name, device=entry.device)
         self._enter(entry)
         started = self._clock.now()
         try:
-            return await entry.runner.predict(request)
+            outputs = await entry.runner.predict(request)
         finally:
             self._leave(entry, started)
+        record_usage(span, outputs)
+        return outputs
 
     async def predict_stream(
         self, entry: ModelEntry, request: Request
     ) -> AsyncIterator[tuple[bool, Outputs]]:
+        span = trace.get_current_span()  # the call's, taken now: not current across yields
+        record_call(span, model=entry.name, device=entry.device)
         self._enter(entry)
         started = self._clock.now()
+        first = True
         try:
-            async for item in entry.runner.predict_stream(request):
-                yield item
+            async for final, outputs in entry.runner.predict_stream(request):
+                if first:
+                    record_first_chunk(span, self._clock.now() - started)
+                    first = False
+                if final:
+                    record_usage(span, outputs)
+                yield final, outputs
         finally:
             self._leave(entry, started)
 

@@ -39,7 +39,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard.names import MAX_NAME_LENGTH
 from modelyard_server.etcd import EtcdSettings
+from modelyard_server.logging_setup import LogSettings
 from modelyard_server.settings_file import build_settings
+from modelyard_server.telemetry.settings import TelemetrySettings
 
 
 class BatchingConfig(BaseModel):
@@ -148,6 +150,14 @@ class WorkerSettings(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="Larger requests get RESOURCE_EXHAUSTED."
     )
     metrics_port: int = Field(-1, ge=-1, description="Prometheus /metrics port; -1 is off.")
+    telemetry: TelemetrySettings = Field(
+        default_factory=lambda: TelemetrySettings(),
+        description="Tracing (OTLP endpoint, sampler, service name); unset fields fall back "
+        "to the OTEL_* variables, and with no endpoint anywhere tracing is off.",
+    )
+    logging: LogSettings = Field(
+        default_factory=lambda: LogSettings(), description="Log format (text or json), level."
+    )
     port_file: Path | None = Field(
         None, description="Write the bound port here once serving (for port 0)."
     )
