@@ -36,6 +36,7 @@ from modelyard_cli.mistakes import Commands, fail
 from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Verbose, from_config
 
 if TYPE_CHECKING:
+    from modelyard_server.logging_setup import LogSettings
     from workers.settings import WorkerSettings
 
 app = typer.Typer(
@@ -75,6 +76,14 @@ def setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def service_logging(settings: LogSettings, verbose: bool) -> None:
+    """A service's logs as its settings say (text or JSON, one line per event, with the
+    trace and span ids); --verbose makes them DEBUG whatever the level setting."""
+    from modelyard_server.logging_setup import setup_logging as setup_service_logging
+
+    setup_service_logging(settings.model_copy(update={"level": "DEBUG"}) if verbose else settings)
 
 
 @app.command(rich_help_panel=SERVICES_PANEL)
@@ -138,6 +147,7 @@ def worker(
     if describe:
         _describe_worker(settings)
         return
+    service_logging(settings.logging, verbose)
     check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
     if settings.etcd is not None:
         check_etcd(settings.etcd)
@@ -312,6 +322,7 @@ def demo(verbose: Verbose = False) -> None:
 def full_app() -> typer.Typer:
     """`app` with the commands of the other modules too (registered once, on first use)."""
     from modelyard_cli import cluster as cli_cluster
+    from modelyard_cli import gateway as cli_gateway
     from modelyard_cli import graph as cli_graph
     from modelyard_cli import health as cli_health
     from modelyard_cli import status as cli_status
@@ -319,6 +330,7 @@ def full_app() -> typer.Typer:
 
     cli_cluster.register(app)
     cli_graph.register(app)
+    cli_gateway.register(app)
     cli_up.register(app)
     cli_status.register(app)
     cli_health.register(app)
