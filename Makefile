@@ -43,6 +43,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry .
+	$(VENV)/bin/bandit -q -r modelyard modelyard_server modelyard_cli workers controlplane composer gateway -lll
 	$(BUF) lint protos
 	$(BUF) breaking protos --against protos/api-baseline.binpb
 	$(VENV)/bin/hadolint docker/Dockerfile
