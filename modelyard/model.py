@@ -19,7 +19,7 @@ model's own thread, never on the event loop. Models that stream override `predic
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,3 +91,38 @@ class Model:
         """
         yield from ()  # no partial results: makes this a generator
         return self.predict([request])[0]
+
+    def predict_stream_to(
+        self, request: Request, stop: threading.Event, emit: Callable[[Outputs], None]
+    ) -> Outputs:
+        """`predict_stream` as the worker runs it: hands each partial result to `emit`, on
+        the calling thread (the model's), and returns the final outputs.
+
+        The default iterates `predict_stream`, checking `stop` before each step. A model
+        whose library reports progress through a callback (a `transformers` streamer) can
+        override this to emit from the callback, on the same thread, instead of handing
+        every chunk to a generator through another thread. Once `stop` is set nobody reads
+        what this returns.
+        """
+        return push_stream(self.predict_stream(request, stop), stop, emit)
+
+
+def push_stream(
+    stream: Generator[Outputs, None, Outputs],
+    stop: threading.Event,
+    emit: Callable[[Outputs], None],
+) -> Outputs:
+    """Runs a `predict_stream` generator to its end, or until `stop` is set (checked before
+    each step, the first included), handing each chunk to `emit`; returns the final
+    outputs ({} once stopped)."""
+    try:
+        while not stop.is_set():
+            try:
+                chunk = next(stream)
+            except StopIteration as done:
+                final: Outputs = done.value
+                return final
+            emit(chunk)
+        return {}
+    finally:
+        stream.close()  # a no-op once the generator has finished

@@ -149,25 +149,19 @@ class ModelRunner:
         stop = threading.Event()
 
         def produce() -> None:
+            # One hop per chunk, from the model's thread to the loop: the model emits from
+            # where it computes (a transformers streamer's callback, on this thread).
             def put(item: Any) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
             try:
-                # `stop` is checked before every step, the first included: a caller who
-                # gave up while this waited for the thread must not cost a model call.
+                # `stop` is checked before any work: a caller who gave up while this
+                # waited for the thread must not cost a model call.
                 if stop.is_set():
                     return
-                gen = model.predict_stream(request, stop)
-                try:
-                    while not stop.is_set():
-                        try:
-                            chunk = next(gen)
-                        except StopIteration as done:
-                            put((True, done.value))
-                            return
-                        put((False, chunk))
-                finally:
-                    gen.close()  # a no-op once the generator has finished
+                final = model.predict_stream_to(request, stop, lambda chunk: put((False, chunk)))
+                if not stop.is_set():
+                    put((True, final))
             except BaseException as exc:  # handed to the caller, who maps it to a status
                 put(exc)
             finally:

@@ -194,13 +194,53 @@ def test_the_second_generator_differs(
     assert distil.predict([_request(distil, prompt)]) != gpt2.predict([_request(gpt2, prompt)])
 
 
+def test_the_worker_path_generates_on_the_calling_thread(gpt2: PipelineModel) -> None:
+    request = _request(gpt2, "Alice lives in", max_new_tokens=40)
+    threads: set[int] = set()
+    chunks: list[Outputs] = []
+
+    def emit(chunk: Outputs) -> None:
+        threads.add(threading.get_ident())
+        chunks.append(chunk)
+
+    final = gpt2.predict_stream_to(request, threading.Event(), emit)
+    assert threads == {threading.get_ident()}  # no generation thread in between
+    assert len(chunks) > 1 and all(c["text"] for c in chunks)
+    assert "".join(c["text"] for c in chunks) == final["text"]
+    assert final == gpt2.predict([request])[0]
+
+
+def test_the_worker_path_starts_with_the_prompt_for_full_text(gpt2: PipelineModel) -> None:
+    request = _request(gpt2, "Alice lives in", max_new_tokens=20, return_full_text=True)
+    chunks: list[Outputs] = []
+    final = gpt2.predict_stream_to(request, threading.Event(), chunks.append)
+    assert chunks[0] == {"text": "Alice lives in"}
+    assert "".join(c["text"] for c in chunks) == final["text"]
+
+
+def test_the_worker_path_stops_at_the_next_token(gpt2: PipelineModel) -> None:
+    request = _request(gpt2, "Alice lives in", max_new_tokens=60)
+    stopped = gpt2.predict_stream_to(request, _StopAfter(checks=3), lambda chunk: None)
+    assert stopped == gpt2.predict([_request(gpt2, "Alice lives in", max_new_tokens=3)])[0]
+
+
+def test_a_bad_request_fails_the_worker_path_before_any_chunk(gpt2: PipelineModel) -> None:
+    chunks: list[Outputs] = []
+    with pytest.raises(InvalidArgument, match="max_new_tokens"):
+        gpt2.predict_stream_to(
+            _request(gpt2, "Hi", max_new_tokens=500), threading.Event(), chunks.append
+        )
+    assert chunks == []
+
+
 def _stream_ids(tokenizer: Any, ids: list[int]) -> list[str]:
-    streamer = IncrementalTextStreamer(tokenizer)
+    pieces: list[str] = []
+    streamer = IncrementalTextStreamer(tokenizer, pieces.append)
     streamer.put(torch.tensor([[0]]))  # the prompt, which a streamer skips
     for token in ids:
         streamer.put(torch.tensor([token]))
     streamer.end()
-    return list(streamer)
+    return pieces
 
 
 def test_streamed_pieces_keep_the_space_after_a_newline() -> None:

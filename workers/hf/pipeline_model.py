@@ -97,6 +97,11 @@ class PipelineModel(Model):
     ) -> Generator[Outputs, None, Outputs]:
         return (yield from self._loaded().stream(request, stop))
 
+    def predict_stream_to(
+        self, request: Request, stop: threading.Event, emit: Callable[[Outputs], None]
+    ) -> Outputs:
+        return self._loaded().stream_to(request, stop, emit)
+
     def _loaded(self) -> TaskAdapter:
         if self._adapter is None:
             raise RuntimeError("PipelineModel used before load()")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 from modelyard.errors import InvalidArgument, ModelyardError
-from modelyard.model import Outputs, Request
+from modelyard.model import Outputs, Request, push_stream
 from modelyard.signature import Field
 
 # Tokenizers that set no limit report this huge sentinel as their model_max_length.
@@ -117,6 +117,12 @@ class TaskAdapter:
     def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
         yield from ()  # a generator that yields nothing: non-streaming tasks answer once
         return self.predict([request])[0]
+
+    def stream_to(
+        self, request: Request, stop: threading.Event, emit: Callable[[Outputs], None]
+    ) -> Outputs:
+        """`stream`, chunks handed to `emit` on the calling thread (`Model.predict_stream_to`)."""
+        return push_stream(self.stream(request, stop), stop, emit)
 
 
 def group_indices(items: Sequence[Item], key: Callable[[Item], Hashable]) -> list[list[int]]:

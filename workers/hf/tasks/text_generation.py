@@ -18,7 +18,7 @@ from modelyard.errors import InvalidArgument
 from modelyard.model import Outputs, Request
 from modelyard.signature import Field
 from workers.hf.tasks.base import Item, TaskAdapter, max_input_tokens, require_positive
-from workers.hf.tasks.text_streaming import IncrementalTextStreamer
+from workers.hf.tasks.text_streaming import Emit, IncrementalTextStreamer, pulled
 
 _SAMPLING = ("temperature", "top_k", "top_p")
 
@@ -101,45 +101,29 @@ class TextGeneration(TaskAdapter):
 
     def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
         """Yields {"text": piece} as words complete; returns the whole text."""
+        return (yield from pulled(lambda emit, closed: self._stream(request, emit, stop, closed)))
+
+    def stream_to(self, request: Request, stop: threading.Event, emit: Emit) -> Outputs:
+        """`stream` with generate on the calling thread (the model's): each piece goes from
+        the streamer's callback to `emit`, with no thread in between."""
+        return self._stream(request, emit, stop)
+
+    def _stream(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
         item = self.prepare(request)
         prompt = item.inputs["text"]
+        full = item.params["return_full_text"]
         input_ids, attention_mask = self._left_padded([item.prepared["ids"]])
-        streamer = IncrementalTextStreamer(self.tokenizer)
-        # `closed` ends generation when our consumer goes away without setting `stop`
-        closed = threading.Event()
-        result: list[torch.Tensor] = []
-        failure: list[BaseException] = []
-
-        def generate() -> None:
-            try:
-                result.append(
-                    self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention_mask,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop, closed)]),
-                        **self._generate_kwargs(item),
-                    )
-                )
-            except BaseException as error:  # re-raised on the caller's thread below
-                failure.append(error)
-            finally:
-                streamer.close()  # the reader must never wait for a generation that died
-
-        thread = threading.Thread(target=generate, name="modelyard-generate", daemon=True)
-        thread.start()
-        try:
-            if item.params["return_full_text"] and prompt:
-                yield {"text": prompt}  # so the chunks still add up to the final text
-            for piece in streamer:
-                yield {"text": piece}
-        finally:
-            closed.set()
-            thread.join()
-        if failure:
-            raise failure[0]
-        text = self.tokenizer.decode(result[0][0, input_ids.shape[1] :], skip_special_tokens=True)
-        return {"text": prompt + text if item.params["return_full_text"] else text}
+        if full and prompt:
+            emit({"text": prompt})  # so the chunks still add up to the final text
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            streamer=IncrementalTextStreamer(self.tokenizer, lambda piece: emit({"text": piece})),
+            stopping_criteria=StoppingCriteriaList([_StopWhenSet(*stops)]),
+            **self._generate_kwargs(item),
+        )
+        text = self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
+        return {"text": prompt + text if full else text}
 
     def _prompt_ids(self, text: str) -> list[int]:
         ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
