@@ -7,6 +7,8 @@ import asyncio
 import logging
 from typing import Any
 
+from modelyard_server.etcd import hint_for
+
 log = logging.getLogger(__name__)
 
 
@@ -26,4 +28,6 @@ def describe_error(error: BaseException) -> str:
     """An etcd failure in a few words, for logs."""
     if isinstance(error, TimeoutError):
         return "etcd did not answer in time"
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    described = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    hint = hint_for(str(error))
+    return f"{described} ({hint})" if hint else described

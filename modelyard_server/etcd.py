@@ -15,8 +15,11 @@ from typing import Any
 import aetcd
 import grpc
 import grpc.aio
-from aetcd import rpc, watcher
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from aetcd import rpc
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelyard_server import etcd_auth
+from modelyard_server.etcd_auth import RefusalAwareWatcher, TokenSource
 
 
 class EtcdSettings(BaseModel):
@@ -54,6 +57,16 @@ class EtcdSettings(BaseModel):
         if not value.startswith("/") or value.endswith("/"):
             raise ValueError("the etcd prefix starts with '/' and does not end with one")
         return value
+
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> EtcdSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("etcd.cert_file and etcd.key_file go together (mutual TLS)")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ValueError("a client certificate needs TLS: set etcd.ca_file too")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("etcd.username and etcd.password go together")
+        return self
 
     def target(self) -> str:
         """The gRPC target for the endpoints: one address, or an ipv4:/ipv6: address list."""
@@ -102,34 +115,72 @@ class EtcdClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
                 await self._connect()
 
     async def _connect(self) -> None:
-        self.channel = _channel(self._settings, list(self._options.items()))
+        tokens = None
+        interceptors: list[grpc.aio.ClientInterceptor] = []
         if self._username is not None and self._password is not None:
-            self.auth_stub = rpc.AuthStub(self.channel)
-            reply = await self.auth_stub.Authenticate(
-                rpc.AuthenticateRequest(name=self._username, password=self._password),
-                timeout=self._timeout,
-            )
-            self.metadata = (("token", reply.token),)
+            tokens = TokenSource(self._username, self._password, self._timeout)
+            interceptors = etcd_auth.interceptors(tokens)
+        self.channel = _channel(self._settings, list(self._options.items()), interceptors)
+        if tokens is not None:
+            tokens.stub = rpc.AuthStub(self.channel)
+            await tokens.current()  # a wrong name or password fails here, at once
         self.kvstub = rpc.KVStub(self.channel)
         self.clusterstub = rpc.ClusterStub(self.channel)
         self.leasestub = rpc.LeaseStub(self.channel)
         self.maintenancestub = rpc.MaintenanceStub(self.channel)
-        self._watcher = watcher.Watcher(
-            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+        self._watcher = RefusalAwareWatcher(
+            rpc.WatchStub(self.channel),
+            timeout=self._timeout,
+            on_refused=tokens.forget if tokens is not None else None,
         )
         self._connected.set()
 
 
-def _channel(settings: EtcdSettings, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+def _channel(
+    settings: EtcdSettings,
+    options: list[tuple[str, Any]],
+    interceptors: list[grpc.aio.ClientInterceptor],
+) -> grpc.aio.Channel:
     target = settings.target()
     if settings.ca_file is None:
-        return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=settings.ca_file.read_bytes(),
         private_key=settings.key_file.read_bytes() if settings.key_file else None,
         certificate_chain=settings.cert_file.read_bytes() if settings.cert_file else None,
     )
-    return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+#: What a connection failure's text means for the settings, so that a TLS or auth mistake
+#: says what to change rather than only how the handshake failed.
+_HINTS = (
+    ("CERTIFICATE_VERIFY_FAILED", "etcd's certificate is not signed by etcd.ca_file"),
+    ("Hostname Verification", "etcd's certificate does not name the address dialled"),
+    (
+        "BAD_CERTIFICATE",
+        "etcd refused this client's certificate or got none: set etcd.cert_file and "
+        "etcd.key_file to a pair signed by a CA that etcd trusts",
+    ),
+    (
+        "CERTIFICATE_REQUIRED",
+        "etcd wants a client certificate: set etcd.cert_file and etcd.key_file",
+    ),
+    ("WRONG_VERSION_NUMBER", "etcd does not serve TLS there: unset etcd.ca_file"),
+    (
+        "Handshake read failed",
+        "etcd does not serve TLS there: unset etcd.ca_file, or use etcd's TLS port",
+    ),
+    (
+        "user name is empty",
+        "etcd has authentication on: set etcd.username and etcd.password",
+    ),
+)
+
+
+def hint_for(text: str) -> str | None:
+    """What to change in the etcd settings, if `text` (an etcd failure) tells."""
+    return next((hint for marker, hint in _HINTS if marker in text), None)
 
 
 class Keys:
