@@ -7,7 +7,7 @@
 Scenarios (bench/README.md, "Worker benchmarks"), one module each:
 
     overhead   serving_overhead: the Echo model through Predict vs a bare grpc.aio server
-    batching   batching: tiny-bert-sentiment with dynamic batching on vs off
+    batching   batching: dynamic batching on vs off, tiny-bert-sentiment and tiny-gpt2
     rss        peak_rss: one worker serving three tiny models vs a worker serving only Echo
 
 Servers (`echo_server` and real workers) and the load generator are separate processes on

@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=3,
-        help="rounds of each goal level: Echo c=1 and c=16, batching c=32 (medians reported)",
+        help="rounds of each goal level: Echo c=1 and c=16, batching c=1 and c=32 "
+        "(medians reported)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(

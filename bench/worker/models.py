@@ -26,6 +26,8 @@ NLI_INPUTS = [
     for t in SENTIMENT_INPUTS
 ]
 GPT2_INPUTS = [{"text": "The weather is"}, {"text": "Once upon a time"}]
+# Long enough that a batch's decoding loop is most of a call, short enough for a quick bench.
+GENERATION_PARAMETERS = {"max_new_tokens": 16}
 BATCH_ON = {"max_batch_size": 32, "max_wait_ms": 2}
 BATCH_OFF = {"max_batch_size": 1}
 
@@ -61,4 +63,17 @@ def sentiment_model(
 ) -> dict[str, Any]:
     return checkpoint_model(
         name, checkpoints, "tiny-bert-sentiment", "text-classification", batching=batching
+    )
+
+
+def generation_model(
+    name: str, checkpoints: Checkpoints, batching: dict[str, Any]
+) -> dict[str, Any]:
+    return checkpoint_model(
+        name,
+        checkpoints,
+        "tiny-gpt2",
+        "text-generation",
+        batching=batching,
+        parameters=GENERATION_PARAMETERS,
     )

@@ -17,7 +17,7 @@ def run(smoke_result: Callable[[str], Finished]) -> Finished:
 
 
 def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Finished) -> None:
-    assert_run_shape(run, {"serving_overhead": 3, "batching": 3, "peak_rss": 1})
+    assert_run_shape(run, {"serving_overhead": 3, "batching": 6, "peak_rss": 1})
 
 
 def test_serving_overhead_compares_the_worker_with_the_bare_echo_server(run: Finished) -> None:
@@ -32,14 +32,26 @@ def test_serving_overhead_compares_the_worker_with_the_bare_echo_server(run: Fin
 
 def test_batching_reports_the_mean_batch_and_the_gain(run: Finished) -> None:
     lines = run.records("batching")
-    assert [r["concurrency"] for r in lines] == [1, 8, 32]
+    assert [(r["task"], r["concurrency"]) for r in lines] == [
+        (task, c) for task in ("text-classification", "text-generation") for c in (1, 8, 32)
+    ]
     for record in lines:
         assert_load(record, "batched")
         assert_load(record, "baseline")
-        assert_has(record, "throughput_ratio", "batched.mean_batch_size", "batched.model_calls")
+        assert_has(record, "throughput_ratio", "p50_ratio", "mean_batch_size")
+        assert_has(record, "batched.mean_batch_size", "batched.model_calls")
         # the batch sizes were read from the worker's /metrics: its calls were counted
         assert record["batched"]["model_calls"] > 0
         assert record["baseline"]["model_calls"] > 0
+
+
+def test_batched_generation_reports_its_streamed_time_to_first_token(run: Finished) -> None:
+    (record,) = [r for r in run.records("batching") if r.get("stream_ttft")]
+    assert (record["task"], record["concurrency"]) == ("text-generation", 1)
+    streams = {**record["stream_ttft"], "scenario": record["scenario"]}
+    assert_load(streams, "batched")
+    assert_load(streams, "baseline")
+    assert_has(record, "stream_ttft.ttft_p50_ratio", "stream_ttft.batched.total_p50_ms")
 
 
 def test_peak_rss_samples_both_workers_from_spawn(run: Finished) -> None:

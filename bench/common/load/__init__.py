@@ -13,6 +13,7 @@ gRPC, not protobuf: on a 2-core machine every client cycle is taken from the ser
 Kinds of call (`LoadSpec.kind`), one module each:
 
   predict   Predict of one worker, raw bytes, over `channels` connections     (predict.py)
+  predict_stream  that worker's PredictStream, timed to its first message     (predict.py)
   run       Composer.Run of a deployed (`graph`) or inline (`graph_inline`) graph (composer.py)
   stream    Composer.RunStream, timed to the first result of `node`            (composer.py)
   chain     the client calls workers itself in sequence, outputs -> next inputs (chain.py)

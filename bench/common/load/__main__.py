@@ -15,13 +15,14 @@ from bench.common.load.chain import open_chain
 from bench.common.load.composer import open_run, open_stream
 from bench.common.load.http import open_http
 from bench.common.load.phase import CpuUse, Phase, summarise
-from bench.common.load.predict import open_predict
+from bench.common.load.predict import open_predict, open_predict_stream
 from bench.common.load.routed import open_routed
 from bench.common.load.spec import LoadSpec
 from bench.common.load.target import Target
 
 KINDS: dict[str, Callable[[LoadSpec], Awaitable[Target]]] = {
     "predict": open_predict,
+    "predict_stream": open_predict_stream,
     "run": open_run,
     "stream": open_stream,
     "chain": open_chain,

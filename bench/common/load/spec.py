@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass
 class LoadSpec:
-    kind: str  # predict | run | stream | chain | fanout | http | routed
+    kind: str  # predict | predict_stream | run | stream | chain | fanout | http | routed
     concurrency: int = 1
     requests: int = 100
     warmup: int = 10
@@ -26,8 +26,8 @@ class LoadSpec:
     # Width of timeline buckets (by request start) in seconds; 0 keeps no timeline.
     bucket_s: float = 0.0
 
-    address: str = ""  # predict: the worker; run, stream: the composer
-    model: str = ""  # predict, routed
+    address: str = ""  # predict, predict_stream: the worker; run, stream: the composer
+    model: str = ""  # predict, predict_stream, routed
     channels: int = 1  # predict: coroutine i uses channel i % channels
     graph: str = ""  # run, stream: a deployed graph's name ...
     graph_inline: dict[str, Any] | None = None  # ... or the graph itself (file form)
