@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterator
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import ResourceExhausted
+from modelyard.errors import Reason, ResourceExhausted
 
 #: The retry hint before any run has finished, in seconds.
 FIRST_HINT = 0.1
@@ -34,6 +34,7 @@ class AtLimit(ResourceExhausted):
         milliseconds = round(retry_after * 1000)
         super().__init__(
             f"the composer is at its limit of {limit} runs in flight; retry in ~{milliseconds} ms",
+            reason=Reason.OVERLOADED,
             metadata={"limit": str(limit), "retryAfterMs": str(milliseconds)},
         )
         self.retry_after = retry_after

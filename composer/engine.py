@@ -185,7 +185,8 @@ class _Run:
             if error.worker and error.worker not in workers:  # who failed it, for the timeline
                 workers.append(error.worker)
             if not node.optional:
-                raise prefixed(error, f"node '{node.name}'") from error
+                path = f"nodes[{list(self.nodes).index(node.name)}]"  # as validation names it
+                raise prefixed(error, f"node '{node.name}'", path, node=node.name) from error
             self.values[node.name] = None
         except Exception:
             status, reason = "failed", "internal error"
@@ -219,7 +220,11 @@ class _Run:
             if picked is None:
                 return None
             branch, call = picked
-            outputs = await self.calls.predict(node, call, self.call_inputs(call), workers)
+            try:
+                outputs = await self.calls.predict(node, call, self.call_inputs(call), workers)
+            except ModelyardError as error:
+                where = f"switch.cases[{branch}].call" if branch >= 0 else "switch.default"
+                raise prefixed(error, "", where) from error
             return {**outputs, "branch": branch}
         if kind == "aggregate":
             spec = node.aggregate
@@ -241,7 +246,7 @@ class _Run:
                 inputs = self.call_inputs(spec.call, item=element)
                 return await self.calls.predict(node, spec.call, inputs, workers)
             except ModelyardError as error:
-                raise prefixed(error, f"element {index}") from error
+                raise prefixed(error, f"element {index}", "map.call") from error
 
         limit = spec.concurrency if spec.concurrency > 0 else MAP_CONCURRENCY
         return {"results": await streams.call_in_order(over, one, limit=limit)}
@@ -260,7 +265,7 @@ class _Run:
                 if name not in inputs:
                     inputs[name] = self.resolve(text, item, nodes)
             except InvalidArgument as error:
-                raise prefixed(error, f"input '{name}'") from None
+                raise prefixed(error, f"input '{name}'", field=f"inputs.{name}") from None
         return inputs
 
     def resolve(self, text: str, item: Any = None, nodes: Mapping[str, Any] | None = None) -> Any:
@@ -279,5 +284,5 @@ class _Run:
             try:
                 outputs[name] = self.resolve(text)
             except InvalidArgument as error:
-                raise prefixed(error, f"output '{name}'") from None
+                raise prefixed(error, f"output '{name}'", field=f"outputs.{name}") from None
         return outputs

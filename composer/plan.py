@@ -11,7 +11,7 @@ from typing import Any
 
 from composer.references import Ref, parse_ref, referenced_nodes, uses
 from modelyard.enum_names import kind_of_value_kind
-from modelyard.errors import InvalidArgument, ModelyardError, from_status
+from modelyard.errors import FieldViolation, InvalidArgument, ModelyardError, Reason
 from modelyard.signature import Field, check_value
 from modelyard.v1 import graph_pb2
 from modelyard.values import from_value
@@ -24,7 +24,11 @@ def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, 
     declared = {spec.name for spec in graph.inputs}
     for name in given:
         if name not in declared:
-            raise InvalidArgument(f"unknown input '{name}'; graph '{graph.name}' takes: {takes}")
+            raise InvalidArgument(
+                f"unknown input '{name}'; graph '{graph.name}' takes: {takes}",
+                reason=Reason.INPUT_UNKNOWN,
+                field=f"inputs.{name}",
+            )
     checked: dict[str, Any] = {}
     for spec in graph.inputs:
         kind = kind_of_value_kind(spec.kind)
@@ -34,7 +38,11 @@ def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, 
         if spec.name in given and (value is not None or spec.required):
             checked[spec.name] = check_value("input", Field(spec.name, kind), value)
         elif spec.required:
-            raise InvalidArgument(f"missing input '{spec.name}' ({kind}); graph takes: {takes}")
+            raise InvalidArgument(
+                f"missing input '{spec.name}' ({kind}); graph takes: {takes}",
+                reason=Reason.INPUT_MISSING,
+                field=f"inputs.{spec.name}",
+            )
         else:
             checked[spec.name] = from_value(spec.default) if spec.HasField("default") else None
     return checked
@@ -54,7 +62,7 @@ class Plan:
             try:
                 self._check_known(parse_ref(text))
             except InvalidArgument as error:
-                raise prefixed(error, f"output '{name}'") from None
+                raise prefixed(error, f"output '{name}'", field=f"outputs.{name}") from None
         self.stream_from: dict[str, str] = {}  # consumer -> the node it streams from
         for name, node in self.nodes.items():
             if upstream := self._streamed_upstream(node):
@@ -88,10 +96,16 @@ class Plan:
         return found[0] if found else None
 
 
-def prefixed(error: ModelyardError, where: str) -> ModelyardError:
-    """`error` with its code and worker, its message prefixed "<where>: "."""
-    moved = from_status(error.code, f"{where}: {error.message}")
-    moved.worker = error.worker
+def prefixed(
+    error: ModelyardError, where: str, path: str = "", *, field: str = "", **metadata: str
+) -> ModelyardError:
+    """`error` with its code, reason and worker, its message prefixed "<where>: ", its field
+    paths by `path` (a worker's "inputs.text" becomes the graph's "nodes[1].inputs.text",
+    see `ModelyardError.within`) and `metadata` added. `field`: the field it is about when
+    it names none itself (a reference that did not resolve names no field)."""
+    moved = error.within(where, path, **metadata)
+    if field and not moved.field_violations:
+        moved.field_violations = (FieldViolation(field, moved.message),)
     return moved
 
 

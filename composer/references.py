@@ -66,13 +66,19 @@ class Use:
     """One reference a node makes.
 
     `holder` says where it is written, for messages: "input 'text'", "case 0 input 'text'",
-    "default input 'text'", "'over'", "case 0 condition" or "value 1". `call` is the model
-    call it is an input of (role "input" only); `item_ok` whether "item" may appear there
-    (only in a map node's call inputs)."""
+    "default input 'text'", "'over'", "case 0 condition" or "value 1". `path` says it for
+    programs, below the node's own path, in the graph file's form:
+
+        inputs.text   map.over   map.call.inputs.text   aggregate.values[1]
+        switch.cases[0].when.value   switch.cases[0].call.inputs.text   switch.default.inputs.text
+
+    `call` is the model call it is an input of (role "input" only); `item_ok` whether
+    "item" may appear there (only in a map node's call inputs)."""
 
     text: str
     role: Literal["input", "over", "condition", "value"]
     holder: str
+    path: str
     call: graph_pb2.ModelCall | None = None
     item_ok: bool = False
 
@@ -83,25 +89,30 @@ def uses(node: graph_pb2.Node) -> Iterator[Use]:
     inputs by name. An unset 'over' or condition is no reference."""
     kind = node.WhichOneof("kind")
     if kind == "model":
-        yield from _inputs("", node.model)
+        yield from _inputs("", "", node.model)
     elif kind == "map":
         if node.map.over:
-            yield Use(node.map.over, "over", "'over'")
-        yield from _inputs("", node.map.call, item_ok=True)
+            yield Use(node.map.over, "over", "'over'", "map.over")
+        yield from _inputs("", "map.call.", node.map.call, item_ok=True)
     elif kind == "switch":
         for i, case in enumerate(node.switch.cases):
             if case.when.value:
-                yield Use(case.when.value, "condition", f"case {i} condition")
-            yield from _inputs(f"case {i} ", case.call)
-        yield from _inputs("default ", node.switch.default)
+                where = f"switch.cases[{i}]"
+                yield Use(
+                    case.when.value, "condition", f"case {i} condition", f"{where}.when.value"
+                )
+            yield from _inputs(f"case {i} ", f"switch.cases[{i}].call.", case.call)
+        yield from _inputs("default ", "switch.default.", node.switch.default)
     elif kind == "aggregate":
         for i, value in enumerate(node.aggregate.values):
-            yield Use(value, "value", f"value {i}")
+            yield Use(value, "value", f"value {i}", f"aggregate.values[{i}]")
 
 
-def _inputs(prefix: str, call: graph_pb2.ModelCall, *, item_ok: bool = False) -> Iterator[Use]:
+def _inputs(
+    prefix: str, path: str, call: graph_pb2.ModelCall, *, item_ok: bool = False
+) -> Iterator[Use]:
     for name, text in sorted(call.inputs.items()):
-        yield Use(text, "input", f"{prefix}input '{name}'", call, item_ok)
+        yield Use(text, "input", f"{prefix}input '{name}'", f"{path}inputs.{name}", call, item_ok)
 
 
 def calls(node: graph_pb2.Node) -> Iterator[graph_pb2.ModelCall]:

@@ -16,7 +16,7 @@ from composer.references import calls
 from composer.store import GraphStore
 from composer.validation import Report, validate
 from modelyard.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, Reason
 from modelyard.names import check_name
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import graph_pb2
@@ -55,7 +55,7 @@ class ComposerService:
         check_name("graph", graph.name)  # before a message, a log line or etcd sees it
         report = await self.validate(graph)
         if report.errors:
-            raise InvalidArgument(f"graph '{graph.name}' is invalid: " + "; ".join(report.errors))
+            raise _invalid(f"graph '{graph.name}' is invalid: ", report)
         await self._store.put(graph)
         self._store.remember(graph)
         return list(report.warnings)
@@ -129,5 +129,11 @@ class ComposerService:
             return self._store.get(check_name("graph", name))
         report = validate(inline, None)  # structure only: runs must not wait on metadata
         if report.errors:
-            raise InvalidArgument("the inline graph is invalid: " + "; ".join(report.errors))
+            raise _invalid("the inline graph is invalid: ", report)
         return inline
+
+
+def _invalid(what: str, report: Report) -> InvalidArgument:
+    """GRAPH_INVALID: every error in the message, and each as a field violation."""
+    message = what + "; ".join(report.errors)
+    return InvalidArgument(message, reason=Reason.GRAPH_INVALID, field_violations=report.violations)

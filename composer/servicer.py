@@ -27,7 +27,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
         result = await self._service.run(
             request.name,
             request.graph if request.HasField("graph") else None,
-            from_value_map(request.inputs),
+            from_value_map(request.inputs, "inputs"),
             time_remaining=context.time_remaining(),
         )
         return _run_response(result)
@@ -38,7 +38,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
         stream = self._service.run_stream(
             request.name,
             request.graph if request.HasField("graph") else None,
-            from_value_map(request.inputs),
+            from_value_map(request.inputs, "inputs"),
             time_remaining=context.time_remaining(),
         )
         async with contextlib.aclosing(stream):  # the client went away: the run is cancelled

@@ -8,7 +8,9 @@
             print(event.outputs.get("text", ""), end="", flush=True)
 
 `AsyncClient` is the same for asyncio code. Failed calls raise `modelyard.errors`
-classes (NotFound, InvalidArgument, Unavailable, ...) carrying the server's message.
+classes (NotFound, InvalidArgument, Unavailable, ...) carrying the server's message and
+the details a program branches on: `error.reason` ("INPUT_MISSING", a `Reason`) and
+`error.field` / `error.field_violations` ("inputs.text").
 Values are plain Python: str, int, float, bool, None, bytes, list, dict, numpy arrays.
 """
 
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from modelyard.errors import ModelyardError, from_status
+from modelyard.errors import from_rpc_error
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
@@ -76,10 +78,6 @@ def stream_event_of(message: pb.PredictStreamResponse, index: int) -> StreamEven
     return StreamEvent(message.chunk.index, from_value_map(message.chunk.outputs), final=False)
 
 
-def _error(error: grpc.RpcError) -> ModelyardError:
-    return from_status(error.code(), error.details() or "")
-
-
 class Client:
     """A blocking client of one worker."""
 
@@ -112,7 +110,7 @@ class Client:
         try:
             return prediction_of(self._stub.Predict(request, timeout=timeout or self.timeout))
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
 
     def predict_stream(
         self,
@@ -131,7 +129,7 @@ class Client:
             for index, message in enumerate(call):
                 yield stream_event_of(message, index)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         finally:
             call.cancel()  # a consumer that stops early stops the model's work
 
@@ -139,14 +137,14 @@ class Client:
         try:
             return list(self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout).models)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
 
     def metadata(self, model: str) -> pb.GetModelMetadataResponse:
         try:
             request = pb.GetModelMetadataRequest(model=model)
             return self._stub.GetModelMetadata(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
 
 
 class AsyncClient:
@@ -181,7 +179,7 @@ class AsyncClient:
         try:
             response = await self._stub.Predict(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return prediction_of(response)
 
     async def predict_stream(
@@ -203,7 +201,7 @@ class AsyncClient:
                 yield stream_event_of(message, index)
                 index += 1
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         finally:
             call.cancel()
 
@@ -211,7 +209,7 @@ class AsyncClient:
         try:
             response = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return list(response.models)
 
     async def metadata(self, model: str) -> pb.GetModelMetadataResponse:
@@ -219,4 +217,4 @@ class AsyncClient:
             request = pb.GetModelMetadataRequest(model=model)
             return await self._stub.GetModelMetadata(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None

@@ -14,7 +14,9 @@ deploy, validate, list and delete them.
 A graph is a deployed graph's name, a `modelyard.v1.Graph` (what `GraphBuilder.build()`
 returns), or a mapping in the shape of the YAML files in examples/graphs/. Values are plain
 Python, as with `modelyard.client.Client`; failed calls raise `modelyard.errors` classes
-(NotFound for an unknown graph, InvalidArgument naming the bad input or node, ...).
+(NotFound for an unknown graph, InvalidArgument naming the bad input or node, ...), with
+their `reason` (GRAPH_NOT_FOUND, GRAPH_INVALID, a worker's own) and `field_violations`
+("nodes[2].inputs.text").
 `AsyncComposerClient` is the same for asyncio code.
 """
 
@@ -29,7 +31,7 @@ import grpc.aio
 
 from modelyard.client import CHANNEL_OPTIONS
 from modelyard.enum_names import NODE_STATUSES
-from modelyard.errors import ModelyardError, from_status
+from modelyard.errors import from_rpc_error
 from modelyard.graph_spec import graph_from_dict
 from modelyard.times import seconds
 from modelyard.v1 import composer_pb2 as pb
@@ -144,10 +146,6 @@ def event_of(message: pb.RunStreamResponse) -> RunEvent | None:
     return None
 
 
-def _error(error: grpc.RpcError) -> ModelyardError:
-    return from_status(error.code(), error.details() or "")
-
-
 class ComposerClient:
     """A blocking client of one composer."""
 
@@ -179,7 +177,7 @@ class ComposerClient:
         try:
             return result_of(self._stub.Run(request, timeout=timeout or self.timeout))
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
 
     def run_stream(
         self,
@@ -198,7 +196,7 @@ class ComposerClient:
                 if (event := event_of(message)) is not None:
                     yield event
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         finally:
             call.cancel()  # a consumer that stops early stops the run and its node calls
 
@@ -208,7 +206,7 @@ class ComposerClient:
         try:
             reply = self._stub.DeployGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return list(reply.warnings)
 
     def validate(self, graph: GraphSpec, *, timeout: float | None = None) -> Validation:
@@ -217,7 +215,7 @@ class ComposerClient:
         try:
             reply = self._stub.ValidateGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return Validation(tuple(reply.errors), tuple(reply.warnings))
 
     def get(self, name: str, *, timeout: float | None = None) -> g.Graph:
@@ -226,7 +224,7 @@ class ComposerClient:
                 pb.GetGraphRequest(name=name), timeout=timeout or self.timeout
             )
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return reply.graph
 
     def delete(self, name: str, *, timeout: float | None = None) -> None:
@@ -234,14 +232,14 @@ class ComposerClient:
         try:
             self._stub.DeleteGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
 
     def list(self, *, timeout: float | None = None) -> list[g.Graph]:
         """The deployed graphs, sorted by name."""
         try:
             reply = self._stub.ListGraphs(pb.ListGraphsRequest(), timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return list(reply.graphs)
 
 
@@ -276,7 +274,7 @@ class AsyncComposerClient:
         try:
             reply = await self._stub.Run(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return result_of(reply)
 
     async def run_stream(
@@ -296,7 +294,7 @@ class AsyncComposerClient:
                 if (event := event_of(message)) is not None:
                     yield event
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         finally:
             call.cancel()
 
@@ -306,7 +304,7 @@ class AsyncComposerClient:
         try:
             reply = await self._stub.DeployGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return list(reply.warnings)
 
     async def validate(self, graph: GraphSpec, *, timeout: float | None = None) -> Validation:
@@ -315,7 +313,7 @@ class AsyncComposerClient:
         try:
             reply = await self._stub.ValidateGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return Validation(tuple(reply.errors), tuple(reply.warnings))
 
     async def get(self, name: str, *, timeout: float | None = None) -> g.Graph:
@@ -323,7 +321,7 @@ class AsyncComposerClient:
         try:
             reply = await self._stub.GetGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return reply.graph
 
     async def delete(self, name: str, *, timeout: float | None = None) -> None:
@@ -331,7 +329,7 @@ class AsyncComposerClient:
         try:
             await self._stub.DeleteGraph(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
 
     async def list(self, *, timeout: float | None = None) -> list[g.Graph]:
         """The deployed graphs, sorted by name."""
@@ -339,5 +337,5 @@ class AsyncComposerClient:
         try:
             reply = await self._stub.ListGraphs(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
-            raise _error(error) from None
+            raise from_rpc_error(error) from None
         return list(reply.graphs)

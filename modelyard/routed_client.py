@@ -54,7 +54,7 @@ from modelyard.errors import (
     InvalidArgument,
     ModelyardError,
     Unavailable,
-    from_status,
+    from_rpc_error,
 )
 from modelyard.selectors import Selector, parse_selector
 from modelyard.v1 import predict_pb2 as pb
@@ -315,7 +315,9 @@ class RoutedClient:
             return route.balancer.pick(route.selector, exclude=failed)
         except Unavailable as error:
             if failed:  # what the replicas tried said matters more than that none is left
-                raise Unavailable(f"{error.message}; {_reasons(failed)}") from None
+                raise Unavailable(
+                    f"{error.message}; {_reasons(failed)}", reason=error.reason
+                ) from None
             raise
 
     def _retry_or_raise(
@@ -331,9 +333,11 @@ class RoutedClient:
         failed[endpoint.worker_id] = details
         route.balancer.eject(endpoint.worker_id, self.eject_s)
         if len(failed) >= self.max_attempts:
+            # the last replica's reason (MODEL_LOADING, WORKER_DRAINING, ...); all are listed
             last = Unavailable(
                 f"model {route.balancer.model!r} unavailable after {len(failed)} attempts; "
-                f"{_reasons(failed)}"
+                f"{_reasons(failed)}",
+                reason=_returned_by(endpoint, error).reason,
             )
             last.worker = endpoint.worker_id  # the others are named in the message
             raise last from None
@@ -360,7 +364,7 @@ class RoutedClient:
 
 def _returned_by(endpoint: Endpoint, error: grpc.aio.AioRpcError) -> ModelyardError:
     """The error a replica answered with, naming that replica."""
-    returned = from_status(error.code(), error.details() or "")
+    returned = from_rpc_error(error)
     returned.worker = endpoint.worker_id
     return returned
 

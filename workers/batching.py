@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import ResourceExhausted
+from modelyard.errors import Reason, ResourceExhausted
 
 T = TypeVar("T")
 
@@ -90,7 +90,9 @@ class Batcher(Generic[T]):
         if self._live >= self.max_queue_size:
             raise ResourceExhausted(
                 f"model '{self._name}' has {self._live} requests waiting, its queue limit; "
-                "retry later or on another replica"
+                "retry later or on another replica",
+                reason=Reason.QUEUE_FULL,
+                metadata={"model": self._name},
             )
         if len(self._queue) >= 2 * self.max_queue_size:
             # Mostly given-up entries (live ones are fewer than the limit): drop them, so a
