@@ -41,7 +41,7 @@ def load_graph(path: Path) -> g.Graph:
     try:
         return graph_from_dict(data)
     except InvalidArgument as error:
-        raise InvalidArgument(f"{path}: {error.message}") from None
+        raise error.within(str(path)) from None  # its reason (GRAPH_INVALID) kept
 
 
 def _read_json(path: Path) -> Any:

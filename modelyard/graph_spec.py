@@ -58,7 +58,7 @@ from modelyard.enum_names import (
     VALUE_KINDS,
     EnumNames,
 )
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, Reason
 from modelyard.times import duration, seconds
 from modelyard.v1 import graph_pb2 as g
 from modelyard.v1 import value_pb2
@@ -75,7 +75,15 @@ _INPUT_KEYS = ("kind", "required", "default")
 
 
 def graph_from_dict(data: Mapping[str, Any]) -> g.Graph:
-    """Builds a Graph from its file form; raises InvalidArgument naming the bad key."""
+    """Builds a Graph from its file form; raises InvalidArgument (GRAPH_INVALID, as the
+    composer's validation does) naming the bad key."""
+    try:
+        return _graph(data)
+    except InvalidArgument as error:
+        raise InvalidArgument(error.message, reason=Reason.GRAPH_INVALID) from None
+
+
+def _graph(data: Mapping[str, Any]) -> g.Graph:
     f = _Fields("graph", data, ("name", "description", "inputs", "nodes", "outputs"))
     graph = g.Graph(name=f.string("name"), description=f.string("description"))
     graph.inputs.extend(_inputs(f.get("inputs")))

@@ -24,6 +24,7 @@ from modelyard.errors import (
     from_rpc_error,
     from_status,
 )
+from modelyard.graph_spec import graph_from_dict
 from modelyard.signature import Field, check_inputs, resolve_parameters
 from modelyard.v1 import value_pb2
 from modelyard.values import from_value_map, to_value
@@ -236,3 +237,10 @@ def test_a_malformed_value_names_the_request_field_it_is_in() -> None:
     with pytest.raises(InvalidArgument) as unset:
         from_value_map({"x": value_pb2.Value()}, "parameters")
     assert unset.value.field == "parameters.x"
+
+
+def test_a_graph_file_of_the_wrong_shape_is_graph_invalid_as_the_composer_says() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        graph_from_dict({"name": "g", "nodes": [{"name": "a", "modle": "echo"}]})
+    assert caught.value.message.startswith("node 'a': unknown key 'modle'")
+    assert caught.value.reason == "GRAPH_INVALID"
