@@ -16,6 +16,7 @@ from typing import Any
 import modelyard
 from modelyard.client import Client
 from modelyard.composer_client import Chunk, ComposerClient, NodeFinished, NodeStarted, Result
+from modelyard.errors import NotFound
 
 SERVER_ONLY = ("torch", "transformers", "typer", "rich", "aetcd", "pydantic", "yaml")
 TICKS = {  # ticker streams `n` ticks into echo, called on each tick as it arrives
@@ -56,6 +57,10 @@ def main(worker_address: str, composer_address: str) -> dict[str, Any]:
         report["predict"] = worker.predict("echo", text="hi").outputs
         stream = worker.predict_stream("ticker", count=3)
         report["predict_stream"] = [[event.final, event.outputs] for event in stream]
+        try:  # the error's details need grpcio-status, which the base install brings
+            worker.predict("nope")
+        except NotFound as error:
+            report["unknown_model"] = [error.reason, list(error.resource or ())]
     with ComposerClient(composer_address, timeout=30) as composer:
         report["deploy"] = composer.deploy(TICKS)
         report["run"] = composer.run("ticks", n=3).outputs

@@ -127,6 +127,7 @@ def test_the_base_install_runs_both_clients_without_the_server_stack(
     assert report["predict_stream"] == [
         [False, {"tick": 0}], [False, {"tick": 1}], [False, {"tick": 2}], [True, {"ticks": 3}]
     ]  # fmt: skip
+    assert report["unknown_model"] == ["MODEL_NOT_FOUND", ["model", "nope"]]
     assert report["deploy"] == []  # echo and ticker are served: nothing to warn about
     outputs = {"ticks": 3, "each": [{"tick": i} for i in range(3)]}
     assert report["run"] == outputs
