@@ -46,8 +46,8 @@ _HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
-# What a worker's INVALID_ARGUMENT names: "parameter 'top_p' must be ...",
-# "input 'messages[0]' needs a role ..."; the first name quoted is the field.
+# Where an error that has no field path still names the field in its message, as the llm/v1
+# tasks' do: "parameter 'top_p' must be ...", "input 'messages[0]' needs a role ...".
 _NAMED_FIELD = re.compile(r"\b(?:parameter|input) '([A-Za-z_][\w.\[\]]*)'")
 
 
@@ -81,6 +81,17 @@ class ApiError(Exception):
         }
 
 
+def _param(error: ModelyardError) -> str | None:
+    field = error.field
+    for prefix in ("inputs.", "parameters."):
+        if field.startswith(prefix):
+            return field.removeprefix(prefix)
+    if field:
+        return field
+    named = _NAMED_FIELD.search(error.message)
+    return named.group(1) if named else None
+
+
 def bad_request(message: str, param: str | None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
@@ -88,13 +99,12 @@ def bad_request(message: str, param: str | None, code: str | None = None) -> Api
 def from_modelyard(error: ModelyardError, *, fields: bool = True) -> ApiError:
     """The HTTP answer for a status a worker, composer or routed client returned.
 
-    With `fields`, an INVALID_ARGUMENT that names one of the request's fields (a worker's
-    messages do, as OpenAI's own fields) carries it as `param`.
+    With `fields`, an INVALID_ARGUMENT that blames one of the request's fields carries it as
+    `param`: a worker's field paths are its inputs and parameters, which are OpenAI's own
+    fields ("parameters.temperature" is `temperature`).
     """
     status = _HTTP_STATUS.get(error.code, 500)
-    param = None
-    if status == 400 and fields and (named := _NAMED_FIELD.search(error.message)):
-        param = named.group(1)
+    param = _param(error) if status == 400 and fields else None
     # the server edge that sent it already replaced an unexpected failure's text by a
     # fixed message, so what arrives is meant for the caller
     return ApiError(status, error.message or INTERNAL_MESSAGE, param=param)

@@ -51,6 +51,15 @@ def test_a_workers_invalid_argument_names_its_field(message: str, param: str | N
     assert (answer.status, answer.param, answer.message) == (400, param, message)
 
 
+@pytest.mark.parametrize(
+    ("field", "param"),
+    [("parameters.temperature", "temperature"), ("inputs.messages[1].role", "messages[1].role")],
+)
+def test_a_field_path_is_the_param(field: str, param: str) -> None:
+    answer = from_modelyard(InvalidArgument("parameter 'x' is wrong", field=field))
+    assert answer.param == param
+
+
 def test_fields_are_not_read_from_a_graphs_messages() -> None:
     # a graph's inputs are not the request's fields
     assert from_modelyard(InvalidArgument("input 'prompt' is missing"), fields=False).param is None
