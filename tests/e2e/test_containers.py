@@ -20,10 +20,12 @@ import grpc
 import pytest
 import yaml
 
+from modelyard.composer_client import trace_id_of
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
 from tests.e2e.compose_local import LocalCompose, compose_binary, etcd_image, render
+from tests.support.otlp import OtlpReceiver, ReceivedSpan
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -78,15 +80,17 @@ def test_the_dockerfile_passes_hadolint() -> None:
 
 
 @pytest.fixture(scope="module")
-def otlp_receiver() -> str | None:
-    """The stand-in for the compose file's jaeger:4317, as 127.0.0.1:PORT.
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP receiver (opentelemetry-proto's TraceService) where Jaeger would be."""
+    with OtlpReceiver() as running:
+        yield running
 
-    None until the tracing tests bring a test OTLP receiver (opentelemetry-proto's
-    TraceService on a threaded gRPC server): return its address here and every service's
-    OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4317 points at it. While it is None, that
-    variable is left out, so no exporter waits on a receiver that is not there.
-    """
-    return None
+
+@pytest.fixture(scope="module")
+def otlp_receiver(receiver: OtlpReceiver) -> str:
+    """The stand-in for the compose file's jaeger:4317, as 127.0.0.1:PORT: every service's
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4317 points at the test receiver."""
+    return receiver.endpoint.removeprefix("http://")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,7 @@ def test_every_service_but_jaeger_runs_and_the_graphs_were_deployed(
     stack: LocalCompose,
 ) -> None:
     assert sorted(stack.running) == [
-        "composer", "controlplane", "deploy-graphs", "etcd", "worker-a", "worker-b",
+        "composer", "controlplane", "deploy-graphs", "etcd", "gateway", "worker-a", "worker-b",
     ]  # fmt: skip
     assert stack.exit_codes["deploy-graphs"] == 0  # the one-shot deployed graphs/ and left
 
@@ -130,6 +134,24 @@ def test_the_compose_graph_runs_over_both_workers(stack: LocalCompose) -> None:
     ran_on = {timing.node: list(timing.workers) for timing in reply.timeline}
     assert ran_on["clean"] == ["worker-a"]
     assert ran_on["loud"] == ran_on["loud_words"] == ["worker-b"]
+
+
+def test_the_services_spans_reach_the_compose_files_jaeger(
+    stack: LocalCompose, receiver: OtlpReceiver
+) -> None:
+    request = pb.RunRequest(name="pipeline")
+    fill_value_map(request.inputs, {"prompt": "traced"})
+    with grpc.insecure_channel(stack.address("composer", 50070)) as channel:
+        _, call = composer_pb2_grpc.ComposerStub(channel).Run.with_call(request, timeout=60)
+    trace_id = trace_id_of(call.initial_metadata())
+    assert trace_id, "the composer traces the run and says which trace it is in"
+    # the names the compose file gives (OTEL_SERVICE_NAME), in the run's one trace
+    wanted = {"modelyard-composer", "modelyard-worker-a", "modelyard-worker-b"}
+
+    def arrived(spans: list[ReceivedSpan]) -> bool:
+        return wanted <= {s.service for s in spans if s.trace_id == trace_id}
+
+    receiver.wait_for(arrived, timeout=60)
 
 
 def k8s_probes() -> list[tuple[str, str, str, int, str]]:
