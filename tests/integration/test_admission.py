@@ -198,6 +198,7 @@ async def test_a_run_larger_than_the_workers_take_is_refused_before_it_is_held(
         assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     grown = process.memory_info().rss - before
     await channel.close()
-    assert grown < 20_000_000, f"RSS grew {grown} bytes over three 20 MB runs"
+    # generous (the client shares the process); with the old 64 MiB limit it grew ~280 MB
+    assert grown < 60_000_000, f"RSS grew {grown} bytes over three 20 MB runs"
     after = await stack.stub.Run(_run("quick", "after"), timeout=60)
     assert from_value_map(after.outputs) == {"x": "after"}
