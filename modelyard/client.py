@@ -16,7 +16,7 @@ Values are plain Python: str, int, float, bool, None, bytes, list, dict, numpy a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -148,10 +148,19 @@ class Client:
 
 
 class AsyncClient:
-    """The asyncio client of one worker; create it inside the running loop."""
+    """The asyncio client of one worker; create it inside the running loop. `interceptors`
+    go on its channel (a service passes its tracing interceptors there)."""
 
-    def __init__(self, address: str, *, timeout: float | None = None) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
         self._stub = predict_pb2_grpc.PredictStub(self._channel)
         self.timeout = timeout
 

@@ -18,11 +18,15 @@ Python, as with `modelyard.client.Client`; failed calls raise `modelyard.errors`
 their `reason` (GRAPH_NOT_FOUND, GRAPH_INVALID, a worker's own) and `field_violations`
 ("nodes[2].inputs.text").
 `AsyncComposerClient` is the same for asyncio code.
+
+A composer that traces a run says so: the run's `Result.trace_id`, and `on_trace` of
+`run_stream` called with it before the first event (so a run that fails can be looked up
+too), give the trace id to find the run in Jaeger.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +45,9 @@ from modelyard.values import fill_value_map, from_value_map
 
 GraphSpec = g.Graph | Mapping[str, Any]
 GraphRef = str | GraphSpec  # a deployed graph's name, or a graph to run inline
+#: The metadata a composer sends first when it traces a run: W3C Trace Context Level 2's
+#: `traceresponse`, "00-<trace id>-<span id>-<flags>".
+TRACE_RESPONSE = "traceresponse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,7 @@ class Result:
 
     outputs: dict[str, Any]
     timeline: tuple[NodeFinished, ...]  # in the order the nodes finished
+    trace_id: str = ""  # the run's trace (32 hex digits), when the composer traced it
 
 
 RunEvent = NodeStarted | NodeFinished | Chunk | Result
@@ -124,12 +132,22 @@ def timing_of(message: pb.NodeTiming) -> NodeFinished:
     )
 
 
-def result_of(message: pb.RunResponse) -> Result:
+def result_of(message: pb.RunResponse, trace_id: str = "") -> Result:
     timeline = tuple(timing_of(timing) for timing in message.timeline)
-    return Result(from_value_map(message.outputs), timeline)
+    return Result(from_value_map(message.outputs), timeline, trace_id)
 
 
-def event_of(message: pb.RunStreamResponse) -> RunEvent | None:
+def trace_id_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The trace id in a composer's `traceresponse`, or "" when it sent none."""
+    for key, value in metadata or ():
+        if key == TRACE_RESPONSE and isinstance(value, str):
+            parts = value.split("-")
+            if len(parts) == 4 and len(parts[1]) == 32:
+                return parts[1]
+    return ""
+
+
+def event_of(message: pb.RunStreamResponse, trace_id: str = "") -> RunEvent | None:
     """The event a RunStream message carries; None for a kind newer than this client, which
     it skips as protobuf skips unknown fields."""
     kind = message.WhichOneof("event")
@@ -142,7 +160,7 @@ def event_of(message: pb.RunStreamResponse) -> RunEvent | None:
         chunk = message.chunk
         return Chunk(chunk.node, chunk.index, from_value_map(chunk.outputs))
     if kind == "result":
-        return result_of(message.result)
+        return result_of(message.result, trace_id)
     return None
 
 
@@ -175,9 +193,10 @@ class ComposerClient:
         """Runs `graph` and returns its outputs with the timeline of its nodes."""
         request = build_run_request(pb.RunRequest, graph, {**(inputs or {}), **named_inputs})
         try:
-            return result_of(self._stub.Run(request, timeout=timeout or self.timeout))
+            reply, call = self._stub.Run.with_call(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+        return result_of(reply, trace_id_of(call.initial_metadata()))
 
     def run_stream(
         self,
@@ -186,14 +205,19 @@ class ComposerClient:
         /,
         *,
         timeout: float | None = None,
+        on_trace: Callable[[str], None] | None = None,
         **named_inputs: Any,
     ) -> Iterator[RunEvent]:
-        """Runs `graph`, yielding node events and chunks as they happen, then the Result."""
+        """Runs `graph`, yielding node events and chunks as they happen, then the Result.
+        `on_trace` is called with the run's trace id first, when the composer traces it."""
         request = build_run_request(pb.RunStreamRequest, graph, {**(inputs or {}), **named_inputs})
         call = self._stub.RunStream(request, timeout=timeout or self.timeout)
         try:
+            trace_id = trace_id_of(call.initial_metadata())  # sent before the first message
+            if trace_id and on_trace is not None:
+                on_trace(trace_id)
             for message in call:
-                if (event := event_of(message)) is not None:
+                if (event := event_of(message, trace_id)) is not None:
                     yield event
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
@@ -244,10 +268,19 @@ class ComposerClient:
 
 
 class AsyncComposerClient:
-    """The asyncio client of one composer; create it inside the running loop."""
+    """The asyncio client of one composer; create it inside the running loop. `interceptors`
+    go on its channel (tracing interceptors carry the caller's trace to the composer)."""
 
-    def __init__(self, address: str, *, timeout: float | None = None) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
         self._stub = composer_pb2_grpc.ComposerStub(self._channel)
         self.timeout = timeout
 
@@ -271,11 +304,13 @@ class AsyncComposerClient:
     ) -> Result:
         """Runs `graph` and returns its outputs with the timeline of its nodes."""
         request = build_run_request(pb.RunRequest, graph, {**(inputs or {}), **named_inputs})
+        call = self._stub.Run(request, timeout=timeout or self.timeout)
         try:
-            reply = await self._stub.Run(request, timeout=timeout or self.timeout)
+            reply = await call
+            metadata = await call.initial_metadata()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
-        return result_of(reply)
+        return result_of(reply, trace_id_of(metadata))
 
     async def run_stream(
         self,
@@ -284,14 +319,19 @@ class AsyncComposerClient:
         /,
         *,
         timeout: float | None = None,
+        on_trace: Callable[[str], None] | None = None,
         **named_inputs: Any,
     ) -> AsyncIterator[RunEvent]:
-        """Runs `graph`, yielding node events and chunks as they happen, then the Result."""
+        """Runs `graph`, yielding node events and chunks as they happen, then the Result.
+        `on_trace` is called with the run's trace id first, when the composer traces it."""
         request = build_run_request(pb.RunStreamRequest, graph, {**(inputs or {}), **named_inputs})
         call = self._stub.RunStream(request, timeout=timeout or self.timeout)
         try:
+            trace_id = trace_id_of(await call.initial_metadata())
+            if trace_id and on_trace is not None:
+                on_trace(trace_id)
             async for message in call:
-                if (event := event_of(message)) is not None:
+                if (event := event_of(message, trace_id)) is not None:
                     yield event
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None

@@ -12,6 +12,10 @@ the last set it had, and reconnects with capped exponential backoff and jitter, 
 next address each time. It only ever passes on sets a control plane sent; an empty set
 therefore means "nobody serves this model", never "the control plane is unreachable".
 
+The watch runs in a context of its own, not its starter's: it outlives the call that
+happened to start it, and must not carry that call's trace (a span lasting as long as the
+watch would hang in it). `interceptors` go on its channels.
+
 INVALID_ARGUMENT (a malformed selector) is not retried: asking again cannot fix it. It is
 raised by `wait_ready`, so the caller sees the server's message naming the bad term.
 """
@@ -19,6 +23,7 @@ raised by `wait_ready`, so the caller sees the server's message naming the bad t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -73,6 +78,7 @@ class EndpointWatcher:
         idle_timeout_s: float | None = None,
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         if not control_plane_addresses:
             raise InvalidArgument("at least one control plane address is needed")
@@ -84,6 +90,7 @@ class EndpointWatcher:
         self._on_update = on_update
         self._rng = rng or random.Random()
         self._clock = clock
+        self._interceptors = interceptors
         self._current: EndpointSet | None = None
         self._error: ModelyardError | None = None
         self._problem = "no answer yet"  # why the last connection failed, for messages
@@ -99,7 +106,9 @@ class EndpointWatcher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"watch endpoints of {self.model!r}"
+                self._run(),
+                name=f"watch endpoints of {self.model!r}",
+                context=contextvars.Context(),  # not the starter's (module docstring)
             )
 
     async def stop(self) -> None:
@@ -161,7 +170,7 @@ class EndpointWatcher:
 
     async def _watch(self, address: str) -> None:
         request = cp.WatchEndpointsRequest(model=self.model, selector=self.selector)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(address, interceptors=self._interceptors) as channel:
             call = controlplane_pb2_grpc.ControlPlaneStub(channel).WatchEndpoints(request)
             async with timeout_on(self._clock, self.idle_timeout_s) as idle:
                 async for response in call:

@@ -21,6 +21,10 @@ as the composer's timeline can say who served a call, or who failed it.
 
 Deadlines, ejections, idle routes, the balancer's timings and the endpoint watches all read
 one `clock` (`modelyard.clock`); gRPC enforces each attempt's share of the deadline itself.
+
+`interceptors` go on every channel the client opens, to workers and to control planes (the
+services pass their tracing interceptors: the trace goes on to the worker). `attempts` is
+told of every attempt (`modelyard.attempts`: the composer makes a span of each).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from modelyard.attempts import Attempt, AttemptTracker, Untracked
 from modelyard.backoff import Backoff
 from modelyard.balancing import POLICIES, Balancer
 from modelyard.client import (
@@ -78,7 +83,8 @@ class _Channels:
     """One channel per worker address, shared by all calls; closed once its worker has left
     every endpoint set and no call uses it (closing earlier would cut calls in flight)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interceptors: Sequence[grpc.aio.ClientInterceptor]) -> None:
+        self._interceptors = interceptors
         self._stubs: dict[str, tuple[grpc.aio.Channel, predict_pb2_grpc.PredictAsyncStub]] = {}
         self._users: dict[str, int] = {}
         self._wanted: set[str] = set()
@@ -87,7 +93,9 @@ class _Channels:
     @contextlib.contextmanager
     def stub(self, address: str) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
         if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(
+                address, options=CHANNEL_OPTIONS, interceptors=self._interceptors
+            )
             self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
         self._users[address] = self._users.get(address, 0) + 1
         try:
@@ -133,6 +141,8 @@ class RoutedClient:
         idle_timeout_s: float | None = 5.0,
         route_idle_s: float = 300.0,
         clock: Clock = SYSTEM_CLOCK,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        attempts: AttemptTracker | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -157,7 +167,10 @@ class RoutedClient:
         self._rng = rng or random.Random()
         self._clock = clock
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._channels = _Channels()
+        #: On every channel this client opens (read by tools that open their own).
+        self.interceptors = tuple(interceptors)
+        self._channels = _Channels(self.interceptors)
+        self._attempts = attempts or Untracked()
 
     async def __aenter__(self) -> RoutedClient:
         return self
@@ -207,10 +220,13 @@ class RoutedClient:
         failed: dict[str, str] = {}  # worker id -> why it refused this call
         while True:
             endpoint = self._pick(route, failed)
+            attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, False)
             try:
                 with (
+                    self._attempts.track(attempt) as tracked,
                     self._channels.stub(endpoint.address) as stub,
                     route.balancer.track(endpoint.worker_id),
+                    tracked.active(),
                 ):
                     response = await stub.Predict(request, timeout=self._left(deadline, model))
             except grpc.aio.AioRpcError as error:
@@ -237,23 +253,31 @@ class RoutedClient:
         while True:
             endpoint = self._pick(route, failed)
             delivered = 0
-            with self._channels.stub(endpoint.address) as stub:
-                call = stub.PredictStream(request, timeout=self._left(deadline, model))
-                # streams are not timed: their length says nothing about the replica's speed
-                route.balancer.begin(endpoint.worker_id)
-                try:
-                    async for message in call:
-                        event = stream_event_of(message, delivered)
-                        yield replace(event, worker=endpoint.worker_id)
-                        delivered += 1
-                    return
-                except grpc.aio.AioRpcError as error:
-                    if delivered:  # the caller has seen output: a retry would repeat it
-                        raise _returned_by(endpoint, error) from None
-                    self._retry_or_raise(route, endpoint, error, failed)
-                finally:
-                    call.cancel()  # a consumer that stops early stops the model's work
-                    route.balancer.end(endpoint.worker_id)
+            attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, True)
+            try:
+                with (
+                    self._attempts.track(attempt) as tracked,
+                    self._channels.stub(endpoint.address) as stub,
+                ):
+                    with tracked.active():  # the call's client span starts: not across yields
+                        call = stub.PredictStream(request, timeout=self._left(deadline, model))
+                    # streams are not timed: their length says nothing about the replica's speed
+                    route.balancer.begin(endpoint.worker_id)
+                    try:
+                        async for message in call:
+                            event = stream_event_of(message, delivered)
+                            yield replace(event, worker=endpoint.worker_id)
+                            delivered += 1
+                        return
+                    except grpc.aio.AioRpcError as error:
+                        if delivered:  # the caller has seen output: a retry would repeat it
+                            raise _returned_by(endpoint, error) from None
+                        raise  # the attempt failed; retried below if it may be
+                    finally:
+                        call.cancel()  # a consumer that stops early stops the model's work
+                        route.balancer.end(endpoint.worker_id)
+            except grpc.aio.AioRpcError as error:
+                self._retry_or_raise(route, endpoint, error, failed)
 
     def _selector(self, selector: str | None) -> Selector:
         return self.selector if selector is None else parse_selector(selector)
@@ -274,6 +298,7 @@ class RoutedClient:
                 backoff=self._backoff,
                 idle_timeout_s=self.idle_timeout_s,
                 clock=self._clock,
+                interceptors=self.interceptors,
             )
             route = self._routes[key] = _Route(parsed, watcher, balancer)
             watcher.start()

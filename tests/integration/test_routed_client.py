@@ -21,6 +21,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from modelyard.attempts import Attempt
 from modelyard.backoff import Backoff
 from modelyard.endpoint_watch import EndpointWatcher
 from modelyard.endpoints import Endpoint, EndpointSet, Load
@@ -518,3 +519,96 @@ async def test_routes_nobody_uses_stop_being_watched(
         assert routed.endpoints("echo") == ()  # no longer watched
         assert routed.endpoints("ticker")
         assert (await routed.predict("echo", x=3)).outputs == {"x": 3}  # watched again
+
+
+class RecordingTracker:
+    """Every attempt a routed client reported, and how each ended."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[Attempt, str]] = []  # (attempt, "ok" or the exception's type)
+
+    def track(self, attempt: Attempt) -> Tracked:
+        return Tracked(self, attempt)
+
+
+class Tracked:
+    def __init__(self, tracker: RecordingTracker, attempt: Attempt) -> None:
+        self._tracker, self._attempt = tracker, attempt
+        self.activations = 0
+
+    def __enter__(self) -> Tracked:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        ended = "ok" if exc_type is None else exc_type.__name__
+        self._tracker.attempts.append((self._attempt, ended))
+
+    def active(self) -> contextlib.AbstractContextManager[object]:
+        self.activations += 1
+        return contextlib.nullcontext()
+
+
+async def test_each_attempt_is_reported_with_its_replica_number_and_outcome(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str], workers: list[Worker]
+) -> None:
+    tracker = RecordingTracker()
+    # round robin from w0: the second call goes to w1, stopped, then to w2
+    options: dict[str, Any] = {"policy": "round_robin", "clock": FakeClock(), "attempts": tracker}
+    async with routed_client(plane[2], **options) as routed:
+        await routed.predict("echo", x=0)
+        await workers[1].stop()
+        await routed.predict("echo", x=1)
+        assert [e.final async for e in routed.predict_stream("ticker", count=1)] == [False, True]
+    seen = [(a.worker_id, a.number, a.streaming, ended) for a, ended in tracker.attempts]
+    assert seen[:3] == [
+        ("w0", 1, False, "ok"),
+        ("w1", 1, False, "AioRpcError"),  # UNAVAILABLE: the call is tried on another replica
+        ("w2", 2, False, "ok"),
+    ]
+    # the stream's own route starts at w0 again
+    assert seen[3:] == [("w0", 1, True, "ok")]
+    assert {(a.model, a.address) for a, _ in tracker.attempts} >= {
+        ("echo", workers[0].address),
+        ("ticker", workers[0].address),
+    }
+
+
+class CountingUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    """Records the unary calls made through the channels it is on, by method (a channel
+    takes each interceptor as one kind only: a class per kind)."""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.methods.append(_method_name(details))
+        return await continuation(details, request)
+
+
+class CountingStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.methods.append(_method_name(details))
+        return await continuation(details, request)
+
+
+def _method_name(details: grpc.aio.ClientCallDetails) -> str:
+    method: str | bytes = details.method
+    return method.decode() if isinstance(method, bytes) else method
+
+
+async def test_the_interceptors_given_go_on_every_channel_to_workers_and_control_planes(
+    plane: tuple[FakeControlPlane, grpc.aio.Server, str],
+) -> None:
+    methods: list[str] = []
+    interceptors = [CountingUnary(methods), CountingStream(methods)]
+    async with routed_client(plane[2], interceptors=interceptors) as routed:
+        await routed.predict("echo", x=1)
+        assert [e.final async for e in routed.predict_stream("ticker", count=1)] == [False, True]
+    assert sorted(set(methods)) == [
+        "/modelyard.v1.ControlPlane/WatchEndpoints",
+        "/modelyard.v1.Predict/Predict",
+        "/modelyard.v1.Predict/PredictStream",
+    ]
