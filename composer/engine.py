@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from composer import streams
 from composer.aggregate import aggregate
@@ -57,6 +58,7 @@ __all__ = [
     "Invoker",
     "NodeChunk",
     "NodeFinished",
+    "NodeObserver",
     "NodeStarted",
     "RunResult",
     "Status",
@@ -68,6 +70,20 @@ STREAM_CONCURRENCY = 4  # a stream consumer's per-chunk or per-segment calls in 
 # a node's retries on UNAVAILABLE: 50 ms before the first, doubling to at most 2 s (the run's
 # deadline cuts it shorter); jittered, so the runs an outage failed together do not return together
 RETRY_BACKOFF = Backoff(initial=0.05, cap=2.0)
+
+
+class NodeObserver(Protocol):
+    """Watches each node's work: the composer's node spans and latencies."""
+
+    def node(self, node: graph_pb2.Node) -> AbstractContextManager[object]:
+        """Entered around the node's work in the node's own task; an exception leaving it
+        is how the node failed (an optional node's failure is then skipped)."""
+        ...
+
+
+class _Unobserved:
+    def node(self, node: graph_pb2.Node) -> AbstractContextManager[object]:
+        return nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +100,13 @@ async def run_graph(
     deadline: float | None = None,
     on_event: Callable[[Event], None] | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    observer: NodeObserver | None = None,
 ) -> RunResult:
     """Runs `graph`. Raises InvalidArgument for bad inputs before any call; a failing node's
     error with its code and the message prefixed "node '<name>': "; DeadlineExceeded once
     `deadline` (absolute, on `clock`) passes. `clock` times everything: the deadline, node
-    timeouts, retry backoff, and the timeline."""
-    run = _Run(graph, check_inputs(graph, inputs), invoker, deadline, on_event, clock)
+    timeouts, retry backoff, and the timeline. `observer` watches each node's work."""
+    run = _Run(graph, check_inputs(graph, inputs), invoker, deadline, on_event, clock, observer)
     left = run.time_left()
     if left is not None and left <= 0:
         raise DeadlineExceeded(f"the deadline passed before graph '{graph.name}' started")
@@ -117,8 +134,10 @@ class _Run:
         deadline: float | None,
         on_event: Callable[[Event], None] | None,
         clock: Clock,
+        observer: NodeObserver | None,
     ) -> None:
         self.graph, self.inputs = graph, inputs
+        self.observer = observer or _Unobserved()
         self.deadline, self.on_event, self.clock = deadline, on_event, clock
         plan = Plan(graph, inputs)
         self.nodes, self.deps, self.stream_from = plan.nodes, plan.deps, plan.stream_from
@@ -179,7 +198,8 @@ class _Run:
         status: Status = "ok"
         reason = ""
         try:
-            self.values[node.name] = await self._body(node, workers)
+            with self.observer.node(node):
+                self.values[node.name] = await self._body(node, workers)
         except ModelyardError as error:
             status, reason = ("skipped" if node.optional else "failed"), error.message
             if error.worker and error.worker not in workers:  # who failed it, for the timeline

@@ -61,7 +61,10 @@ async def fetch_metadata(
         if not endpoints:
             return model, None
         try:
-            async with grpc.aio.insecure_channel(endpoints[0].address) as channel:
+            channel = grpc.aio.insecure_channel(
+                endpoints[0].address, interceptors=client.interceptors
+            )
+            async with channel:
                 stub = predict_pb2_grpc.PredictStub(channel)
                 request = predict_pb2.GetModelMetadataRequest(model=model)
                 return model, await stub.GetModelMetadata(request, timeout=wait)
@@ -73,13 +76,18 @@ async def fetch_metadata(
     return {model: meta for model, meta in found if meta is not None}
 
 
-async def served_models(control_planes: Sequence[str], *, wait: float = 1.0) -> set[str]:
+async def served_models(
+    control_planes: Sequence[str],
+    *,
+    wait: float = 1.0,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> set[str]:
     """Every model some registered worker serves, from the first control plane that answers
     within `wait` seconds; empty when none does (it only feeds validation's did-you-mean)."""
     request = controlplane_pb2.ListWorkersRequest()
     for address in control_planes:
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with grpc.aio.insecure_channel(address, interceptors=interceptors) as channel:
                 stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
                 reply = await stub.ListWorkers(request, timeout=wait)
         except grpc.aio.AioRpcError:

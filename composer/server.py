@@ -1,6 +1,10 @@
 """The composer process: graphs from etcd, endpoint sets from the control plane, runs over
 streaming gRPC to the workers. Several replicas may run; they share graphs through etcd.
-If the control plane or etcd goes away, runs go on over the last endpoint sets."""
+If the control plane or etcd goes away, runs go on over the last endpoint sets.
+
+Telemetry (`composer.telemetry`): a span per run, node and routed attempt, the trace carried
+on to the workers, and the run's trace id sent back to the caller (`composer.servicer`);
+/metrics with the calls', runs' and nodes' latencies when `metrics_port` is set."""
 
 from __future__ import annotations
 
@@ -18,14 +22,15 @@ from composer.service import ComposerService
 from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
 from composer.store import GraphStore
+from composer.telemetry import ComposerTelemetry
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import composer_pb2, composer_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
-from modelyard_server.grpc_errors import ErrorMappingInterceptor
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
+from modelyard_server.service_telemetry import ServiceTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +46,34 @@ SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["Composer"].full_name
 class Composer:
     def __init__(self, settings: ComposerSettings) -> None:
         self.settings = settings
+        self.telemetry = ServiceTelemetry(
+            settings.telemetry,
+            service_name="modelyard-composer",
+            host=settings.host,
+            metrics_port=settings.metrics_port,
+        )
+        runs = ComposerTelemetry(self.telemetry.tracing.tracer, self.telemetry.registry)
         self.client = EtcdClient(settings.etcd)
         self.store = GraphStore(self.client, Keys(settings.etcd.prefix))
-        self.routed = RoutedClient(settings.controlplanes, policy=settings.policy)
+        self.routed = RoutedClient(
+            settings.controlplanes,
+            policy=settings.policy,
+            interceptors=self.telemetry.client_interceptors(),
+            attempts=runs.attempts if self.telemetry.tracing.enabled else None,
+        )
         self.admission = Admission(settings.max_runs_in_flight)
         self.service = ComposerService(
             self.store,
             self.routed,
             default_timeout=settings.default_timeout,
             admission=self.admission,
+            telemetry=runs,
         )
         self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            # its requests name graphs, not models: no model label
+            interceptors=self.telemetry.server_interceptors(
+                namespace="modelyard_composer", models=()
+            ),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -80,6 +101,7 @@ class Composer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        self.telemetry.start_metrics()
         self._tasks.append(asyncio.create_task(self._serve_once_synced(), name="ready"))
         write_port_file(self.settings.port_file, self.port)
         log.info("composer serving on %s", self.address)
@@ -107,6 +129,7 @@ class Composer:
         await self.routed.close()
         with contextlib.suppress(Exception):
             await self.client.close()
+        await self.telemetry.close()
 
 
 async def run(settings: ComposerSettings) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import builtins
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from composer.admission import Admission
@@ -14,6 +15,7 @@ from composer.engine import Event, RunResult, run_graph
 from composer.invoker import RoutedInvoker, fetch_metadata, lookup, served_models
 from composer.references import calls
 from composer.store import GraphStore
+from composer.telemetry import ComposerTelemetry
 from composer.validation import Report, validate
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import InvalidArgument, Reason
@@ -24,8 +26,9 @@ from modelyard.v1 import graph_pb2
 
 class ComposerService:
     """`clock` times the runs: their deadlines (the caller's time remaining, else
-    `default_timeout`) and their timelines. `admission` bounds the runs in flight: past it
-    a run is refused at once (RESOURCE_EXHAUSTED, `composer.admission.AtLimit`)."""
+    `default_timeout`) and their timelines. `telemetry` makes the runs' and nodes' spans
+    and metrics (none: neither). `admission` bounds the runs in flight: past it a run is
+    refused at once (RESOURCE_EXHAUSTED, `composer.admission.AtLimit`)."""
 
     def __init__(
         self,
@@ -35,9 +38,11 @@ class ComposerService:
         default_timeout: float,
         admission: Admission,
         clock: Clock = SYSTEM_CLOCK,
+        telemetry: ComposerTelemetry | None = None,
     ) -> None:
         self._store = store
         self._client = client
+        self._telemetry = telemetry
         self._invoker = RoutedInvoker(client)
         self._default_timeout = default_timeout
         self._clock = clock
@@ -47,7 +52,11 @@ class ComposerService:
         models = {call.model for node in graph.nodes for call in calls(node) if call.model}
         found = await fetch_metadata(self._client, models)
         # the models served, for a did-you-mean, only when one of the graph's is not
-        served = await served_models(self._client.addresses) if models - found.keys() else set()
+        served = (
+            await served_models(self._client.addresses, interceptors=self._client.interceptors)
+            if models - found.keys()
+            else set()
+        )
         return validate(graph, lookup(found), served)
 
     async def deploy(self, graph: graph_pb2.Graph) -> list[str]:
@@ -81,7 +90,7 @@ class ComposerService:
         `time_remaining` in seconds (None: the default timeout)."""
         graph = self._graph_for(name, inline)
         with self._admission.admit():
-            return await self._run(graph, inputs, time_remaining, None)
+            return await self._run(graph, inline is not None, inputs, time_remaining, None)
 
     async def run_stream(
         self,
@@ -96,7 +105,9 @@ class ComposerService:
         graph = self._graph_for(name, inline)  # NOT_FOUND before anything runs
         with self._admission.admit():  # held until the stream ends, however it ends
             events: asyncio.Queue[Event | None] = asyncio.Queue()
-            run = asyncio.create_task(self._run(graph, inputs, time_remaining, events.put_nowait))
+            run = asyncio.create_task(
+                self._run(graph, inline is not None, inputs, time_remaining, events.put_nowait)
+            )
             run.add_done_callback(lambda _: events.put_nowait(None))
             try:
                 while (event := await events.get()) is not None:
@@ -110,19 +121,29 @@ class ComposerService:
     async def _run(
         self,
         graph: graph_pb2.Graph,
+        inline: bool,
         inputs: Mapping[str, Any],
         time_remaining: float | None,
         on_event: Callable[[Event], None] | None,
     ) -> RunResult:
-        budget = self._default_timeout if time_remaining is None else time_remaining
-        return await run_graph(
-            graph,
-            inputs,
-            self._invoker,
-            deadline=self._clock.now() + budget,
-            on_event=on_event,
-            clock=self._clock,
+        deadline = self._clock.now() + (
+            self._default_timeout if time_remaining is None else time_remaining
         )
+        observed = (
+            nullcontext(None)
+            if self._telemetry is None
+            else self._telemetry.run(graph, inline=inline)
+        )
+        with observed as observer:
+            return await run_graph(
+                graph,
+                inputs,
+                self._invoker,
+                deadline=deadline,
+                on_event=on_event,
+                clock=self._clock,
+                observer=observer,
+            )
 
     def _graph_for(self, name: str, inline: graph_pb2.Graph | None) -> graph_pb2.Graph:
         if inline is None:

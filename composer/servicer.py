@@ -1,4 +1,7 @@
-"""modelyard.v1.Composer over gRPC: protobuf in, ComposerService call, protobuf out."""
+"""modelyard.v1.Composer over gRPC: protobuf in, ComposerService call, protobuf out.
+
+A traced run starts by telling its caller its trace id (initial metadata `traceresponse`,
+W3C Trace Context Level 2), so `modelyard run` can print it even for a run that fails."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from modelyard.times import duration
 from modelyard.v1 import composer_pb2 as pb
 from modelyard.v1 import composer_pb2_grpc
 from modelyard.values import fill_value_map, from_value_map
+from modelyard_server.telemetry.spans import TRACE_RESPONSE, trace_response
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -24,6 +28,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
         self._service = service
 
     async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
+        await _send_trace(context)
         result = await self._service.run(
             request.name,
             request.graph if request.HasField("graph") else None,
@@ -35,6 +40,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context
     ) -> AsyncIterator[pb.RunStreamResponse]:
+        await _send_trace(context)
         stream = self._service.run_stream(
             request.name,
             request.graph if request.HasField("graph") else None,
@@ -72,6 +78,12 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
     ) -> pb.ValidateGraphResponse:
         report = await self._service.validate(request.graph)
         return pb.ValidateGraphResponse(errors=report.errors, warnings=report.warnings)
+
+
+async def _send_trace(context: Context) -> None:
+    value = trace_response()  # the call's server span: the run's trace
+    if value is not None:
+        await context.send_initial_metadata(((TRACE_RESPONSE, value),))
 
 
 def _timing(event: NodeFinished) -> pb.NodeTiming:

@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard_server.etcd import EtcdSettings
+from modelyard_server.logging_setup import LogSettings
+from modelyard_server.telemetry.settings import TelemetrySettings
 
 
 class ComposerSettings(BaseSettings):
@@ -44,5 +46,16 @@ class ComposerSettings(BaseSettings):
         description="Runs (Run and RunStream) in flight at once; past it a run is refused at "
         "once with RESOURCE_EXHAUSTED and a retry hint. Size it to what the workers behind "
         "this replica serve at once: endpoint sets do not tell the composer their capacity.",
+    )
+    metrics_port: int = Field(
+        -1, ge=-1, description="Prometheus /metrics port; -1 is off, 0 picks a free one."
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=lambda: TelemetrySettings(),
+        description="Tracing (OTLP endpoint, sampler, service name); unset fields fall back "
+        "to the OTEL_* variables, and with no endpoint anywhere tracing is off.",
+    )
+    logging: LogSettings = Field(
+        default_factory=lambda: LogSettings(), description="Log format (text or json), level."
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")

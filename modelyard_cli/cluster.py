@@ -76,7 +76,7 @@ def controlplane(
     """
     from controlplane.server import run
     from controlplane.settings import ControlPlaneSettings
-    from modelyard_cli.main import setup_logging
+    from modelyard_cli.main import service_logging, setup_logging
     from modelyard_cli.preflight import check_etcd, check_ports
     from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
 
@@ -86,7 +86,8 @@ def controlplane(
         settings = build_settings(ControlPlaneSettings, config, overrides, etcd)
     except SETTINGS_ERRORS as error:
         fail(f"invalid control-plane settings: {settings_problem(error, ControlPlaneSettings)}")
-    check_ports(settings.host, settings.port)
+    service_logging(settings.logging, verbose)
+    check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
     check_etcd(settings.etcd)
     raise typer.Exit(asyncio.run(run(settings)))
 

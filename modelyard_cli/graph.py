@@ -104,7 +104,7 @@ def composer(
     """
     from composer.server import run
     from composer.settings import ComposerSettings
-    from modelyard_cli.main import setup_logging
+    from modelyard_cli.main import service_logging, setup_logging
     from modelyard_cli.preflight import check_etcd, check_ports
     from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
 
@@ -114,7 +114,8 @@ def composer(
         settings = build_settings(ComposerSettings, config, overrides, etcd)
     except SETTINGS_ERRORS as error:
         fail(f"invalid composer settings: {settings_problem(error, ComposerSettings)}")
-    check_ports(settings.host, settings.port)
+    service_logging(settings.logging, verbose)
+    check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
     check_etcd(settings.etcd)
     raise typer.Exit(asyncio.run(run(settings)))
 

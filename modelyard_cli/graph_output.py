@@ -44,12 +44,17 @@ def print_run(
     *,
     timeout: float = 120.0,
 ) -> int:
-    """Runs `graph` with RunStream: node events live, chunks as they stream, the outputs,
-    and a per-node timeline. Returns a process exit code."""
+    """Runs `graph` with RunStream: the run's trace id first when the composer traces it
+    (`trace <id>`, to look the run up in Jaeger), node events live, chunks as they stream,
+    the outputs, and a per-node timeline. Returns a process exit code."""
     streaming_node = ""
+
+    def print_trace(trace_id: str) -> None:
+        console.print(f"trace {trace_id}", markup=False, highlight=False)
+
     with ComposerClient(address, timeout=timeout) as client:
         try:
-            for event in client.run_stream(graph, inputs):
+            for event in client.run_stream(graph, inputs, on_trace=print_trace):
                 if isinstance(event, Chunk):
                     streaming_node = _print_chunk(console, event, streaming_node)
                     continue
