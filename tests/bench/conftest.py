@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "worker": ("bench.worker", "--smoke"),
     "controlplane": ("bench.controlplane", "--smoke"),
     "composer": ("bench.composer", "--smoke"),
+    "gateway": ("bench.gateway", "--smoke"),
     "profile_worker": ("bench.experiments.profile_worker", "whatif", "--target", "echo", "--smoke"),
 }
 _RUNS: dict[str, SmokeRun] = {}

@@ -20,6 +20,8 @@ Kinds of call (`LoadSpec.kind`), one module each:
   fanout    the client calls workers itself, all at once                       (chain.py)
   http      POST JSON over a minimal HTTP/1.1 keep-alive client (BentoML)       (http.py)
   routed    RoutedClient.predict (one balancer shared by the coroutines)        (routed.py)
+  chat_grpc  a worker's llm/v1/chat PredictStream, timed to its first token     (llm.py)
+  chat_sse   the gateway's streamed /v1/chat/completions (server-sent events)   (llm.py)
 
 Protocol on stdout, one JSON object a line (`time.monotonic()` is CLOCK_MONOTONIC, one
 clock for every process on the machine, so a bench lines up its own events with these):

@@ -14,6 +14,7 @@ from typing import Any
 from bench.common.load.chain import open_chain
 from bench.common.load.composer import open_run, open_stream
 from bench.common.load.http import open_http
+from bench.common.load.llm import open_chat_grpc, open_chat_sse
 from bench.common.load.phase import CpuUse, Phase, summarise
 from bench.common.load.predict import open_predict, open_predict_stream
 from bench.common.load.routed import open_routed
@@ -29,6 +30,8 @@ KINDS: dict[str, Callable[[LoadSpec], Awaitable[Target]]] = {
     "fanout": open_chain,
     "http": open_http,
     "routed": open_routed,
+    "chat_grpc": open_chat_grpc,
+    "chat_sse": open_chat_sse,
 }
 
 

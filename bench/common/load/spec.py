@@ -8,7 +8,9 @@ from typing import Any
 
 @dataclass
 class LoadSpec:
-    kind: str  # predict | predict_stream | run | stream | chain | fanout | http | routed
+    # predict | predict_stream | run | stream | chain | fanout | http | routed | chat_grpc |
+    # chat_sse
+    kind: str
     concurrency: int = 1
     requests: int = 100
     warmup: int = 10
@@ -26,15 +28,15 @@ class LoadSpec:
     # Width of timeline buckets (by request start) in seconds; 0 keeps no timeline.
     bucket_s: float = 0.0
 
-    address: str = ""  # predict, predict_stream: the worker; run, stream: the composer
-    model: str = ""  # predict, predict_stream, routed
+    address: str = ""  # predict, predict_stream, chat_grpc: the worker; run, stream: the composer
+    model: str = ""  # predict, predict_stream, routed, chat_grpc, chat_sse
     channels: int = 1  # predict: coroutine i uses channel i % channels
     graph: str = ""  # run, stream: a deployed graph's name ...
     graph_inline: dict[str, Any] | None = None  # ... or the graph itself (file form)
     node: str = ""  # stream: the node whose first result is timed
     until: str = "chunk"  # stream: its first "chunk" or its "finished" event
     hops: list[list[str]] = field(default_factory=list)  # chain, fanout: [address, model]
-    url: str = ""  # http
+    url: str = ""  # http; chat_sse: the gateway's /v1/chat/completions
     control_planes: list[str] = field(default_factory=list)  # routed
     policy: str = "p2c"  # routed
     selector: str = ""  # routed
