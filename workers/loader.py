@@ -28,6 +28,7 @@ from typing import Any
 from modelyard.errors import InvalidArgument
 from modelyard.function_model import FunctionModel
 from modelyard.model import Model
+from workers.hf.hub import is_hub_id
 from workers.settings import ModelConfig
 
 
@@ -55,32 +56,9 @@ def check_source(source: str) -> None:
         raise InvalidArgument(
             f"not a folder: {source} (a model source is the folder that holds config.json)"
         )
-    if _written_as_path(source) or not _plausible_hub_id(source):
+    if not is_hub_id(source):
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise InvalidArgument(f"no such folder: {source}{where}")
-
-
-def _written_as_path(source: str) -> bool:
-    # "~" is left only when there is no home folder to expand it to (`resolve_source`)
-    return (
-        source in (".", "..")
-        or source.startswith(("/", "./", "../", "~"))
-        or source.count("/") >= 2
-        or "\\" in source  # a Windows path; never part of a hub id
-    )
-
-
-def _plausible_hub_id(source: str) -> bool:
-    # Imported here: only transformers-backed models get this far, and they load it anyway.
-    # validate_repo_id is documented under huggingface_hub.utils, which has no __all__.
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-    try:
-        validate_repo_id(source)
-    except HFValidationError:
-        return False
-    return True
 
 
 def import_target(path: str) -> type[Model] | Callable[..., Any]:

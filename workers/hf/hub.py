@@ -80,3 +80,32 @@ def _unreachable(repo_id: str, revision: str | None, token: Any) -> str | None:
     except Exception as error:
         return str(error) or type(error).__name__
     return None
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether `source` names a hub model rather than a folder: not written as a path
+    (`/`, `./`, `../`, `~`, two or more `/`, a backslash) and a valid repo id."""
+    return not _written_as_path(source) and _plausible_hub_id(source)
+
+
+def _written_as_path(source: str) -> bool:
+    # "~" is left only when there is no home folder to expand it to (`resolve_source`)
+    return (
+        source in (".", "..")
+        or source.startswith(("/", "./", "../", "~"))
+        or source.count("/") >= 2
+        or "\\" in source  # a Windows path; never part of a hub id
+    )
+
+
+def _plausible_hub_id(source: str) -> bool:
+    # Imported here: only transformers-backed models get this far, and they load it anyway.
+    # validate_repo_id is documented under huggingface_hub.utils, which has no __all__.
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True

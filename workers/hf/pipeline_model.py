@@ -21,7 +21,7 @@ from transformers import AutoConfig
 
 from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Model, Outputs, Request
-from workers.hf.hub import hub_access
+from workers.hf.hub import hub_access, is_hub_id
 from workers.hf.task_inference import canonical_task, resolve_task
 from workers.hf.tasks import ADAPTERS, TaskAdapter
 
@@ -54,7 +54,8 @@ class PipelineModel(Model):
             raise InvalidArgument(
                 "option 'model_kwargs' must be a map of from_pretrained arguments"
             )
-        if not Path(context.source).is_dir():  # a hub id: ask the hub once, quickly, first
+        if not Path(context.source).is_dir() and is_hub_id(context.source):
+            # a hub id: ask the hub once, quickly, first
             hub |= hub_access(context.source, hub.get("revision"), hub.get("token"))
         # The worker loads one model at a time (workers.registry.LOAD_LOCK): transformers'
         # loading swaps process-wide state and is not thread-safe.
