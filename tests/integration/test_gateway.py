@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,36 @@ def llm_models(checkpoints: dict[str, Path], minilm: Path) -> list[dict[str, Any
     ]
 
 
+class EndlessChat(Model):
+    """An llm/v1/chat model whose streamed answer goes on for a minute (a chunk every
+    10 ms) unless it is stopped: it holds the model's one thread meanwhile, so a call
+    after it that is answered within 30 s shows the stream was stopped."""
+
+    task = "llm/v1/chat"
+    streaming = True
+    inputs = (Field("messages", "list", "The conversation.", element_kind="map"),)
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        message = {"role": "assistant", "content": "short"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return [{"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                 "model": "endless", "choices": [choice]} for _ in batch]  # fmt: skip
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        for _ in range(6_000):
+            if stop.wait(0.01):
+                break
+            choice = {"index": 0, "delta": {"content": " more"}, "finish_reason": None}
+            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                   "model": "endless", "choices": [choice]}  # fmt: skip
+        return self.predict([request])[0]
+
+
 def held_models(gates: dict[str, Gate]) -> list[dict[str, Any]]:
     one_at_a_time = {"max_batch_size": 1, "max_queue_size": 1}
-    return [
+    held = [
         {
             "name": name,
             "class": "tests.integration.test_gateway:HeldChat",
@@ -154,6 +182,7 @@ def held_models(gates: dict[str, Gate]) -> list[dict[str, Any]]:
         }
         for name, gate in gates.items()
     ]
+    return [*held, {"name": "endless", "class": "tests.integration.test_gateway:EndlessChat"}]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -178,7 +207,7 @@ async def cluster(
             )
             await gateway.start()
             try:
-                for model in ("chat", "complete", "embed", *gates):
+                for model in ("chat", "complete", "embed", "endless", *gates):
                     assert await gateway.routed.wait_for_endpoints(model, timeout=30), model
                 async with AsyncComposerClient(composer.address, timeout=30) as graphs:
                     await graphs.deploy(STORY)
@@ -213,7 +242,7 @@ async def test_the_model_list_holds_the_llm_models_and_the_text_graph(
     client: openai.AsyncOpenAI,
 ) -> None:
     listed = {model.id: model for model in (await client.models.list()).data}
-    assert sorted(listed) == ["chat", "complete", "embed", "shed", "slow", "story"]
+    assert sorted(listed) == ["chat", "complete", "embed", "endless", "shed", "slow", "story"]
     assert listed["chat"].owned_by == "modelyard" and listed["chat"].created > 0
     tasks = {name: (model.model_extra or {})["task"] for name, model in listed.items()}
     assert tasks["embed"] == "llm/v1/embeddings" and tasks["story"] == "graph"
@@ -284,6 +313,24 @@ async def test_server_sent_events_end_with_done(cluster: Cluster) -> None:
     events = [line for line in response.text.split("\n\n") if line]
     assert events[-1] == "data: [DONE]"
     assert all(event.startswith("data: {") for event in events[:-1])
+
+
+async def test_a_client_that_leaves_a_stream_stops_the_generation(
+    cluster: Cluster, client: openai.AsyncOpenAI
+) -> None:
+    body = {"model": "endless", "messages": HELLO, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=cluster.base_url, timeout=60) as http,
+        http.stream("POST", "/chat/completions", json=body) as response,
+    ):
+        events = 0
+        async for line in response.aiter_lines():
+            events += line.startswith("data: ")
+            if events == 3:
+                break  # and the connection closes
+    # the stream held the model's only thread: this is answered once it has stopped
+    answer = await client.chat.completions.create(model="endless", messages=HELLO, timeout=30)
+    assert answer.choices[0].message.content == "short"
 
 
 async def test_n_choices_when_sampling(client: openai.AsyncOpenAI) -> None:
