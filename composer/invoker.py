@@ -4,12 +4,13 @@ control plane's endpoint sets, retried on UNAVAILABLE before the first response.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc.aio
 
 from composer.validation import Unchecked
+from modelyard.channels import aio_channel
 from modelyard.client import Prediction, StreamEvent
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc, predict_pb2, predict_pb2_grpc
@@ -61,8 +62,10 @@ async def fetch_metadata(
         if not endpoints:
             return model, None
         try:
-            channel = grpc.aio.insecure_channel(
-                endpoints[0].address, interceptors=client.interceptors
+            channel = aio_channel(
+                endpoints[0].address,
+                credentials=client.credentials,
+                interceptors=client.interceptors,
             )
             async with channel:
                 stub = predict_pb2_grpc.PredictStub(channel)
@@ -76,18 +79,16 @@ async def fetch_metadata(
     return {model: meta for model, meta in found if meta is not None}
 
 
-async def served_models(
-    control_planes: Sequence[str],
-    *,
-    wait: float = 1.0,
-    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
-) -> set[str]:
+async def served_models(client: RoutedClient, *, wait: float = 1.0) -> set[str]:
     """Every model some registered worker serves, from the first control plane that answers
     within `wait` seconds; empty when none does (it only feeds validation's did-you-mean)."""
     request = controlplane_pb2.ListWorkersRequest()
-    for address in control_planes:
+    for address in client.addresses:
+        channel = aio_channel(
+            address, credentials=client.credentials, interceptors=client.interceptors
+        )
         try:
-            async with grpc.aio.insecure_channel(address, interceptors=interceptors) as channel:
+            async with channel:
                 stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
                 reply = await stub.ListWorkers(request, timeout=wait)
         except grpc.aio.AioRpcError:

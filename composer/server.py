@@ -26,11 +26,13 @@ from composer.telemetry import ComposerTelemetry
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import composer_pb2, composer_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
+from modelyard_server.auth import AuthInterceptor
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
 from modelyard_server.service_telemetry import ServiceTelemetry
+from modelyard_server.tls import add_port, channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Composer:
             settings.controlplanes,
             policy=settings.policy,
             interceptors=self.telemetry.client_interceptors(),
+            credentials=channel_credentials(settings.tls),
+            token=settings.auth.outgoing_token(),
             attempts=runs.attempts if self.telemetry.tracing.enabled else None,
         )
         self.admission = Admission(settings.max_runs_in_flight)
@@ -71,9 +75,10 @@ class Composer:
         )
         self.server = grpc.aio.server(
             # its requests name graphs, not models: no model label
-            interceptors=self.telemetry.server_interceptors(
-                namespace="modelyard_composer", models=()
-            ),
+            interceptors=[
+                *self.telemetry.server_interceptors(namespace="modelyard_composer", models=()),
+                AuthInterceptor(settings.auth),  # innermost: its refusals are counted, traced
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -96,7 +101,9 @@ class Composer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self.port = add_port(
+            self.server, f"{self.settings.host}:{self.settings.port}", self.settings.tls
+        )
         self._tasks.append(asyncio.create_task(self.store.informer.run(), name="graphs"))
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -52,11 +52,7 @@ class ComposerService:
         models = {call.model for node in graph.nodes for call in calls(node) if call.model}
         found = await fetch_metadata(self._client, models)
         # the models served, for a did-you-mean, only when one of the graph's is not
-        served = (
-            await served_models(self._client.addresses, interceptors=self._client.interceptors)
-            if models - found.keys()
-            else set()
-        )
+        served = await served_models(self._client) if models - found.keys() else set()
         return validate(graph, lookup(found), served)
 
     async def deploy(self, graph: graph_pb2.Graph) -> list[str]:

@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 
 from modelyard.backoff import Backoff
+from modelyard.channels import aio_channel
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Load
 from modelyard.times import duration, seconds
@@ -35,9 +36,11 @@ class LoadFeedPool:
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = FEED_RETRY,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.loads: dict[str, Load] = {}
         self._interceptors = interceptors
+        self._credentials = credentials  # TLS to the workers; plaintext when None
         self._interval_ms = interval_ms
         self._clock = clock
         self._backoff = backoff
@@ -68,7 +71,9 @@ class LoadFeedPool:
         request = load_pb2.WatchLoadRequest(interval=duration(self._interval_ms / 1000.0))
         while True:
             try:
-                channel = grpc.aio.insecure_channel(address, interceptors=self._interceptors)
+                channel = aio_channel(
+                    address, credentials=self._credentials, interceptors=self._interceptors
+                )
                 async with channel:
                     stub = load_pb2_grpc.WorkerLoadStub(channel)
                     async for report in stub.WatchLoad(request):

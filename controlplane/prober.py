@@ -18,6 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.backoff import Backoff
+from modelyard.channels import aio_channel
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait
 from modelyard_server.workerinfo import WorkerHealth, WorkerInfo
@@ -40,9 +41,11 @@ class WorkerProber:
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = PROBE_RETRY,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.info = info
         self._interceptors = interceptors
+        self._credentials = credentials  # TLS to the workers; plaintext when None
         self.registration = registration
         self._on_health = on_health
         self._clock = clock
@@ -80,7 +83,9 @@ class WorkerProber:
         """Watches until a stream fails; returns whether the worker ever answered."""
         names = ["", *(m.name for m in self.info.models)]
         statuses: dict[str, bool] = {}
-        channel = grpc.aio.insecure_channel(self.info.address, interceptors=self._interceptors)
+        channel = aio_channel(
+            self.info.address, credentials=self._credentials, interceptors=self._interceptors
+        )
         async with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             watches = [
@@ -143,11 +148,13 @@ class ProberPool:
         clock: Clock = SYSTEM_CLOCK,
         backoff: Backoff = PROBE_RETRY,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._on_health = on_health
         self._clock = clock
         self._backoff = backoff
         self._interceptors = interceptors
+        self._credentials = credentials  # TLS to the workers; plaintext when None
         self._probers: dict[str, WorkerProber] = {}
 
     async def ensure(self, info: WorkerInfo, registration: int) -> None:
@@ -162,6 +169,7 @@ class ProberPool:
             clock=self._clock,
             backoff=self._backoff,
             interceptors=self._interceptors,
+            credentials=self._credentials,
         )
         self._probers[info.worker_id] = prober
         prober.start()

@@ -35,12 +35,14 @@ from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue, run_controller
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
+from modelyard_server.auth import AuthInterceptor
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.informer import Informer
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
 from modelyard_server.service_telemetry import ServiceTelemetry
+from modelyard_server.tls import add_port, channel_credentials
 from modelyard_server.workerinfo import DesiredWorker, WorkerHealth, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,10 @@ class ControlPlane:
         self.desired = self._informer("desired", self.keys.desired_workers, DesiredWorker.from_json)
         self.health_records = self._informer("health", self.keys.health, WorkerHealth.from_json)
         channels = self.telemetry.client_interceptors()
-        self.loads = LoadFeedPool(settings.load_interval_ms, interceptors=channels)
+        to_workers = channel_credentials(settings.tls)
+        self.loads = LoadFeedPool(
+            settings.load_interval_ms, interceptors=channels, credentials=to_workers
+        )
         self.view = ClusterView(
             self.workers.cache, self.desired.cache, self.health_records.cache, self.loads.loads
         )
@@ -81,7 +86,9 @@ class ControlPlane:
             view=self.view, store=self.client, keys=self.keys, is_leader=self.is_leader
         )
         self.probers = ProberPool(
-            self.metrics.health_listener(self.health_recorder.record), interceptors=channels
+            self.metrics.health_listener(self.health_recorder.record),
+            interceptors=channels,
+            credentials=to_workers,
         )
         self.reconciler = Reconciler(
             view=self.view,
@@ -93,9 +100,12 @@ class ControlPlane:
             is_leader=self.is_leader,
         )
         self.server = grpc.aio.server(
-            interceptors=self.telemetry.server_interceptors(
-                namespace="modelyard_controlplane", models=_RegisteredModels(self.view)
-            )
+            interceptors=[
+                *self.telemetry.server_interceptors(
+                    namespace="modelyard_controlplane", models=_RegisteredModels(self.view)
+                ),
+                AuthInterceptor(settings.auth),  # innermost: its refusals are counted, traced
+            ]
         )
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -120,7 +130,9 @@ class ControlPlane:
         return f"{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self.port = add_port(
+            self.server, f"{self.settings.host}:{self.settings.port}", self.settings.tls
+        )
         self.replica_id = self.settings.resolved_replica_id(self.port)
         self.election = LeaderElection(
             self.client,

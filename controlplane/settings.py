@@ -9,9 +9,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelyard_server.auth import AuthSettings
 from modelyard_server.etcd import EtcdSettings
 from modelyard_server.logging_setup import LogSettings
 from modelyard_server.telemetry.settings import TelemetrySettings
+from modelyard_server.tls import TlsSettings
 
 
 class ControlPlaneSettings(BaseSettings):
@@ -48,6 +50,15 @@ class ControlPlaneSettings(BaseSettings):
     )
     logging: LogSettings = Field(
         default_factory=lambda: LogSettings(), description="Log format (text or json), level."
+    )
+    tls: TlsSettings = Field(
+        default_factory=lambda: TlsSettings(),
+        description="Certificate, key, CA bundle and client_auth (mutual TLS) for this "
+        "service's port and the channels it opens; no certificate means plaintext.",
+    )
+    auth: AuthSettings = Field(
+        default_factory=lambda: AuthSettings(),
+        description="Admin and serving tokens, admin certificate names (never logged).",
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")
 

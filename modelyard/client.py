@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from modelyard.channels import aio_channel, sync_channel
 from modelyard.errors import from_rpc_error
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
@@ -79,10 +80,20 @@ def stream_event_of(message: pb.PredictStreamResponse, index: int) -> StreamEven
 
 
 class Client:
-    """A blocking client of one worker."""
+    """A blocking client of one worker. With `credentials` it talks TLS (plaintext
+    otherwise); `token` goes on every call as a bearer token."""
 
-    def __init__(self, address: str, *, timeout: float | None = None) -> None:
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+    ) -> None:
+        self._channel = sync_channel(
+            address, options=CHANNEL_OPTIONS, credentials=credentials, token=token
+        )
         self._stub = predict_pb2_grpc.PredictStub(self._channel)
         self.timeout = timeout
 
@@ -149,7 +160,8 @@ class Client:
 
 class AsyncClient:
     """The asyncio client of one worker; create it inside the running loop. `interceptors`
-    go on its channel (a service passes its tracing interceptors there)."""
+    go on its channel (a service passes its tracing interceptors there); `credentials` and
+    `token` as for `Client`."""
 
     def __init__(
         self,
@@ -157,9 +169,15 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS, interceptors=interceptors
+        self._channel = aio_channel(
+            address,
+            options=CHANNEL_OPTIONS,
+            credentials=credentials,
+            token=token,
+            interceptors=interceptors,
         )
         self._stub = predict_pb2_grpc.PredictStub(self._channel)
         self.timeout = timeout

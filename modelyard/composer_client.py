@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from modelyard.channels import aio_channel, sync_channel
 from modelyard.client import CHANNEL_OPTIONS
 from modelyard.enum_names import NODE_STATUSES
 from modelyard.errors import from_rpc_error
@@ -165,10 +166,21 @@ def event_of(message: pb.RunStreamResponse, trace_id: str = "") -> RunEvent | No
 
 
 class ComposerClient:
-    """A blocking client of one composer."""
+    """A blocking client of one composer. With `credentials` it talks TLS (plaintext
+    otherwise); `token` goes on every call as a bearer token (deploy and delete need an
+    admin's when the composer checks tokens)."""
 
-    def __init__(self, address: str, *, timeout: float | None = None) -> None:
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+    ) -> None:
+        self._channel = sync_channel(
+            address, options=CHANNEL_OPTIONS, credentials=credentials, token=token
+        )
         self._stub = composer_pb2_grpc.ComposerStub(self._channel)
         self.timeout = timeout
 
@@ -269,7 +281,8 @@ class ComposerClient:
 
 class AsyncComposerClient:
     """The asyncio client of one composer; create it inside the running loop. `interceptors`
-    go on its channel (tracing interceptors carry the caller's trace to the composer)."""
+    go on its channel (tracing interceptors carry the caller's trace to the composer);
+    `credentials` and `token` as for `ComposerClient`."""
 
     def __init__(
         self,
@@ -277,9 +290,15 @@ class AsyncComposerClient:
         *,
         timeout: float | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS, interceptors=interceptors
+        self._channel = aio_channel(
+            address,
+            options=CHANNEL_OPTIONS,
+            credentials=credentials,
+            token=token,
+            interceptors=interceptors,
         )
         self._stub = composer_pb2_grpc.ComposerStub(self._channel)
         self.timeout = timeout

@@ -32,6 +32,7 @@ import grpc
 import grpc.aio
 
 from modelyard.backoff import Backoff
+from modelyard.channels import aio_channel
 from modelyard.clock import SYSTEM_CLOCK, Clock, timeout_on
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
@@ -79,6 +80,7 @@ class EndpointWatcher:
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not control_plane_addresses:
             raise InvalidArgument("at least one control plane address is needed")
@@ -91,6 +93,7 @@ class EndpointWatcher:
         self._rng = rng or random.Random()
         self._clock = clock
         self._interceptors = interceptors
+        self._credentials = credentials  # TLS to the control planes; plaintext when None
         self._current: EndpointSet | None = None
         self._error: ModelyardError | None = None
         self._problem = "no answer yet"  # why the last connection failed, for messages
@@ -170,7 +173,10 @@ class EndpointWatcher:
 
     async def _watch(self, address: str) -> None:
         request = cp.WatchEndpointsRequest(model=self.model, selector=self.selector)
-        async with grpc.aio.insecure_channel(address, interceptors=self._interceptors) as channel:
+        channel = aio_channel(
+            address, credentials=self._credentials, interceptors=self._interceptors
+        )
+        async with channel:
             call = controlplane_pb2_grpc.ControlPlaneStub(channel).WatchEndpoints(request)
             async with timeout_on(self._clock, self.idle_timeout_s) as idle:
                 async for response in call:

@@ -43,6 +43,7 @@ import grpc.aio
 from modelyard.attempts import Attempt, AttemptTracker, Untracked
 from modelyard.backoff import Backoff
 from modelyard.balancing import POLICIES, Balancer
+from modelyard.channels import aio_channel, token_interceptors
 from modelyard.client import (
     CHANNEL_OPTIONS,
     Prediction,
@@ -83,8 +84,13 @@ class _Channels:
     """One channel per worker address, shared by all calls; closed once its worker has left
     every endpoint set and no call uses it (closing earlier would cut calls in flight)."""
 
-    def __init__(self, interceptors: Sequence[grpc.aio.ClientInterceptor]) -> None:
+    def __init__(
+        self,
+        interceptors: Sequence[grpc.aio.ClientInterceptor],
+        credentials: grpc.ChannelCredentials | None,
+    ) -> None:
         self._interceptors = interceptors
+        self._credentials = credentials
         self._stubs: dict[str, tuple[grpc.aio.Channel, predict_pb2_grpc.PredictAsyncStub]] = {}
         self._users: dict[str, int] = {}
         self._wanted: set[str] = set()
@@ -93,8 +99,11 @@ class _Channels:
     @contextlib.contextmanager
     def stub(self, address: str) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
         if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(
-                address, options=CHANNEL_OPTIONS, interceptors=self._interceptors
+            channel = aio_channel(
+                address,
+                options=CHANNEL_OPTIONS,
+                credentials=self._credentials,
+                interceptors=self._interceptors,
             )
             self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
         self._users[address] = self._users.get(address, 0) + 1
@@ -143,6 +152,8 @@ class RoutedClient:
         clock: Clock = SYSTEM_CLOCK,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         attempts: AttemptTracker | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -167,9 +178,12 @@ class RoutedClient:
         self._rng = rng or random.Random()
         self._clock = clock
         self._routes: dict[tuple[str, str], _Route] = {}
-        #: On every channel this client opens (read by tools that open their own).
-        self.interceptors = tuple(interceptors)
-        self._channels = _Channels(self.interceptors)
+        #: On every channel this client opens (read by tools that open their own): the
+        #: token's, then the caller's.
+        self.interceptors = (*token_interceptors(token), *interceptors)
+        #: TLS to the control planes and the workers; plaintext when None.
+        self.credentials = credentials
+        self._channels = _Channels(self.interceptors, credentials)
         self._attempts = attempts or Untracked()
 
     async def __aenter__(self) -> RoutedClient:
@@ -299,6 +313,7 @@ class RoutedClient:
                 idle_timeout_s=self.idle_timeout_s,
                 clock=self._clock,
                 interceptors=self.interceptors,
+                credentials=self.credentials,
             )
             route = self._routes[key] = _Route(parsed, watcher, balancer)
             watcher.start()

@@ -36,11 +36,13 @@ from grpc_reflection.v1alpha import reflection
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.v1 import load_pb2, load_pb2_grpc, predict_pb2, predict_pb2_grpc
+from modelyard_server.auth import AuthInterceptor
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
 from modelyard_server.service_telemetry import ServiceTelemetry
+from modelyard_server.tls import add_port
 from modelyard_server.workerinfo import DesiredWorker, WorkerInfo
 from workers.desired_state import DesiredState
 from workers.devices import worker_tags
@@ -93,9 +95,12 @@ class Worker:
         tags = worker_tags((m.device for m in settings.models), settings.tags)
         self.service = WorkerService(self.registry, self.metrics, tags, clock=clock)
         self.server = grpc.aio.server(
-            interceptors=self.telemetry.server_interceptors(
-                namespace="modelyard_worker", models=self.registry.names
-            ),
+            interceptors=[
+                *self.telemetry.server_interceptors(
+                    namespace="modelyard_worker", models=self.registry.names
+                ),
+                AuthInterceptor(settings.auth),  # innermost: its refusals are counted, traced
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -143,7 +148,9 @@ class Worker:
         background: a worker that cannot reach etcd serves anyway and keeps trying).
         """
         self._loop = asyncio.get_running_loop()
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self.port = add_port(
+            self.server, f"{self.settings.host}:{self.settings.port}", self.settings.tls
+        )
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.worker_id = self.settings.worker_id or f"{socket.gethostname()}-{self.port}"

@@ -38,10 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard.names import MAX_NAME_LENGTH
+from modelyard_server.auth import AuthSettings
 from modelyard_server.etcd import EtcdSettings
 from modelyard_server.logging_setup import LogSettings
 from modelyard_server.settings_file import build_settings
 from modelyard_server.telemetry.settings import TelemetrySettings
+from modelyard_server.tls import TlsSettings
 
 
 class BatchingConfig(BaseModel):
@@ -157,6 +159,15 @@ class WorkerSettings(BaseSettings):
     )
     logging: LogSettings = Field(
         default_factory=lambda: LogSettings(), description="Log format (text or json), level."
+    )
+    tls: TlsSettings = Field(
+        default_factory=lambda: TlsSettings(),
+        description="Certificate, key, CA bundle and client_auth (mutual TLS) for this "
+        "service's port and the channels it opens; no certificate means plaintext.",
+    )
+    auth: AuthSettings = Field(
+        default_factory=lambda: AuthSettings(),
+        description="Admin and serving tokens, admin certificate names (never logged).",
     )
     port_file: Path | None = Field(
         None, description="Write the bound port here once serving (for port 0)."
