@@ -54,7 +54,7 @@ class Composer:
             host=settings.host,
             metrics_port=settings.metrics_port,
         )
-        runs = ComposerTelemetry(self.telemetry.tracing.tracer, self.telemetry.registry)
+        runs = ComposerTelemetry(self.telemetry.tracer, self.telemetry.registry)
         self.client = EtcdClient(settings.etcd)
         self.store = GraphStore(self.client, Keys(settings.etcd.prefix))
         self.routed = RoutedClient(
@@ -63,7 +63,7 @@ class Composer:
             interceptors=self.telemetry.client_interceptors(),
             credentials=channel_credentials(settings.tls),
             token=settings.auth.outgoing_token(),
-            attempts=runs.attempts if self.telemetry.tracing.enabled else None,
+            attempts=runs.attempts,
         )
         self.admission = Admission(settings.max_runs_in_flight)
         self.service = ComposerService(

@@ -12,13 +12,14 @@ and the latency of runs and nodes.
 
 Inline graphs (sent with the run, not deployed) are counted as graph="<inline>" and
 node="<inline>": their names are the client's choice, and must not grow the number of series.
-Latencies carry the trace id as exemplar.
+Latencies carry the trace id as exemplar. With tracing off (no tracer) no span is made at
+all, not even a no-op one: the metrics are all that is left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 
 import grpc
@@ -32,7 +33,7 @@ from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.v1 import graph_pb2
 from modelyard_server.grpc_errors import status_code_of
 from modelyard_server.telemetry.exemplars import observe, seconds_histogram
-from modelyard_server.telemetry.spans import GRAPH, set_attributes, start_span
+from modelyard_server.telemetry.spans import set_attributes, start_span
 
 INLINE = "<inline>"
 _NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,7 +41,11 @@ _NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 class ComposerTelemetry:
     def __init__(
-        self, tracer: trace.Tracer, registry: CollectorRegistry, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        tracer: trace.Tracer | None,
+        registry: CollectorRegistry,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.tracer = tracer
         self._clock = clock
@@ -64,7 +69,8 @@ class ComposerTelemetry:
             registry,
             buckets=_NODE_BUCKETS,
         )
-        self.attempts = AttemptSpans(tracer)
+        #: The routed client's attempt spans; None with tracing off.
+        self.attempts = AttemptSpans(tracer) if tracer is not None else None
 
     @contextmanager
     def run(self, graph: graph_pb2.Graph, *, inline: bool) -> Iterator[RunTelemetry]:
@@ -75,7 +81,8 @@ class ComposerTelemetry:
         code = grpc.StatusCode.CANCELLED  # unless shown otherwise (a BaseException)
         self._in_flight.labels(label).inc()
         try:
-            with start_span(self.tracer, f"run {label}", attributes={GRAPH: label}):
+            with self._span(f"run {label}") as span:
+                set_attributes(span, graph=label)
                 yield RunTelemetry(self, label, inline)
                 code = grpc.StatusCode.OK
         except Exception as error:
@@ -91,7 +98,7 @@ class ComposerTelemetry:
         started = self._clock.now()
         status = "cancelled"  # unless shown otherwise (a BaseException)
         try:
-            with start_span(self.tracer, f"node {node.name}") as span:
+            with self._span(f"node {node.name}") as span:
                 set_attributes(span, graph=graph, node=node.name, model=_model_of(node) or None)
                 yield
                 status = "ok"
@@ -100,6 +107,11 @@ class ComposerTelemetry:
             raise
         finally:
             observe(self._node_seconds.labels(graph, label, status), self._clock.now() - started)
+
+    def _span(self, name: str) -> AbstractContextManager[Span]:
+        if self.tracer is None:
+            return nullcontext(trace.INVALID_SPAN)
+        return start_span(self.tracer, name)
 
 
 class RunTelemetry:

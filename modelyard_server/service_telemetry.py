@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Container
 
 import grpc.aio
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from modelyard_server.grpc_errors import ErrorMappingInterceptor
@@ -45,6 +46,12 @@ class ServiceTelemetry:
             if metrics_port >= 0
             else None
         )
+
+    @property
+    def tracer(self) -> trace.Tracer | None:
+        """The tracer for the service's own spans; None when tracing is off, so that code
+        can skip its spans altogether (a no-op span still costs microseconds)."""
+        return self.tracing.tracer if self.tracing.enabled else None
 
     @property
     def metrics_port(self) -> int | None:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import InvalidArgument, ModelyardError, NotFound, Reason, Resource
 from modelyard.model import LoadContext, Model
@@ -81,11 +83,20 @@ class ModelRegistry:
         on_change: StateListener | None = None,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        """`tracer` makes the spans of the models' runners (none: no spans)."""
         self._entries = {
             c.name: ModelEntry(
                 c,
-                ModelRunner(c.name, c.batching, threads=c.threads, metrics=metrics, clock=clock),
+                ModelRunner(
+                    c.name,
+                    c.batching,
+                    threads=c.threads,
+                    metrics=metrics,
+                    clock=clock,
+                    tracer=tracer,
+                ),
             )
             for c in configs
         }

@@ -2,6 +2,9 @@
 
 Every model owns a single-thread executor, so inference never blocks the event loop,
 different models run at the same time, and one model's torch thread setting stays its own.
+
+Each request's queue wait and inference are spans under its call's, and each model call of a
+batch a span linked to the requests it served (`workers.model_spans`).
 """
 
 from __future__ import annotations
@@ -9,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from opentelemetry import trace
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import ModelError, ResourceExhausted
 from modelyard.model import Model, Outputs, Request
 from workers.batching import Batcher, Pending
 from workers.metrics import WorkerMetrics
+from workers.model_spans import ModelSpans, Served
 from workers.settings import BatchingConfig
 
 R = TypeVar("R")
@@ -39,6 +46,14 @@ def set_torch_threads(threads: int) -> None:
         set_num_threads(threads)
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A batched request, and the record of its way for its spans."""
+
+    request: Request
+    served: Served
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -48,11 +63,13 @@ class ModelRunner:
         threads: int,
         metrics: WorkerMetrics,
         clock: Clock = SYSTEM_CLOCK,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.name = name
         self.batching = batching
         self._metrics = metrics
         self._clock = clock
+        self._spans = ModelSpans(tracer, name, clock)
         self._model: Model | None = None
         self._executor = ThreadPoolExecutor(
             1,
@@ -60,7 +77,7 @@ class ModelRunner:
             initializer=set_torch_threads,
             initargs=(threads,),
         )
-        self._batcher: Batcher[Request] | None = None
+        self._batcher: Batcher[_Queued] | None = None
         # Calls admitted and not finished when batching is off; bounded like the batch queue.
         self._unbatched = 0
         # Streams admitted and not finished. Each holds the model's thread for its whole
@@ -92,37 +109,49 @@ class ModelRunner:
 
     async def predict(self, request: Request) -> Outputs:
         model = self._require_model()
-        if self._batcher is not None:
-            return await self._batcher.submit(request)  # type: ignore[no-any-return]
+        served = self._spans.arrived()
+        try:
+            if self._batcher is not None:
+                future = self._batcher.submit(_Queued(request, served))
+                return await future  # type: ignore[no-any-return]
+            return await self._predict_unbatched(model, request, served)
+        finally:
+            self._spans.finished(served)
+
+    async def _predict_unbatched(self, model: Model, request: Request, served: Served) -> Outputs:
         if self._unbatched >= self.batching.max_queue_size:
             raise ResourceExhausted(
                 f"model '{self.name}' has {self._unbatched} requests waiting, its queue "
                 "limit; retry later or on another replica"
             )
-        enqueued = self._clock.now()
         if not model.blocking:
-            return self._predict_one(model, request, enqueued)
+            return self._predict_one(model, request, served)
         self._unbatched += 1
         try:
-            return await self.run_in_thread(lambda: self._predict_one(model, request, enqueued))
+            return await self.run_in_thread(lambda: self._predict_one(model, request, served))
         finally:
             self._unbatched -= 1
 
-    def _predict_one(self, model: Model, request: Request, enqueued: float) -> Outputs:
-        self._metrics.queue_wait.labels(self.name).observe(self._clock.now() - enqueued)
+    def _predict_one(self, model: Model, request: Request, served: Served) -> Outputs:
+        self._spans.started(served)
+        self._metrics.queue_wait.labels(self.name).observe(self._clock.now() - served.queued_at)
         self._metrics.batch_size.labels(self.name).observe(1)
-        result: Outputs | BaseException = _checked(model.predict([request]), 1)[0]
+        try:
+            result: Outputs | BaseException = _checked(model.predict([request]), 1)[0]
+        finally:
+            self._spans.ended(served)
         if isinstance(result, BaseException):
             raise result  # a model may report a request's failure in its result slot
         return result
 
-    async def _run_batch(self, batch: list[Pending[Request]]) -> None:
+    async def _run_batch(self, batch: list[Pending[_Queued]]) -> None:
         model = self._require_model()
         now = self._clock.now()
         for pending in batch:
             self._metrics.queue_wait.labels(self.name).observe(now - pending.enqueued_at)
         self._metrics.batch_size.labels(self.name).observe(len(batch))
-        results = await self.run_in_thread(lambda: _predict_isolated(model, batch))
+        with self._spans.batch([pending.item.served for pending in batch]):
+            results = await self.run_in_thread(lambda: _predict_isolated(model, batch))
         for pending, result in zip(batch, results, strict=True):
             if pending.future.done():  # the caller gave up meanwhile
                 continue
@@ -131,7 +160,7 @@ class ModelRunner:
             else:
                 pending.future.set_result(result)
 
-    async def predict_stream(self, request: Request) -> AsyncIterator[tuple[bool, Outputs]]:
+    async def predict_stream(self, request: Request) -> AsyncGenerator[tuple[bool, Outputs], None]:
         """Yields (False, partial outputs) for each chunk, then (True, final outputs).
 
         Closing the iterator early (the caller cancelled) sets the model's stop event, and
@@ -147,6 +176,7 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
+        served = self._spans.arrived()
 
         def produce() -> None:
             # One hop per chunk, from the model's thread to the loop: the model emits from
@@ -159,7 +189,13 @@ class ModelRunner:
                 # waited for the thread must not cost a model call.
                 if stop.is_set():
                     return
-                final = model.predict_stream_to(request, stop, lambda chunk: put((False, chunk)))
+                self._spans.started(served)
+                try:
+                    final = model.predict_stream_to(
+                        request, stop, lambda chunk: put((False, chunk))
+                    )
+                finally:
+                    self._spans.ended(served)
                 if not stop.is_set():
                     put((True, final))
             except BaseException as exc:  # handed to the caller, who maps it to a status
@@ -187,6 +223,7 @@ class ModelRunner:
                     await asyncio.shield(work)
         finally:
             self._streams -= 1
+            self._spans.finished(served)
 
     def _require_model(self) -> Model:
         if self._model is None:
@@ -207,7 +244,7 @@ def _checked(results: list[Any], expected: int) -> list[Any]:
     return results
 
 
-def _predict_isolated(model: Model, batch: list[Pending[Request]]) -> list[Any]:
+def _predict_isolated(model: Model, batch: list[Pending[_Queued]]) -> list[Any]:
     """Runs a batch; if it fails as a whole, runs each request alone so only the bad one fails.
 
     A model that checks each request itself (the Hugging Face adapters do) returns a bad
@@ -216,7 +253,7 @@ def _predict_isolated(model: Model, batch: list[Pending[Request]]) -> list[Any]:
     content problem that only shows during inference, or a plain bug) costs one more call
     per request, so that its batch-mates still get their answers.
     """
-    requests = [p.item for p in batch]
+    requests = [p.item.request for p in batch]
     try:
         return _checked(model.predict(requests), len(requests))
     except Exception as batch_error:

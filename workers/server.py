@@ -87,7 +87,11 @@ class Worker:
         self.metrics = WorkerMetrics(self.telemetry.registry)
         self.health = health.aio.HealthServicer()
         self.registry = ModelRegistry(
-            settings.models, self.metrics, self._on_model_change, clock=clock
+            settings.models,
+            self.metrics,
+            self._on_model_change,
+            clock=clock,
+            tracer=self.telemetry.tracer,
         )
         for entry in self.registry.entries():
             self.metrics.set_model_state(entry.name, entry.state.value)

@@ -14,7 +14,8 @@ reopen a worker that is shutting down.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,20 +198,22 @@ class WorkerService:
 
     async def predict_stream(
         self, entry: ModelEntry, request: Request
-    ) -> AsyncIterator[tuple[bool, Outputs]]:
+    ) -> AsyncGenerator[tuple[bool, Outputs], None]:
         span = trace.get_current_span()  # the call's, taken now: not current across yields
         record_call(span, model=entry.name, device=entry.device)
         self._enter(entry)
         started = self._clock.now()
         first = True
         try:
-            async for final, outputs in entry.runner.predict_stream(request):
-                if first:
-                    record_first_chunk(span, self._clock.now() - started)
-                    first = False
-                if final:
-                    record_usage(span, outputs)
-                yield final, outputs
+            # closed with this one, in the same task (see workers.servicer)
+            async with contextlib.aclosing(entry.runner.predict_stream(request)) as stream:
+                async for final, outputs in stream:
+                    if first:
+                        record_first_chunk(span, self._clock.now() - started)
+                        first = False
+                    if final:
+                        record_usage(span, outputs)
+                    yield final, outputs
         finally:
             self._leave(entry, started)
 

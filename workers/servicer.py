@@ -7,6 +7,7 @@ Errors are raised as `ModelyardError`s and mapped to statuses by the shared edge
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -52,16 +53,20 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
             from_value_map(request.parameters, "parameters"),
         )
         index = 0
-        async for final, outputs in self._service.predict_stream(entry, call):
-            if final:
-                yield pb.PredictStreamResponse(result=_response(entry, outputs, request.request_id))
-                break
-            message = pb.PredictStreamResponse()
-            message.chunk.index = index
-            message.chunk.request_id = request.request_id
-            fill_value_map(message.chunk.outputs, outputs)
-            yield message
-            index += 1
+        # closed here, in the call's task: the generation stops and its spans are recorded
+        # at once, not whenever asyncio gets round to closing an abandoned generator
+        async with contextlib.aclosing(self._service.predict_stream(entry, call)) as stream:
+            async for final, outputs in stream:
+                if final:
+                    result = _response(entry, outputs, request.request_id)
+                    yield pb.PredictStreamResponse(result=result)
+                    break
+                message = pb.PredictStreamResponse()
+                message.chunk.index = index
+                message.chunk.request_id = request.request_id
+                fill_value_map(message.chunk.outputs, outputs)
+                yield message
+                index += 1
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

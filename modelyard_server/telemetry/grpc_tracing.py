@@ -46,7 +46,6 @@ import grpc
 import grpc.aio
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
-from opentelemetry.instrumentation.grpc.filters import any_of, health_check, service_prefix
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -58,7 +57,17 @@ Behaviour: TypeAlias = Callable[..., Any]
 #: The span attribute the instrumentation gives a call's status code (a number).
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 #: Calls that get no spans: health probes and reflection (grpcurl), on servers and clients.
-UNTRACED = any_of(health_check(), service_prefix("grpc.reflection."))
+#: (A prefix test: upstream's filters, `any_of(health_check(), service_prefix(...))`, run
+#: runtime-checked isinstance tests on every call and cost more than the rest of an
+#: untraced call's tracing.)
+UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def untraced(details: grpc.HandlerCallDetails | grpc.aio.ClientCallDetails) -> bool:
+    method: str | bytes = details.method
+    if isinstance(method, bytes):  # grpc.aio clients give bytes (grpc/grpc#31092)
+        method = method.decode()
+    return method.startswith(UNTRACED_PREFIXES)
 
 
 def server_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
@@ -71,7 +80,7 @@ def client_interceptors(provider: TracerProvider) -> list[grpc.aio.ClientInterce
     """The interceptors a channel needs for tracing, one per call kind."""
     interceptors: list[grpc.aio.ClientInterceptor] = []
     for upstream in aio_client_interceptors(
-        tracer_provider=provider, filter_=lambda details: not UNTRACED(details)
+        tracer_provider=provider, filter_=lambda details: not untraced(details)
     ):
         if isinstance(upstream, grpc.aio.UnaryUnaryClientInterceptor):
             interceptors.append(_CancellableUnaryUnary(upstream))
@@ -85,20 +94,29 @@ def client_interceptors(provider: TracerProvider) -> list[grpc.aio.ClientInterce
 class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, upstream: grpc.aio.ServerInterceptor) -> None:
         self._upstream = upstream
+        # A traced unary handler serves every call of its method (upstream's wrapper reads
+        # only the method's name from the call details), so it is built once per method.
+        self._unary: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
+        cached = self._unary.get(handler_call_details.method)
+        if cached is not None:
+            return cached
         handler = await continuation(handler_call_details)
-        if handler is None or UNTRACED(handler_call_details) or not _traceable(handler):
+        if handler is None or untraced(handler_call_details) or not _traceable(handler):
             return handler
         if not handler.response_streaming:
             marked = _with_unary_behaviour(
                 handler, _marking_cancellation(_unary_behaviour(handler))
             )
-            return await self._upstream.intercept_service(_given(marked), handler_call_details)
+            traced = await self._upstream.intercept_service(_given(marked), handler_call_details)
+            assert traced is not None  # it wraps what it is given
+            self._unary[handler_call_details.method] = traced
+            return traced
         # one interception per call: `opened` is this call's handler generator and span
         opened = _Opened()
         tracked = _with_stream_behaviour(handler, _tracking(_stream_behaviour(handler), opened))

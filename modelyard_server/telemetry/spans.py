@@ -94,6 +94,8 @@ def set_attributes(
 ) -> None:
     """Records the given ones under modelyard's attribute names (a no-op on a span that is
     not recording: tracing off, or not sampled)."""
+    if not span.is_recording():
+        return
     given = {
         MODEL: model,
         REPLICA: replica,

@@ -205,8 +205,8 @@ class Unavailable(grpc.aio.AioRpcError):
 
 def test_an_attempt_is_a_span_current_only_while_active_and_ends_with_its_outcome() -> None:
     telemetry = Telemetry()
-    tracer = telemetry.composer.tracer
-    attempts = telemetry.composer.attempts
+    tracer, attempts = telemetry.composer.tracer, telemetry.composer.attempts
+    assert tracer is not None and attempts is not None  # tracing is on
     with tracer.start_as_current_span("node n") as node:
         first = attempts.track(Attempt("gpt2", "w1", "10.0.0.1:50051", 1, streaming=False))
         with first.__enter__().active(), tracer.start_as_current_span("the call"):
