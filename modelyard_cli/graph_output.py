@@ -15,20 +15,20 @@ from rich.text import Text
 
 from modelyard.composer_client import (
     Chunk,
-    ComposerClient,
     NodeFinished,
     NodeStarted,
     Result,
 )
 from modelyard.errors import ModelyardError
 from modelyard.values import jsonable
+from modelyard_cli.credentials import composer_client
 from modelyard_cli.rpc import rpc_problem
 
 
 def deploy_files(address: str, files: Sequence[Path], console: Console) -> None:
     from composer.spec import load_graph
 
-    with ComposerClient(address, timeout=30) as client:
+    with composer_client(address, 30) as client:
         for path in files:
             graph = load_graph(path)
             warnings = client.deploy(graph)
@@ -52,7 +52,7 @@ def print_run(
     def print_trace(trace_id: str) -> None:
         console.print(f"trace {trace_id}", markup=False, highlight=False)
 
-    with ComposerClient(address, timeout=timeout) as client:
+    with composer_client(address, timeout) as client:
         try:
             for event in client.run_stream(graph, inputs, on_trace=print_trace):
                 if isinstance(event, Chunk):
@@ -80,7 +80,7 @@ def print_outputs_json(
 ) -> int:
     """Runs `graph` and prints its outputs as JSON, and nothing else, on stdout. Returns a
     process exit code."""
-    with ComposerClient(address, timeout=timeout) as client:
+    with composer_client(address, timeout) as client:
         try:
             result = client.run(graph, inputs)
         except ModelyardError as error:

@@ -197,10 +197,10 @@ def models(
         modelyard models 127.0.0.1:50051
     """
     setup_logging(verbose)
-    from modelyard.client import Client
     from modelyard.v1 import predict_pb2 as pb
+    from modelyard_cli.credentials import worker_client
 
-    with _ErrorsAsExit(), Client(address, timeout=10) as client:
+    with _ErrorsAsExit(), worker_client(address, 10) as client:
         statuses = client.list_models()
     table = Table()
     table.add_column("name", no_wrap=True)  # a name to copy: whole, on one line
@@ -228,9 +228,9 @@ def metadata(
     setup_logging(verbose)
     from google.protobuf.json_format import MessageToDict
 
-    from modelyard.client import Client
+    from modelyard_cli.credentials import worker_client
 
-    with _ErrorsAsExit(), Client(address, timeout=10) as client:
+    with _ErrorsAsExit(), worker_client(address, 10) as client:
         response = client.metadata(model)
     console.print_json(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
 
@@ -256,11 +256,11 @@ def predict(
         modelyard predict 127.0.0.1:50051 sentiment -i text="I love it"
     """
     setup_logging(verbose)
-    from modelyard.client import Client
     from modelyard.values import jsonable
+    from modelyard_cli.credentials import worker_client
 
     inputs, parameters = _pairs(input or []), _pairs(param or [])
-    with _ErrorsAsExit(), Client(address, timeout=timeout) as client:
+    with _ErrorsAsExit(), worker_client(address, timeout) as client:
         if not stream:
             result = client.predict(model, inputs, parameters=parameters)
             console.print_json(json.dumps(result.outputs, default=jsonable))

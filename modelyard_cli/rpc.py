@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from modelyard_cli.credentials import from_environment
 from modelyard_cli.mistakes import fail
 
 
@@ -19,9 +20,10 @@ def call_service(
     what: str = "the server",
     option: str = "",
 ) -> Any:
-    """`call(stub)` on a channel to `target`. `what` names the server in messages, `option`
+    """`call(stub)` on a channel to `target` (TLS and token from the environment:
+    `modelyard_cli.credentials`). `what` names the server in messages, `option`
     the command's flag that points at another one."""
-    with grpc.insecure_channel(target) as channel:
+    with from_environment().channel(target) as channel:
         try:
             return call(stub_class(channel))
         except grpc.RpcError as error:

@@ -26,8 +26,11 @@ from modelyard.client import AsyncClient
 from modelyard.errors import ModelyardError
 from modelyard.v1 import composer_pb2, composer_pb2_grpc, controlplane_pb2_grpc
 from modelyard.v1 import controlplane_pb2 as cp
+from modelyard_cli import cluster
 from modelyard_cli.etcd_server import EtcdServer
+from modelyard_cli.mistakes import Mistake
 from modelyard_server.auth import AuthSettings, Role
+from tests.helpers import eventually
 from tests.integration.conftest import running_worker
 from tests.integration.tls_certs import Authority, make_ca
 from workers.server import Worker
@@ -243,3 +246,16 @@ def test_tokens_read_from_a_file_count_and_are_never_shown(tmp_path: Path) -> No
     assert settings.tokens(Role.ADMIN) == [ADMIN.encode()]
     assert settings.outgoing_token() == SERVING
     assert SERVING not in repr(settings) and SERVING not in settings.model_dump_json()
+
+
+async def test_the_cli_sends_the_token_from_modelyard_token(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await until_registered(stack)
+    worker_id, address = stack.worker.worker_id, stack.plane.address
+    with pytest.raises(Mistake) as refused:
+        await asyncio.to_thread(cluster.drain, worker_id, address)
+    assert "UNAUTHENTICATED" in str(refused.value)
+    monkeypatch.setenv("MODELYARD_TOKEN", ADMIN)
+    await asyncio.to_thread(cluster.drain, worker_id, address)
+    await eventually(lambda: stack.worker.service.draining, timeout=30)  # it took effect
