@@ -176,6 +176,9 @@ class Stack:
         config.write_text(yaml.safe_dump(self._worker_config(worker, worker_id, base)))
         models = ", ".join(str(m.get("name", "?")) for m in worker.get("models", []))
         self._worker_ids[worker_service(worker_id)] = worker_id
+        # each worker its own name in the trace backend (a config's telemetry.service_name,
+        # or OTEL_SERVICE_NAME, are not per worker; the config's still wins over this)
+        trace_name = {"MODELYARD_WORKER_TELEMETRY__SERVICE_NAME": f"modelyard-worker-{worker_id}"}
         return self._launch(
             worker_service(worker_id),
             ["worker", "--config", str(config)],
@@ -183,7 +186,7 @@ class Stack:
             "MODELYARD_WORKER_METRICS_PORT",
             configured_metrics=worker.get("metrics_port"),
             log_file=self.work_dir / f"{worker_id}.log",
-            env=import_path_env(base),
+            env={**import_path_env(base), **trace_name},
             timeout=timeout,
             detail=f"loading {models}",
         )
