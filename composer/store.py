@@ -1,7 +1,8 @@
 """Graphs in etcd (`/modelyard/graphs/<name>`), so every composer replica runs the same ones.
 
 Each replica keeps an informer cache of the prefix; reads never touch etcd. Graphs are
-stored as protobuf JSON, readable with etcdctl.
+stored as protobuf JSON, readable with etcdctl. Writes ride out an etcd leader election and
+otherwise fail UNAVAILABLE (modelyard_server.etcd_writes).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from modelyard.errors import NotFound, Reason, Resource, Unavailable
 from modelyard.names import quote, some_names
 from modelyard.v1 import graph_pb2
 from modelyard_server.etcd import Keys
+from modelyard_server.etcd_writes import retried
 from modelyard_server.informer import Informer
 
 
@@ -30,11 +32,13 @@ class GraphStore:
         )
 
     async def put(self, graph: graph_pb2.Graph) -> None:
-        await self._client.put(self._key(graph.name), json_format.MessageToJson(graph).encode())
+        key, value = self._key(graph.name), json_format.MessageToJson(graph).encode()
+        await retried(lambda: self._client.put(key, value), what=f"deploy graph '{graph.name}'")
 
     async def delete(self, name: str) -> None:
         self.get(name)  # NOT_FOUND for a graph nobody deployed
-        await self._client.delete(self._key(name))
+        key = self._key(name)
+        await retried(lambda: self._client.delete(key), what=f"delete graph '{name}'")
         self.informer.cache.pop(name, None)  # read-your-writes on this replica
 
     def _require_synced(self) -> None:

@@ -1,7 +1,8 @@
 """Admin operations: they write desired state to etcd and read the cluster view.
 
 Nothing here lives only in memory: a drain is a key in etcd that the worker obeys and every
-control-plane replica sees, so it survives restarts of either.
+control-plane replica sees, so it survives restarts of either. Writes ride out an etcd
+leader election and otherwise fail UNAVAILABLE (modelyard_server.etcd_writes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from modelyard.errors import NotFound, Reason, Resource
 from modelyard.names import check_name, quote, some_names
 from modelyard.selectors import Selector
 from modelyard_server.etcd import Keys
+from modelyard_server.etcd_writes import retried
 from modelyard_server.workerinfo import DesiredWorker
 
 
@@ -31,13 +33,13 @@ class Admin:
 
     async def drain(self, worker_id: str) -> None:
         self._require(worker_id)
-        await self._store.put(
-            self._keys.desired_worker(worker_id), DesiredWorker(drain=True).to_json()
-        )
+        key, value = self._keys.desired_worker(worker_id), DesiredWorker(drain=True).to_json()
+        await retried(lambda: self._store.put(key, value), what=f"drain worker '{worker_id}'")
 
     async def undrain(self, worker_id: str) -> None:
         self._require(worker_id)
-        await self._store.delete(self._keys.desired_worker(worker_id))
+        key = self._keys.desired_worker(worker_id)
+        await retried(lambda: self._store.delete(key), what=f"undrain worker '{worker_id}'")
 
     def _require(self, worker_id: str) -> None:
         check_name("worker", worker_id)
