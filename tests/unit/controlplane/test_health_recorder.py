@@ -4,14 +4,16 @@ registration of a worker, written while this replica leads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from controlplane.health_recorder import HealthRecorder
+from controlplane.health_recorder import RETRY, HealthRecorder
 from modelyard_server.aio import cancel_and_wait
 from modelyard_server.workerinfo import WorkerHealth
+from tests.support.clock import FakeClock
 from tests.unit.controlplane.cluster import KEYS, Cluster
 from tests.unit.controlplane.fakes import Write, settle, until
 
@@ -105,3 +107,58 @@ async def test_a_failed_write_is_logged_and_later_results_are_still_written(
 
     assert await written_after(cluster, recorder) == [put("w1", kept)]
     assert "cannot record health of w1: etcd did not answer in time" in caplog.text
+
+
+async def test_a_failed_write_is_tried_again_until_etcd_takes_it(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a prober reports a change once: dropped, a dead worker would stay in the sets
+    clock = FakeClock()
+    async with recording(cluster, clock) as recorder:
+        registration = cluster.register("w1", "echo")
+        gone = WorkerHealth(reachable=False, registration=registration)
+        cluster.store.failure = TimeoutError()  # etcd electing a leader
+        caplog.set_level(logging.WARNING, "controlplane.health_recorder")
+
+        recorder.record("w1", gone)
+        await until(lambda: clock.sleepers == 1)  # failed once, pausing
+        await clock.advance(RETRY.cap * 2)
+        await until(lambda: caplog.text.count("cannot record health of w1") >= 2)
+        await until(lambda: clock.sleepers == 1)
+        cluster.store.failure = None  # etcd has a leader again
+        await clock.advance(RETRY.cap * 2)
+
+        await until(lambda: cluster.store.writes == [put("w1", gone)])
+
+
+async def test_a_failed_write_is_given_up_once_this_replica_no_longer_leads(
+    cluster: Cluster,
+) -> None:
+    clock = FakeClock()
+    async with recording(cluster, clock) as recorder:
+        registration = cluster.register("w1", "echo")
+        cluster.store.failure = TimeoutError()
+        recorder.record("w1", WorkerHealth(reachable=False, registration=registration))
+        await until(lambda: clock.sleepers == 1)
+        cluster.leader = False  # the new leader probes, and writes, for itself
+        cluster.store.failure = None
+        await clock.advance(RETRY.cap * 2)
+        cluster.leader = True  # for the marker
+
+        assert await written_after(cluster, recorder) == []
+
+
+@contextlib.asynccontextmanager
+async def recording(cluster: Cluster, clock: FakeClock) -> AsyncIterator[HealthRecorder]:
+    recorder = HealthRecorder(
+        view=cluster.view,
+        store=cluster.store,
+        keys=KEYS,
+        is_leader=lambda: cluster.leader,
+        clock=clock,
+    )
+    task = asyncio.ensure_future(recorder.run())
+    try:
+        yield recorder
+    finally:
+        await cancel_and_wait(task)
