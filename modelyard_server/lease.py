@@ -8,12 +8,18 @@ leader election.
                                      # trusted to be alive; `reason` says why
     await session.close()            # stops refreshing and revokes the lease
 
+    later = LeaseSession(client, ttl=2.0)
+    await later.resume(lease)        # carries on with a lease a lost session held, if etcd
+                                     # still has it (it extends every lease when it elects)
+
 The lease is refreshed every ttl/3. A refresh that fails or hangs is retried until the
 lease could have expired (minus a safety margin), not given up after ttl/3: an etcd leader
 election takes about a second, and a session that gave up sooner would drop its keys and
-leadership for a blip that the lease itself survives. The margin keeps the holder's view
-on the safe side: `lost()` returns before etcd can expire the lease, so a leader steps
-down before a successor can be elected.
+leadership for a blip that the lease itself survives. Each attempt has a short limit of its
+own (ATTEMPT): a refresh that reached etcd just as its leader died is lost, never answered,
+and waiting for it would spend the whole budget while etcd has long elected a new leader.
+The margin keeps the holder's view on the safe side: `lost()` returns before etcd can
+expire the lease, so a leader steps down before a successor can be elected.
 
 aetcd 1.0 has no keep-alive of its own; its lease objects are untyped, read as `Any`.
 """
@@ -37,6 +43,8 @@ T = TypeVar("T")
 
 #: between keep-alive attempts after one failed (an etcd election takes about a second)
 REFRESH_RETRY = Backoff(initial=0.1, cap=0.25)
+#: the longest one keep-alive may take (etcd answers in milliseconds once it has a leader)
+ATTEMPT = 0.5
 
 
 class LeaseSession:
@@ -67,14 +75,35 @@ class LeaseSession:
 
     @property
     def alive(self) -> bool:
-        return self.lease is not None and not self._lost.is_set()
+        """Whether the lease can be counted on now: also false once the budget has run
+        out but the keep-alive task has not run yet to say so (the loop was stalled)."""
+        return self.lease is not None and not self._lost.is_set() and self._budget() > 0
 
     async def grant(self, timeout: float | None = None) -> None:
         """Grants a new lease and starts keeping it alive. `timeout` bounds the grant
         (default: the margin before a lease of this TTL could expire)."""
         asked = self._clock.now()
-        bound = timeout if timeout is not None else self.ttl - self.margin
-        self.lease = await _within(self._clock, bound, self._client.lease(self.ttl))
+        lease = await _within(self._clock, self._bound(timeout), self._client.lease(self.ttl))
+        self._start(lease, asked)
+
+    async def resume(self, lease: Any, timeout: float | None = None) -> bool:
+        """Keeps `lease` alive from now on if etcd still has it (one refresh says), and
+        returns whether it did. For a lease whose session was lost while etcd still counted
+        it: an etcd leader election can outlast a session's budget, but a new etcd leader
+        extends every lease, so its keys are still there. Raises if etcd cannot answer
+        within `timeout` (default: as `grant`)."""
+        asked = self._clock.now()
+        reply = await _within(self._clock, self._bound(timeout), lease.refresh())
+        if reply is None or int(reply.TTL) <= 0:
+            return False
+        self._start(lease, asked)
+        return True
+
+    def _bound(self, timeout: float | None) -> float:
+        return timeout if timeout is not None else self.ttl - self.margin
+
+    def _start(self, lease: Any, asked: float) -> None:
+        self.lease = lease
         # counted from when we asked: etcd may have started the TTL at any point since
         self._alive_until = asked + self.ttl
         self._task = asyncio.get_running_loop().create_task(
@@ -110,7 +139,7 @@ class LeaseSession:
                 continue
             asked = self._clock.now()
             try:
-                reply = await _within(self._clock, budget, self.lease.refresh())
+                reply = await _within(self._clock, min(budget, ATTEMPT), self.lease.refresh())
             except Exception as failure:  # etcd unreachable or electing: retry within budget
                 error = describe_error(failure)
                 continue

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from modelyard_server.lease import LeaseSession
+from modelyard_server.lease import ATTEMPT, LeaseSession
 from tests.support.clock import FakeClock
 from tests.unit.controlplane.fake_etcd import FakeEtcd, FakeLease
+from tests.unit.controlplane.fakes import settle
 
 TTL = 3  # refreshes every 1 s; lost 0.5 s (ttl/6) before the lease could expire
 
@@ -168,3 +169,52 @@ async def test_a_grant_etcd_cannot_answer_raises(clock: FakeClock, etcd: FakeEtc
     with pytest.raises(ConnectionError):
         await session.grant()
     assert not session.alive
+
+
+async def test_a_refresh_lost_in_an_etcd_election_is_sent_again_and_the_lease_survives(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    # a keep-alive that reached etcd just as its leader died is never answered; waiting for
+    # it would spend the whole budget although etcd has a new leader a moment later
+    lease = lease_of(etcd)
+    lost = asyncio.ensure_future(session.lost())
+    lease.hang = True
+    await clock.advance(1.0)  # the scheduled refresh goes out, and hangs
+    await clock.advance(ATTEMPT / 2)
+    lease.hang = False  # etcd has a leader again
+    for _ in range(10):
+        await clock.advance(0.1)  # the hung one is abandoned and another one sent
+
+    assert lease.refreshes >= 2
+    await clock.advance(3.0)  # well past when the first refresh's budget would have ended
+    assert session.alive and not lost.done()
+    lost.cancel()
+
+
+async def test_resume_keeps_alive_a_lease_etcd_still_has(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    lease = lease_of(etcd)
+    await session.close(revoke=False)  # the session lost track of it; etcd did not
+    later = LeaseSession(etcd, ttl=TTL, clock=clock)
+
+    assert await later.resume(lease)
+
+    assert later.alive and later.lease is lease
+    refreshed = lease.refreshes
+    await settle()  # its keep-alive starts counting
+    await clock.advance(1.0)
+    assert lease.refreshes == refreshed + 1  # on the usual schedule from now on
+    await later.close()
+
+
+async def test_resume_refuses_a_lease_etcd_no_longer_has(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    lease = lease_of(etcd)
+    await session.close(revoke=False)
+    etcd.expire(lease)
+    later = LeaseSession(etcd, ttl=TTL, clock=clock)
+
+    assert not await later.resume(lease)
+    assert not later.alive
