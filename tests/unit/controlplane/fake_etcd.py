@@ -1,5 +1,5 @@
 """An in-memory etcd with the slice of aetcd's client API that leases, the election and
-informers use: lease(), transaction() (create-revision compares and puts), get(),
+informers use: lease(), transaction() (create- and mod-revision compares, puts), get(),
 get_prefix(), put(), delete(), watch() and watch_prefix().
 
 Simplifications a test must know: a watch sees only what happens after it was created
@@ -97,25 +97,27 @@ class FakeWatch:
             yield event
 
 
-class CreateRevision:
-    """`transactions.create(key)`; `== n` makes the compare."""
+class Revision:
+    """`transactions.create(key)` or `transactions.mod(key)`; `== n` makes the compare."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, field: str) -> None:
         self.key = key
+        self.field = field  # "create_revision" or "mod_revision"
 
     def __eq__(self, revision: object) -> Compare:  # type: ignore[override]
         assert isinstance(revision, int)
-        return Compare(self.key, revision)
+        return Compare(self.key, self.field, revision)
 
 
 @dataclass(frozen=True, slots=True)
 class Compare:
     key: bytes
-    create_revision: int
+    field: str
+    revision: int
 
     def holds(self, etcd: FakeEtcd) -> bool:
         kv = etcd.data.get(self.key)
-        return (kv.create_revision if kv is not None else 0) == self.create_revision
+        return (getattr(kv, self.field) if kv is not None else 0) == self.revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +128,11 @@ class Put:
 
 
 class Transactions:
-    def create(self, key: bytes) -> CreateRevision:
-        return CreateRevision(key)
+    def create(self, key: bytes) -> Revision:
+        return Revision(key, "create_revision")
+
+    def mod(self, key: bytes) -> Revision:
+        return Revision(key, "mod_revision")
 
     def put(self, key: bytes, value: bytes, lease: Any = None) -> Put:
         return Put(key, value, lease)

@@ -201,3 +201,43 @@ async def test_resign_revokes_the_lease_so_the_key_goes_at_once(
     assert lease.revoked and holder(etcd) is None
     assert a.changes == [True, False] and not a.election.is_leader
     assert "replica a steps down: the election stopped" in caplog.text
+
+
+async def test_a_leader_that_stepped_down_during_an_etcd_election_re_takes_its_own_key(
+    replicas: list[Replica], etcd: FakeEtcd, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # etcd electing a leader for longer than the session's budget: the leader steps down,
+    # but etcd keeps (and, once it has a leader, extends) the lease that holds the key
+    a = await start(replicas, etcd, clock, "a")
+    await until(lambda: a.election.is_leader)
+    await settle()
+    (old,) = etcd.leases
+    old.refresh_failure = TimeoutError()
+    etcd.failure = ConnectionError("etcd electing")  # revoking the old lease fails too
+    for _ in range(30):
+        await clock.advance(0.1)
+    assert a.changes == [True, False]
+    assert holder(etcd) == b"a" and etcd.data[KEY].lease == old.id  # the key outlived it
+
+    etcd.failure = None  # etcd has a leader again; the old lease never expired
+    for _ in range(10):
+        await clock.advance(0.1)
+
+    await until(lambda: a.election.is_leader)
+    assert a.changes == [True, False, True]
+    assert etcd.data[KEY].lease == etcd.leases[-1].id != old.id  # moved to the new lease
+    assert not old.expired
+    assert f"replica a re-takes its key from lease {old.id}" in caplog.text
+
+
+async def test_a_key_with_the_same_id_on_a_lease_this_replica_never_held_is_not_taken(
+    replicas: list[Replica], etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    # a replica restarted under the same id, or another with a duplicate id: it cannot
+    # tell that lease's holder is gone, so it waits for the key to go like any follower
+    etcd.write(KEY, b"a", lease=999)
+    a = await start(replicas, etcd, clock, "a")
+
+    await until(lambda: len(etcd.open_watches()) == 1)
+
+    assert not a.election.is_leader and etcd.data[KEY].lease == 999
