@@ -6,10 +6,14 @@
       '---- at once, then with backoff while etcd is unreachable <---'
             (the session lost its lease, or a put failed)
 
-Any failure starts over from a new lease. That is always safe: a put with the new lease
-moves the key off the old one, so the old lease expiring later deletes nothing. A worker
-whose registration fails keeps serving; only `registered` (and the health service
-"modelyard.v1.Registration" that the worker derives from it) says so.
+Any failure starts over, and first with the lease it had: an etcd leader election can
+outlast the session's budget although etcd keeps (and extends) every lease, so if that
+lease is still alive the worker carries on with it, its key never having left etcd, and
+stays registered throughout. Only a lease etcd no longer has is replaced by a new one.
+That is always safe: a put with the new lease moves the key off the old one, so the old
+lease expiring later deletes nothing. A worker whose registration fails keeps serving;
+only `registered` (and the health service "modelyard.v1.Registration" that the worker
+derives from it) says so.
 """
 
 from __future__ import annotations
@@ -113,31 +117,42 @@ class Registration:
         await self._set_state(False, "closed")
 
     async def _run(self) -> None:
+        previous: object = None  # the lease of the last attempt, if it may still be alive
         while True:
             session = LeaseSession(
                 self._client, ttl=self._ttl, clock=self._clock, name=self._key.decode()
             )
             self._session = session
             try:
-                await self._register(session)
+                await self._register(session, previous)
             except Exception as error:  # etcd unreachable, slow, or refusing: try again
                 # (a lease granted by a failed attempt holds no key and simply expires)
+                previous = session.lease or previous
                 await session.close(revoke=False)
                 await self._set_state(False, f"cannot register: {describe_error(error)}")
                 delay = self._retry.next()
                 log.debug("registering %s again in %.2f s", self._key.decode(), delay)
                 await self._clock.sleep(delay)
                 continue
+            if previous is not None:
+                kept = "kept" if session.lease is previous else "registered under new"
+                log.info("%s: %s lease %x", self._key.decode(), kept, session.lease_id)
             self._retry.reset()
             await self._set_state(True, "")
             reason = await self._keep_current(session)
+            previous = session.lease
             await session.close(revoke=False)  # lost already, or its key is out of date
-            await self._set_state(False, reason)
-            # no pause here: the first new attempt is immediate, backoff starts if it fails
+            log.info("registration %s: %s; carrying on", self._key.decode(), reason)
+            # no pause, and still registered until an attempt fails: the next attempt is
+            # immediate and resumes the same lease if etcd kept it
 
-    async def _register(self, session: LeaseSession) -> None:
+    async def _register(self, session: LeaseSession, previous: object) -> None:
         self._dirty.clear()  # the put below carries the newest info
-        await session.grant(timeout=self._call_timeout)
+        # Up to a TTL for etcd to answer about the old lease: etcd still electing holds the
+        # refresh, and a new etcd leader gives every lease its whole TTL again.
+        resumed = previous is not None and await session.resume(previous, timeout=self._ttl)
+        if not resumed:
+            await session.grant(timeout=self._call_timeout)
         await self._put(session)
 
     async def _put(self, session: LeaseSession) -> None:
