@@ -7,7 +7,7 @@ in `admin_identities`. Serving RPCs (Predict, PredictStream, Run, RunStream) tak
 or admin token (or an admin identity) once `serving_tokens` is set; until then they are
 open. Everything else (health, reflection, listings, endpoint and load watches) stays open:
 orchestrators probe health without credentials. A role nobody configured is open too, so a
-local stack needs no setup; the server warns when admin RPCs are open that way.
+local stack needs no setup; the first admin call that finds its role open logs a warning.
 
 No credentials, or a token nobody issued → UNAUTHENTICATED; a valid caller without the
 role → PERMISSION_DENIED. Tokens are compared in constant time against every key, and
@@ -113,11 +113,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             Role.SERVING: bool(self._serving),
         }
         self._wrapped: dict[str, Handler] = {}
-        if not self._enforced[Role.ADMIN]:
-            log.warning(
-                "admin RPCs (drain, undrain, deploy, delete) accept any caller: set "
-                "auth.admin_tokens or auth.admin_identities"
-            )
+        self._warned_open = False
 
     async def intercept_service(
         self,
@@ -130,7 +126,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return cached
         handler = await continuation(handler_call_details)
         role = GUARDED.get(method)
-        if handler is None or role is None or not self._enforced[role]:
+        if handler is None or role is None:
+            return handler
+        if not self._enforced[role]:
+            if role is Role.ADMIN and not self._warned_open:
+                # once, at the first admin call: a worker, which has none, never warns
+                self._warned_open = True
+                log.warning(
+                    "%s accepted with no credentials: admin RPCs are open to any caller "
+                    "until auth.admin_tokens or auth.admin_identities is set",
+                    method,
+                )
             return handler
         wrapped = self._wrap(handler, method, role)
         self._wrapped[method] = wrapped

@@ -224,6 +224,7 @@ async def test_an_admin_certificate_drains_and_another_certificate_may_not(
     )
     await plane.start()
     try:
+        await asyncio.wait_for(plane.synced.wait(), 30)  # else drains are UNAVAILABLE
         request = cp.DrainWorkerRequest(worker_id="nobody")
         for name, expected in (
             ("ops-admin", grpc.StatusCode.NOT_FOUND),  # let through: no such worker
@@ -259,3 +260,22 @@ async def test_the_cli_sends_the_token_from_modelyard_token(
     monkeypatch.setenv("MODELYARD_TOKEN", ADMIN)
     await asyncio.to_thread(cluster.drain, worker_id, address)
     await eventually(lambda: stack.worker.service.draining, timeout=30)  # it took effect
+
+
+async def test_a_control_plane_without_admin_credentials_warns_at_its_first_admin_call(
+    etcd: EtcdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=etcd.settings()))
+    await plane.start()
+    try:
+        await asyncio.wait_for(plane.synced.wait(), 30)  # else drains are UNAVAILABLE
+        assert "admin RPCs are open" not in caplog.text
+        async with grpc.aio.insecure_channel(plane.address) as channel:
+            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+            for _ in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.DrainWorker(cp.DrainWorkerRequest(worker_id="nobody"), timeout=10)
+                assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # let through
+    finally:
+        await plane.stop()
+    assert caplog.text.count("admin RPCs are open to any caller") == 1
