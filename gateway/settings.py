@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelyard_server.logging_setup import LogSettings
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -46,5 +48,8 @@ class GatewaySettings(BaseSettings):
     )
     grace_seconds: float = Field(
         5.0, ge=0, description="On SIGTERM, how long requests and streams in flight may finish."
+    )
+    logging: LogSettings = Field(
+        default_factory=lambda: LogSettings(), description="Log format (text or json), level."
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")

@@ -57,7 +57,7 @@ def gateway(
     """
     from gateway.server import run
     from gateway.settings import GatewaySettings
-    from modelyard_cli.main import setup_logging
+    from modelyard_cli.main import service_logging, setup_logging
     from modelyard_cli.preflight import check_ports
     from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
 
@@ -73,6 +73,7 @@ def gateway(
         settings = build_settings(GatewaySettings, config, overrides)
     except SETTINGS_ERRORS as error:
         fail(f"invalid gateway settings: {settings_problem(error, GatewaySettings)}")
+    service_logging(settings.logging, verbose)
     check_ports(settings.host, settings.port)
     raise typer.Exit(asyncio.run(run(settings)))
 
