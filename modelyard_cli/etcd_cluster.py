@@ -61,6 +61,7 @@ class EtcdCluster:
                 timing=timing,
                 peer_port=peers[name],
                 initial_cluster=initial,
+                log_level="info",  # raft elections, for `elected_after`
             )
             for name in names
         ]
@@ -98,6 +99,11 @@ class EtcdCluster:
                 raise RuntimeError(f"no etcd leader within {timeout} s")
             time.sleep(0.01)
         return time.monotonic() - started
+
+    def elected_after(self, moment: float) -> float | None:
+        """Seconds from `moment` (time.time()) until a member saw a new leader elected."""
+        elections = [t for m in self.members for t in m.elections_since(moment)]
+        return min(elections) - moment if elections else None
 
     def etcdctl(self, *args: str) -> str:
         """etcdctl against every running member (as root once authentication is on)."""

@@ -11,6 +11,7 @@ A 3-member cluster is `EtcdCluster` (modelyard_cli.etcd_cluster).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -102,11 +104,13 @@ class EtcdServer:
         peer_port: int | None = None,
         initial_cluster: str | None = None,
         auth_token_ttl: int | None = None,
+        log_level: str = "error",
     ) -> None:
         """`fast`: a throwaway member (no fsync; LONE_MEMBER timing unless `timing` says
         otherwise; without either, etcd's own defaults). `name`, `peer_port` and
         `initial_cluster` make it one member of a cluster (EtcdCluster sets them).
-        `auth_token_ttl`: seconds an unused auth token lives (etcd's default is 300)."""
+        `auth_token_ttl`: seconds an unused auth token lives (etcd's default is 300).
+        `log_level` "info" logs raft elections (read by `elections_since`)."""
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="modelyard-etcd-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,7 @@ class EtcdServer:
         self.user = user
         self._fast = fast
         self._auth_token_ttl = auth_token_ttl
+        self._log_level = log_level
         self._timing = timing or (LONE_MEMBER if fast else None)
         #: root's password once authentication is on (what `etcdctl` uses)
         self.root_password = (
@@ -165,7 +170,7 @@ class EtcdServer:
             "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-state", "new",  # ignored once the data dir holds a member
-            "--log-level", "error",
+            "--log-level", self._log_level,
         ]  # fmt: skip
         if self._timing is not None:
             args += ["--heartbeat-interval", str(self._timing.heartbeat_ms)]
@@ -226,6 +231,19 @@ class EtcdServer:
         if self.tls.client_cert_file is not None:
             context.load_cert_chain(self.tls.client_cert_file, self.tls.client_key_file)
         return context
+
+    def elections_since(self, moment: float) -> list[float]:
+        """When (time.time()) this member saw a leader elected after `moment`, from its log
+        (needs log_level "info"): etcd's own account, not a poll's."""
+        times = []
+        for line in self._log.read_text(errors="replace").splitlines():
+            if "elected leader" not in line:
+                continue
+            stamp = json.loads(line)["ts"]
+            when = datetime.fromisoformat(stamp).timestamp()
+            if when >= moment:
+                times.append(when)
+        return times
 
     def etcdctl(self, *args: str, stdin: str | None = None, root: bool = True) -> str:
         """Runs etcdctl against this member (as root once authentication is on); its output."""
