@@ -86,6 +86,9 @@ class Stack:
     work_dir: Path = Path(".cache/stack")
     fresh: bool = False  # start from empty etcd data: no graphs from earlier runs
     observer: StackObserver = field(default_factory=Quiet)
+    #: On top of this process's environment, for every service (a bench starting stacks
+    #: side by side gives each its own tracing this way).
+    env: dict[str, str] = field(default_factory=dict)
     etcd: EtcdServer | None = None
     control_plane: str = ""
     composer: str = ""
@@ -204,7 +207,7 @@ class Stack:
         timeout: float = 60.0,
         detail: str = "",
     ) -> Launched:
-        env = dict(env or {})
+        env = {**self.env, **(env or {})}
         port = configured_metrics  # a port the service's own config sets wins (-1: off)
         if port is None and "metrics_port" in settings.model_fields:
             port = free_port()

@@ -2,6 +2,7 @@
 
     python -m bench.composer                 # everything, 3.5-4.5 minutes on 2 cores
     python -m bench.composer --only hop,stream
+    python -m bench.composer --only tracing   # what tracing costs (off, 100%, 10%), ~3 min
     python -m bench.composer --profile       # also py-spy the stack (+45 s)
     python -m bench.composer --whatif        # also the generators placed the other way
     python -m bench.composer --smoke         # one tiny round, stand-in models, no BentoML
@@ -16,6 +17,8 @@ Scenarios (bench/README.md, "Composer (issue 4)"), one module each:
             generators directly; `rss` reports the whole stack's RSS meanwhile
     stream  time to the first downstream result of the streaming graph (gpt2 streaming into
             sentiment, word segments) vs the same graph without streaming
+    tracing the seed graph at c=16 on three stacks alike but for tracing: off, every trace
+            recorded and exported over OTLP to a local receiver, and 10% of them
 
 Every server is a real process on 127.0.0.1 (`stacks`: what `modelyard up` starts); the
 load generator is another; every loop is bounded by a request count and a time cap.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from bench.composer import bentoml, graph, hop, profile, smoke
 from bench.composer.run import SCENARIOS, Run
 from bench.composer.stacks import modelyard_stack
 from bench.composer.stream import stream
+from bench.composer.tracing import tracing
 from bench.composer.whatif import whatif
 
 RESULTS = RESULTS_DIR / "composer.json"
@@ -71,9 +73,13 @@ def measured(run: Run) -> None:
             hop.write_stack(run.workdir / "hop"), run.workdir / "hop-state"
         ) as procs:
             hop.hop(run, procs)
-    if not run.only & {"graph", "stream"}:
+    if not run.only & {"graph", "stream", "tracing"}:
         return
     models = prepare_models()
+    if "tracing" in run.only:  # three stacks of its own, before BentoML takes memory
+        tracing(run, EXAMPLE_STACK)
+    if not run.only & {"graph", "stream"}:
+        return
     if "graph" not in run.only:
         with modelyard_stack(EXAMPLE_STACK, run.workdir / "stack") as procs:
             stream(run, procs)
@@ -99,9 +105,10 @@ def measured(run: Run) -> None:
 
 
 def smoked(run: Run) -> None:
-    """Every scenario on one stack of stand-ins, without BentoML."""
+    """Every scenario on one stack of stand-ins (tracing on three), without BentoML."""
     started = time.monotonic()
-    with modelyard_stack(smoke.write_stack(run.workdir / "smoke"), run.workdir / "state") as procs:
+    stack_file = smoke.write_stack(run.workdir / "smoke")
+    with modelyard_stack(stack_file, run.workdir / "state") as procs:
         ready_s = {"modelyard": time.monotonic() - started}
         if "hop" in run.only:
             hop.hop(run, procs)
@@ -109,10 +116,15 @@ def smoked(run: Run) -> None:
             graph.compare(run, procs, None, ready_s, None)
         if "stream" in run.only:
             stream(run, procs)
+    if "tracing" in run.only:
+        tracing(run, smoke.write_tracing_stack(run.workdir / "tracing-smoke"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # the stacks inherit this environment: tracing is on only where a scenario turns it on
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        del os.environ[name]
     started = time.monotonic()
     if args.profile and not args.smoke:  # this run's folded stacks only
         profile.RESULTS.unlink(missing_ok=True)

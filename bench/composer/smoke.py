@@ -1,6 +1,7 @@
-"""The one stack of a smoke run: the hop scenario's three Echo workers, which also serve
+"""The stacks of a smoke run: the hop scenario's three Echo workers, which also serve
 stand-ins (bench/composer/standins.py) for the seed graph's models, and every graph the
-scenarios use, so one stack start serves hop, graph and stream."""
+scenarios use, so one stack start serves hop, graph and stream; and for the tracing
+scenario's three stacks the smallest that runs the seed graph, one worker of stand-ins."""
 
 from __future__ import annotations
 
@@ -29,5 +30,18 @@ def write_stack(folder: Path) -> Path:
     graphs = [hop.write_graph(folder), GRAPHS / "inference-graph.yaml", GRAPHS / "streaming.yaml"]
     path = folder / "stack-smoke.yaml"
     stack = {"workers": workers, "graphs": [str(graph) for graph in graphs]}
+    path.write_text(yaml.safe_dump(stack, sort_keys=False))
+    return path
+
+
+def write_tracing_stack(folder: Path) -> Path:
+    """One worker serving every stand-in, and the seed inference graph."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = [model for stand_ins in STAND_INS.values() for model in stand_ins]
+    stack = {
+        "workers": [{"worker_id": "stand-ins", "models": models}],
+        "graphs": [str(GRAPHS / "inference-graph.yaml")],
+    }
+    path = folder / "stack-tracing-smoke.yaml"
     path.write_text(yaml.safe_dump(stack, sort_keys=False))
     return path

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,29 +81,76 @@ def _with_descendants(processes: dict[int, psutil.Process]) -> dict[int, psutil.
     return found
 
 
+def _belongs(process: psutil.Process, stack: Stack) -> bool:
+    """Whether a process is one of `stack`'s services: an argument lies in the stack's work
+    folder (etcd's data, the worker configs) or is its etcd's or composer's address (the
+    control plane, the composer, the gateway)."""
+    assert stack.etcd is not None
+    folder, addresses = str(stack.work_dir), {stack.etcd.endpoint, stack.composer}
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return False
+    return any(arg in addresses or folder in arg for arg in argv)
+
+
+def _stack(stack_file: Path, work_dir: Path, env: Mapping[str, str] | None) -> Stack:
+    # the stack's processes get this process's environment (its OTEL_* variables aside:
+    # the bench removes them at start, see __main__) and these, on top
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    extra = {**FAIR_ENV, "PYTHONPATH": python_path, **(env or {})}
+    return Stack(stack_file, work_dir=work_dir, env=extra)
+
+
+def _started(stacks: list[Stack], before: dict[int, psutil.Process]) -> list[StackProcs]:
+    """Each started stack with the ids of its processes (this process's new children and
+    theirs: not a server started before, such as BentoML's), its graphs deployed."""
+    new = _with_descendants({pid: p for pid, p in _children().items() if pid not in before})
+    started = []
+    for stack in stacks:
+        mine = {pid: p for pid, p in new.items() if len(stacks) == 1 or _belongs(p, stack)}
+        pids = {_label(p): pid for pid, p in sorted(mine.items())}
+        deploy_files(stack.composer, stack.graph_files(), Console(file=io.StringIO()))
+        started.append(StackProcs(stack, pids))
+    return started
+
+
 @contextlib.contextmanager
-def modelyard_stack(stack_file: Path, work_dir: Path) -> Iterator[StackProcs]:
+def modelyard_stack(
+    stack_file: Path, work_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[StackProcs]:
     """Starts a whole stack (what `modelyard up` starts), deploys its graphs, stops it.
 
-    Its services log to `work_dir`. Stack exposes no process ids, so they are found as
-    this process's new children (and theirs).
+    Its services log to `work_dir` and see `env` on top of this process's environment.
+    Stack exposes no process ids, so they are found as this process's new children.
     """
-    saved = {k: os.environ.get(k) for k in (*FAIR_ENV, "PYTHONPATH")}
-    os.environ.update(FAIR_ENV)  # inherited by the stack's processes, as is the import path:
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), saved["PYTHONPATH"]]))
     before = _children()
-    stack = Stack(stack_file, work_dir=work_dir)
+    stack = _stack(stack_file, work_dir, env)
     try:
         stack.start(timeout=STACK_START_TIMEOUT_S)
-        # our own new children and theirs: not a server started before (BentoML's services)
-        new = _with_descendants({pid: p for pid, p in _children().items() if pid not in before})
-        pids = {_label(p): pid for pid, p in sorted(new.items())}
-        deploy_files(stack.composer, stack.graph_files(), Console(file=io.StringIO()))
-        yield StackProcs(stack, pids)
+        (procs,) = _started([stack], before)
+        yield procs
     finally:
         stack.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def modelyard_stacks(
+    stack_file: Path, work_dir: Path, envs: Mapping[str, Mapping[str, str]]
+) -> Iterator[dict[str, StackProcs]]:
+    """Stacks of one stack file side by side, one per entry of `envs` (name -> its
+    services' environment), started together and stopped together: a bench that compares
+    them waits for one start-up, not one per stack."""
+    before = _children()
+    stacks = {name: _stack(stack_file, work_dir / name, env) for name, env in envs.items()}
+    with ThreadPoolExecutor(len(stacks)) as pool:
+        try:
+            for started in [
+                pool.submit(s.start, timeout=STACK_START_TIMEOUT_S) for s in stacks.values()
+            ]:
+                started.result()
+            procs = _started(list(stacks.values()), before)
+            yield dict(zip(stacks, procs, strict=True))
+        finally:
+            for stopped in [pool.submit(s.stop) for s in stacks.values()]:
+                stopped.result()

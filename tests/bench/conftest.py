@@ -14,7 +14,9 @@ from tests.bench.smoke import Finished, SmokeRun
 COMMANDS: dict[str, tuple[str, ...]] = {
     "worker": ("bench.worker", "--smoke"),
     "controlplane": ("bench.controlplane", "--smoke"),
-    "composer": ("bench.composer", "--smoke"),
+    # tracing on its own: its three stacks start one after another, the longest part
+    "composer": ("bench.composer", "--smoke", "--only", "hop,graph,stream"),
+    "composer_tracing": ("bench.composer", "--smoke", "--only", "tracing"),
     "gateway": ("bench.gateway", "--smoke"),
     "profile_worker": ("bench.experiments.profile_worker", "whatif", "--target", "echo", "--smoke"),
 }
