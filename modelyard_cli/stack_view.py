@@ -21,7 +21,15 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, ETCD, Phase, StackObserver, worker_service
+from modelyard_cli.stack import (
+    COMPOSER,
+    CONTROL_PLANE,
+    ETCD,
+    GATEWAY,
+    Phase,
+    StackObserver,
+    worker_service,
+)
 from modelyard_cli.state import STACK_DIR_ENV, StackState, stack_dir
 
 BUSY = (Phase.STARTING, Phase.STOPPING)
@@ -129,6 +137,8 @@ def ready_panel(state: StackState, work_dir: Path, *, title: str, detached: bool
     listed = [(ETCD, state.etcd), (CONTROL_PLANE, state.control_plane)]
     listed += [(worker_service(w), address) for w, address in state.workers.items()]
     listed.append((COMPOSER, state.composer))
+    if state.gateway:
+        listed.append((GATEWAY, state.gateway))
     for service, address in listed:
         services.add_row(service, address, state.metrics.get(service, ""))
     default_dir = STACK_DIR_ENV not in os.environ and work_dir.resolve() == stack_dir().resolve()
@@ -144,6 +154,8 @@ def ready_panel(state: StackState, work_dir: Path, *, title: str, detached: bool
     notes.add_row("", "kept in etcd between runs; `modelyard up --fresh` starts empty")
     notes.add_row("folder", Text(f"{work_dir}: logs, etcd data, stack.json"))
     notes.add_row("use it", "modelyard graph list · modelyard workers · modelyard status")
+    if state.gateway:
+        notes.add_row("openai", Text(f"OPENAI_BASE_URL=http://{state.gateway}/v1"))
     notes.add_row("", Text(f"({found})"))
     notes.add_row("stop", "modelyard down" if detached else "Ctrl-C, or modelyard down")
     return Panel(Group(services, "", notes), title=title, title_align="left", expand=False)

@@ -54,6 +54,7 @@ class StackState:
     etcd: str = ""
     control_plane: str = ""
     composer: str = ""
+    gateway: str = ""  # the OpenAI API: http://<gateway>/v1
     workers: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)
     graphs: list[str] = field(default_factory=list)

@@ -1,13 +1,14 @@
 """`modelyard status`: the running local stack's services and their health.
 
 Every gRPC service is asked grpc.health.v1 Check (the whole server, ""), all at once; etcd
-its /health. Exit code: 0 every service serving, 1 any other answer (or none), 2 no stack
-runs from the work folder.
+and the gateway (HTTP) their /health. Exit code: 0 every service serving, 1 any other
+answer (or none), 2 no stack runs from the work folder.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard_cli.options import STACK_PANEL, Verbose
-from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, ETCD, worker_service
+from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, ETCD, GATEWAY, worker_service
 from modelyard_cli.state import StackState, running_stack
 from modelyard_cli.up import DEFAULT_WORK_DIR, WorkDir
 
@@ -67,7 +68,8 @@ def services(state: StackState) -> list[tuple[str, str]]:
     """(service, address) in start-up order."""
     listed = [(ETCD, state.etcd), (CONTROL_PLANE, state.control_plane)]
     listed += [(worker_service(w), address) for w, address in state.workers.items()]
-    return [*listed, (COMPOSER, state.composer)]
+    listed.append((COMPOSER, state.composer))
+    return [*listed, (GATEWAY, state.gateway)] if state.gateway else listed
 
 
 def check_all(state: StackState, timeout: float) -> dict[str, str]:
@@ -79,6 +81,9 @@ def check_all(state: StackState, timeout: float) -> dict[str, str]:
     try:
         for service, address in services(state)[1:]:
             if not address:
+                continue
+            if service == GATEWAY:
+                answers[service] = gateway_health(address, timeout)
                 continue
             channel = grpc.insecure_channel(address)
             channels.append(channel)
@@ -114,6 +119,19 @@ def etcd_health(address: str, timeout: float) -> str:
     except ValueError:
         return "unreadable /health"
     return SERVING if healthy else "NOT_SERVING"
+
+
+def gateway_health(address: str, timeout: float) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{address}/health", timeout=timeout) as reply:
+            answer = json.loads(reply.read()).get("status")
+    except urllib.error.HTTPError as error:  # 503 while it shuts down
+        return "NOT_SERVING" if error.code == 503 else f"HTTP {error.code}"
+    except OSError:
+        return "unreachable"
+    except ValueError:
+        return "unreadable /health"
+    return SERVING if answer == "serving" else "NOT_SERVING"
 
 
 def register(app: typer.Typer) -> None:

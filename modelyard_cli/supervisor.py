@@ -78,6 +78,7 @@ def supervise(request: UpRequest, console: Console, errors: Console) -> int:
                 etcd=stack.etcd.endpoint if stack.etcd else "",
                 control_plane=stack.control_plane,
                 composer=stack.composer,
+                gateway=stack.gateway,
                 workers=dict(stack.workers),
                 metrics=dict(stack.metrics),
                 graphs=graphs,

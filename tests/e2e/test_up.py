@@ -210,6 +210,8 @@ def test_graphs_persist_between_runs_unless_fresh(running: Running, tmp_path: Pa
     stopping = lines[lines.index("SIGINT: stopping the stack") :]
     assert [line.split(" (")[0] for line in stopping] == [
         "SIGINT: stopping the stack",
+        "gateway: stopping",
+        "gateway: stopped",
         "composer: stopping",
         "composer: stopped",
         "worker echoes: stopping",
