@@ -9,7 +9,9 @@
 Any failure starts over, and first with the lease it had: an etcd leader election can
 outlast the session's budget although etcd keeps (and extends) every lease, so if that
 lease is still alive the worker carries on with it, its key never having left etcd, and
-stays registered throughout. Only a lease etcd no longer has is replaced by a new one.
+stays registered throughout. Only a lease etcd no longer has is replaced by a new one. (So
+a worker cut off from etcd reports itself unregistered up to a TTL after its session gave
+up on the lease: that long it waits for etcd to answer about the old one.)
 That is always safe: a put with the new lease moves the key off the old one, so the old
 lease expiring later deletes nothing. A worker whose registration fails keeps serving;
 only `registered` (and the health service "modelyard.v1.Registration" that the worker
