@@ -168,8 +168,9 @@ _HINTS = (
     ),
     ("WRONG_VERSION_NUMBER", "etcd does not serve TLS there: unset etcd.ca_file"),
     (
+        # also seen when etcd dies during a handshake, so the hint says "if it lasts"
         "Handshake read failed",
-        "etcd does not serve TLS there: unset etcd.ca_file, or use etcd's TLS port",
+        "if this lasts, etcd does not serve TLS there: unset etcd.ca_file, or use its TLS port",
     ),
     (
         "user name is empty",
