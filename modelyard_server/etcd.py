@@ -123,7 +123,11 @@ class EtcdClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
         self.channel = _channel(self._settings, list(self._options.items()), interceptors)
         if tokens is not None:
             tokens.stub = rpc.AuthStub(self.channel)
-            await tokens.current()  # a wrong name or password fails here, at once
+            try:
+                await tokens.current()  # a wrong name or password fails here, at once
+            except BaseException:
+                await self.channel.close()  # the next call connects afresh
+                raise
         self.kvstub = rpc.KVStub(self.channel)
         self.clusterstub = rpc.ClusterStub(self.channel)
         self.leasestub = rpc.LeaseStub(self.channel)
