@@ -13,7 +13,9 @@ and the latency of runs and nodes.
 Inline graphs (sent with the run, not deployed) are counted as graph="<inline>" and
 node="<inline>": their names are the client's choice, and must not grow the number of series.
 Latencies carry the trace id as exemplar. With tracing off (no tracer) no span is made at
-all, not even a no-op one: the metrics are all that is left.
+all, not even a no-op one: the metrics are all that is left. Nor in a trace that is not
+recorded (the call's span was not sampled): its children would not be either, as the
+sampler decides by trace id, and each no-op span still costs microseconds.
 """
 
 from __future__ import annotations
@@ -109,9 +111,16 @@ class ComposerTelemetry:
             observe(self._node_seconds.labels(graph, label, status), self._clock.now() - started)
 
     def _span(self, name: str) -> AbstractContextManager[Span]:
-        if self.tracer is None:
+        if self.tracer is None or unrecorded():
             return nullcontext(trace.INVALID_SPAN)
         return start_span(self.tracer, name)
+
+
+def unrecorded() -> bool:
+    """Whether the current span belongs to a trace that is not recorded (its children are
+    not sampled either); False with no current span (a child would start a trace)."""
+    current = trace.get_current_span()
+    return current.get_span_context().is_valid and not current.is_recording()
 
 
 class RunTelemetry:
@@ -147,6 +156,8 @@ class _AttemptSpan:
 
     def __enter__(self) -> _AttemptSpan:
         attempt = self._attempt
+        if unrecorded():
+            return self  # INVALID_SPAN: nothing to record
         # started now but made current only by `active`: the attempt of a stream lasts
         # across yields, where a current span would leak into the caller's code
         self._span = self._tracer.start_span(f"attempt {attempt.model}")
@@ -156,6 +167,8 @@ class _AttemptSpan:
         return self
 
     def active(self) -> AbstractContextManager[object]:
+        if not self._span.is_recording():
+            return nullcontext()
         return trace.use_span(self._span, end_on_exit=False, record_exception=False)
 
     def __exit__(

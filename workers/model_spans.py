@@ -62,8 +62,8 @@ class ModelSpans:
         for each in served:
             self.started(each, len(served))
         try:
-            if self._tracer is None:
-                yield
+            if self._tracer is None or not any(each.span.is_recording() for each in served):
+                yield  # a batch span is recorded only when one of its requests is
             else:
                 contexts = [each.span.get_span_context() for each in served]
                 name = f"batch {self._model}"

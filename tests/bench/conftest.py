@@ -14,7 +14,7 @@ from tests.bench.smoke import Finished, SmokeRun
 COMMANDS: dict[str, tuple[str, ...]] = {
     "worker": ("bench.worker", "--smoke"),
     "controlplane": ("bench.controlplane", "--smoke"),
-    # tracing on its own: its three stacks start one after another, the longest part
+    # tracing on its own: its three stacks are the longest part of the composer's smoke
     "composer": ("bench.composer", "--smoke", "--only", "hop,graph,stream"),
     "composer_tracing": ("bench.composer", "--smoke", "--only", "tracing"),
     "gateway": ("bench.gateway", "--smoke"),

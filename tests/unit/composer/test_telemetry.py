@@ -10,10 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, StatusCode, TraceFlags
 from prometheus_client import CollectorRegistry
 
 from composer.engine import run_graph
@@ -230,3 +231,45 @@ def test_an_attempt_is_a_span_current_only_while_active_and_ends_with_its_outcom
     assert failed.status.description == "UNAVAILABLE: worker going away"
     assert left.attributes is not None and left.attributes["modelyard.attempt"] == 2
     assert left.status.status_code is StatusCode.UNSET
+
+
+class CountingTracer(trace.NoOpTracer):
+    """Counts the spans asked of it."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Span:
+        self.started += 1  # start_as_current_span comes here too
+        return super().start_span(*args, **kwargs)
+
+
+def observed_call(composer: ComposerTelemetry) -> None:
+    """A one-node run making one attempt, through the composer's telemetry."""
+    graph = graph_from_dict(
+        {"name": "one", "inputs": {"x": "int"}, "outputs": {"x": "a.x"},
+         "nodes": [{"name": "a", "model": "echo", "inputs": {"x": "inputs.x"}}]}
+    )  # fmt: skip
+    attempts = composer.attempts
+    assert attempts is not None
+    attempt = Attempt("echo", "w1", "10.0.0.1:50051", 1, streaming=False)
+    with (
+        composer.run(graph, inline=False) as observer,
+        observer.node(graph.nodes[0]),
+        attempts.track(attempt) as tracked,
+        tracked.active(),
+    ):
+        pass
+
+
+def test_a_run_in_a_trace_nobody_records_asks_for_no_span_at_all() -> None:
+    # the call's span was not sampled: its children would not be (the sampler decides by
+    # trace id), and each no-op span costs microseconds on every call
+    counting = CountingTracer()
+    composer = ComposerTelemetry(counting, CollectorRegistry(), clock=FakeClock())
+    unsampled = SpanContext(trace_id=1, span_id=2, is_remote=True, trace_flags=TraceFlags(0))
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        observed_call(composer)
+    assert counting.started == 0
+    observed_call(composer)  # no current span: a trace starts here
+    assert counting.started == 3  # the run, the node, the attempt
