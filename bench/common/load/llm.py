@@ -115,11 +115,21 @@ class SseConnection:
             raise
 
     async def _exchange(self) -> tuple[int, dict[str, Any]]:
+        reused = self.writer is not None
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        reader = self.reader
         self.writer.write(self.request)
-        status = int((await reader.readuntil(b"\r\n")).split(b" ", 2)[1])
+        try:
+            status_line = await self.reader.readuntil(b"\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            # the server closed the idle connection (uvicorn keeps one 5 s): as HTTP
+            # clients do, send the request again on a new one
+            self.close()
+            return await self._exchange()
+        reader = self.reader
+        status = int(status_line.split(b" ", 2)[1])
         headers: dict[str, str] = {}
         while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
             name, _, value = line.decode("latin-1").partition(":")
