@@ -10,9 +10,10 @@ batch a span linked to the requests it served (`workers.model_spans`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,13 +23,20 @@ from opentelemetry import trace
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import ModelError, ResourceExhausted
 from modelyard.model import Model, Outputs, Request
-from workers.batching import Batcher, Pending
+from workers.batching import Batcher, Pending, similar_lengths
 from workers.metrics import WorkerMetrics
 from workers.model_spans import ModelSpans, Served
 from workers.settings import BatchingConfig
 
 R = TypeVar("R")
 _END = object()
+
+# A batch is split where its inputs' text lengths (in characters) differ by more than 2x
+# and by more than 64 characters (about 16 tokens): every row of a model call is padded to
+# its longest input, while each extra group costs a whole model call (for generation, a
+# whole decoding loop). Prompts of ordinary, similar lengths stay one call.
+LENGTH_SPREAD = 2.0
+LENGTH_SLACK = 64
 
 
 def set_torch_threads(threads: int) -> None:
@@ -149,16 +157,23 @@ class ModelRunner:
         now = self._clock.now()
         for pending in batch:
             self._metrics.queue_wait.labels(self.name).observe(now - pending.enqueued_at)
-        self._metrics.batch_size.labels(self.name).observe(len(batch))
-        with self._spans.batch([pending.item.served for pending in batch]):
-            results = await self.run_in_thread(lambda: _predict_isolated(model, batch))
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():  # the caller gave up meanwhile
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+        # One model call per group of similar lengths, each group answered as soon as it is
+        # done: a short prompt is neither padded to a long one nor kept waiting for it.
+        for group in similar_lengths(
+            batch, _pending_text_length, spread=LENGTH_SPREAD, slack=LENGTH_SLACK
+        ):
+            self._metrics.batch_size.labels(self.name).observe(len(group))
+            with self._spans.batch([pending.item.served for pending in group]):
+                results = await self.run_in_thread(
+                    functools.partial(_predict_isolated, model, group)
+                )
+            for pending, result in zip(group, results, strict=True):
+                if pending.future.done():  # the caller gave up meanwhile
+                    continue
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
 
     async def predict_stream(self, request: Request) -> AsyncGenerator[tuple[bool, Outputs], None]:
         """Yields (False, partial outputs) for each chunk, then (True, final outputs).
@@ -242,6 +257,23 @@ def _checked(results: list[Any], expected: int) -> list[Any]:
         count = len(results) if isinstance(results, list) else type(results).__name__
         raise ModelError(f"the model returned {count} results for {expected} requests")
     return results
+
+
+def text_length(value: Any) -> int:
+    """Characters of text in a value (strings inside lists and maps included): what the
+    padded width of a text model's call grows with. Other values count nothing, so a
+    batch of tensors or numbers stays one group."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(text_length(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(text_length(v) for v in value)
+    return 0
+
+
+def _pending_text_length(pending: Pending[_Queued]) -> int:
+    return text_length(pending.item.request.inputs)
 
 
 def _predict_isolated(model: Model, batch: list[Pending[_Queued]]) -> list[Any]:

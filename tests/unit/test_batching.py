@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from modelyard.errors import ResourceExhausted
+from modelyard.model import Model, Outputs, Request
 from tests.support.clock import FakeClock
-from workers.batching import Batcher, Pending
+from workers.batching import Batcher, Pending, similar_lengths
+from workers.metrics import WorkerMetrics
+from workers.runner import ModelRunner, text_length
+from workers.settings import BatchingConfig
 
 
 async def settle() -> None:
@@ -19,7 +24,10 @@ async def settle() -> None:
 
 
 class Recorder:
-    """A run_batch that records batch sizes and answers each item with item * 10."""
+    """A run_batch that records batch sizes and answers each item with item * 10.
+
+    With a `gate`, each batch waits for it: the model is busy until the test sets it.
+    """
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
@@ -41,43 +49,90 @@ def make(recorder: Recorder, clock: FakeClock, **kw: Any) -> Batcher[int]:
     return batcher
 
 
-async def test_a_full_batch_runs_at_once_without_waiting() -> None:
+async def busy(batcher: Batcher[int], recorder: Recorder) -> None:
+    """Makes the model busy: a lone request runs and holds it until the gate is set."""
+    recorder.gate = asyncio.Event()
+    batcher.submit(0)
+    await settle()
+    assert recorder.batches == [[0]]
+
+
+async def test_an_idle_model_runs_a_lone_request_at_once() -> None:
     clock, recorder = FakeClock(), Recorder()
     batcher = make(recorder, clock)
-    futures = [batcher.submit(i) for i in range(4)]
+    started = clock.now()
+    lone = batcher.submit(7)
     await settle()
-    assert recorder.batches == [[0, 1, 2, 3]]
-    assert [await f for f in futures] == [0, 10, 20, 30]
+    assert recorder.batches == [[7]]
+    assert clock.sleepers == 0  # nothing waited for company
+    assert await lone == 70
+    assert clock.now() == started
     await batcher.stop()
 
 
-async def test_a_partial_batch_waits_max_wait_from_its_first_request() -> None:
+async def test_an_idle_model_takes_everything_that_arrived_in_the_same_turn() -> None:
     clock, recorder = FakeClock(), Recorder()
     batcher = make(recorder, clock)
+    futures = [batcher.submit(i) for i in range(6)]
+    await settle()
+    # at once, max_batch_size at a time: the first four, then the two left
+    assert recorder.batches[0] == [0, 1, 2, 3]
+    assert [await f for f in futures[:4]] == [0, 10, 20, 30]
+    await clock.advance(1.0)
+    assert recorder.batches == [[0, 1, 2, 3], [4, 5]]
+    await batcher.stop()
+
+
+async def test_requests_arriving_while_a_batch_runs_gather_into_the_next_one() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    await busy(batcher, recorder)
+    waiting = [batcher.submit(i) for i in range(1, 7)]
+    await settle()
+    assert recorder.batches == [[0]]  # none of them reaches the busy model
+    assert recorder.gate is not None
+    recorder.gate.set()
+    await settle()
+    # a full batch goes as soon as the model is free; the two left wait for company
+    assert recorder.batches == [[0], [1, 2, 3, 4]]
+    assert clock.sleepers == 1
+    await clock.advance(1.0)
+    assert recorder.batches == [[0], [1, 2, 3, 4], [5, 6]]
+    assert [await f for f in waiting] == [10, 20, 30, 40, 50, 60]
+    await batcher.stop()
+
+
+async def test_max_wait_caps_the_wait_for_company_behind_a_busy_model() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    await busy(batcher, recorder)
     first = batcher.submit(1)
     # binary fractions, so the fake times add up exactly
     await clock.advance(0.5)
     second = batcher.submit(2)
+    assert recorder.gate is not None
+    recorder.gate.set()
+    await settle()
+    assert recorder.batches == [[0]]  # the model is free; 1 has waited 0.5 of its 1.0
     await clock.advance(0.25)
-    assert recorder.batches == []  # 0.75 s after the first request: still gathering
+    assert recorder.batches == [[0]]
     await clock.advance(0.25)
-    assert recorder.batches == [[1, 2]]
+    assert recorder.batches == [[0], [1, 2]]
     assert (await first, await second) == (10, 20)
     await batcher.stop()
 
 
 async def test_requests_that_queued_behind_a_running_batch_do_not_wait_again() -> None:
     clock, recorder = FakeClock(), Recorder()
-    recorder.gate = asyncio.Event()
     batcher = make(recorder, clock)
-    for i in range(4):
-        batcher.submit(i)
-    await settle()
+    await busy(batcher, recorder)
     late = [batcher.submit(i) for i in (4, 5)]
     await clock.advance(2.0)  # the running batch holds; the late ones are already overdue
+    assert recorder.gate is not None
     recorder.gate.set()
     await settle()
-    assert recorder.batches == [[0, 1, 2, 3], [4, 5]]
+    assert recorder.batches == [[0], [4, 5]]
+    assert clock.sleepers == 0
     assert [await f for f in late] == [40, 50]
     await batcher.stop()
 
@@ -106,9 +161,28 @@ async def test_cancelled_requests_are_left_out_of_their_batch() -> None:
     keep = batcher.submit(1)
     gone = batcher.submit(2)
     gone.cancel()
-    await clock.advance(1.0)
+    await settle()
     assert recorder.batches == [[1]]
     assert await keep == 10
+    await batcher.stop()
+
+
+async def test_cancelled_requests_behind_a_busy_model_are_dropped() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    batcher = make(recorder, clock)
+    await busy(batcher, recorder)
+    oldest = batcher.submit(1)
+    await clock.advance(0.5)
+    kept = batcher.submit(2)
+    oldest.cancel()
+    assert recorder.gate is not None
+    recorder.gate.set()
+    await clock.advance(0.5)
+    # the wait counts from the oldest request still waiting: 2 arrived 0.5 s ago
+    assert recorder.batches == [[0]]
+    await clock.advance(0.5)
+    assert recorder.batches == [[0], [2]]
+    assert await kept == 20
     await batcher.stop()
 
 
@@ -158,3 +232,60 @@ async def test_given_up_entries_do_not_pile_up_while_a_batch_runs() -> None:
     assert len(batcher._queue) <= 2 * 3  # compacted, not 100 dead entries
     recorder.gate.set()
     await batcher.stop()
+
+
+# -- grouping by length ---------------------------------------------------------------
+
+
+def groups(lengths: list[int]) -> list[list[int]]:
+    """similar_lengths over item indices, so a test reads which items went together."""
+    return similar_lengths(range(len(lengths)), lengths.__getitem__, spread=2.0, slack=8)
+
+
+def test_inputs_of_similar_length_stay_one_group_in_their_order() -> None:
+    assert groups([40, 52, 45, 79]) == [[0, 1, 2, 3]]
+
+
+def test_very_different_lengths_split_and_the_oldest_group_goes_first() -> None:
+    assert groups([300, 20, 280, 25, 700]) == [[0, 2], [1, 3], [4]]
+
+
+def test_short_inputs_within_the_slack_stay_together_whatever_their_ratio() -> None:
+    assert groups([1, 9, 3]) == [[0, 1, 2]]
+    assert groups([1, 10]) == [[0], [1]]
+
+
+def test_text_length_counts_the_characters_of_every_string() -> None:
+    inputs = {"text": "abc", "messages": [{"role": "user", "content": "hello"}], "n": 3}
+    assert text_length(inputs) == 3 + 4 + 5
+
+
+class Texts(Model):
+    """Records the texts of each model call and answers with each text's length."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        self.calls.append([r.inputs["text"] for r in batch])
+        return [{"n": len(r.inputs["text"])} for r in batch]
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[ModelRunner]:
+    batching = BatchingConfig(max_batch_size=8, max_wait_ms=1000)
+    made = ModelRunner("m", batching, threads=1, metrics=WorkerMetrics(), clock=FakeClock())
+    yield made
+    await made.close()
+
+
+async def test_a_batch_of_short_and_long_prompts_runs_as_one_call_per_length(
+    runner: ModelRunner,
+) -> None:
+    model = Texts()
+    runner.attach(model)
+    texts = ["short", "L" * 300, "tiny", "M" * 290]
+    results = await asyncio.gather(*(runner.predict(Request({"text": t}, {})) for t in texts))
+    assert results == [{"n": len(t)} for t in texts]
+    # one batch (an idle model takes all four at once), two model calls
+    assert model.calls == [["short", "tiny"], ["L" * 300, "M" * 290]]
