@@ -10,8 +10,11 @@ Two sources today, each a `ModelSource`:
 
 A name is resolved through a `Catalog`, which keeps the sources' last answer for
 `ttl_s` so that a request costs no listing call, and looks again (at most every
-`miss_refresh_s`) before it calls a name unknown. Another kind of model (a third-party
-API registered by name) is one more source whose targets the service knows how to call.
+`miss_refresh_s`) before it calls a name unknown. A model that left every worker stays
+callable for `forget_after_s`: its calls find no replica (503, which clients retry) while
+a worker restarts or re-registers, rather than an unknown model (404, which they do not).
+Another kind of model (a third-party API registered by name) is one more source whose
+targets the service knows how to call.
 """
 
 from __future__ import annotations
@@ -167,7 +170,8 @@ def _reference(reference: str) -> tuple[str, tuple[str | int, ...]]:
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    targets: dict[str, Target]
+    targets: dict[str, Target]  # what the sources have now
+    departed: dict[str, Target]  # what they had within forget_after_s, and have no more
     taken_at: float
 
 
@@ -181,14 +185,17 @@ class Catalog:
         *,
         ttl_s: float = 5.0,
         miss_refresh_s: float = 0.5,
+        forget_after_s: float = 60.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.sources = tuple(sources)
         self.ttl_s = ttl_s
         self.miss_refresh_s = miss_refresh_s
+        self.forget_after_s = forget_after_s
         self._clock = clock
         self._snapshot: _Snapshot | None = None
         self._last: dict[str, list[Target]] = {}  # by source: its last good answer
+        self._seen: dict[str, tuple[Target, float]] = {}  # by name: when it was last listed
         self._refreshing = asyncio.Lock()
 
     async def resolve(self, name: str) -> Target:
@@ -196,7 +203,7 @@ class Catalog:
         snapshot = await self._fresh(self.ttl_s)
         if name not in snapshot.targets:
             snapshot = await self._fresh(self.miss_refresh_s)
-        target = snapshot.targets.get(name)
+        target = snapshot.targets.get(name) or snapshot.departed.get(name)
         if target is None:
             raise NotFound(
                 f"The model '{name}' does not exist: GET /v1/models lists the models served"
@@ -249,7 +256,15 @@ class Catalog:
                 + ", ".join(source.what for source in self.sources)
                 + " did not answer"
             )
-        return _Snapshot(targets, taken_at)
+        for name, target in targets.items():
+            self._seen[name] = (target, taken_at)
+        departed = {}
+        for name, (target, seen_at) in list(self._seen.items()):
+            if taken_at - seen_at >= self.forget_after_s:
+                del self._seen[name]
+            elif name not in targets:
+                departed[name] = target
+        return _Snapshot(targets, departed, taken_at)
 
 
 def _reason(error: BaseException) -> str:

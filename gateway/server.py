@@ -44,7 +44,10 @@ class Gateway:
         if self.composer is not None and settings.composer:
             sources.append(DeployedGraphs(self.composer, settings.composer))
         self.catalog = Catalog(
-            sources, ttl_s=settings.catalog_ttl, miss_refresh_s=settings.catalog_miss_refresh
+            sources,
+            ttl_s=settings.catalog_ttl,
+            miss_refresh_s=settings.catalog_miss_refresh,
+            forget_after_s=settings.catalog_forget_after,
         )
         service = OpenAIService(
             self.catalog, self.routed, self.composer, timeout=settings.request_timeout

@@ -43,6 +43,12 @@ class GatewaySettings(BaseSettings):
     catalog_miss_refresh: float = Field(
         0.5, ge=0, description="Least time between two look-ups caused by unknown names."
     )
+    catalog_forget_after: float = Field(
+        60.0,
+        ge=0,
+        description="A model no worker lists any more is still called (503: no replica) "
+        "for this long before it is unknown (404), so a restarting worker's clients retry.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body; larger is refused (413)."
     )

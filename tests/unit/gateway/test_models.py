@@ -118,6 +118,21 @@ async def test_an_unknown_name_is_looked_up_afresh_at_most_every_miss_refresh() 
     assert served.asked == 2
 
 
+async def test_a_model_that_left_stays_callable_for_a_while_but_is_not_listed() -> None:
+    clock = FakeClock()
+    served = Source("served", CHAT)
+    catalog = Catalog([served], ttl_s=5.0, forget_after_s=60.0, clock=clock)
+    await catalog.resolve("chat")
+    served.targets = []  # its worker restarts: unregistered for a moment
+    await clock.advance(59)
+    assert await catalog.list() == []
+    assert await catalog.resolve("chat") == CHAT  # its calls find no replica: 503, retried
+    await clock.advance(1)
+    await catalog.list()
+    with pytest.raises(NotFound):
+        await catalog.resolve("chat")
+
+
 async def test_a_source_that_cannot_answer_keeps_its_last_answer() -> None:
     clock = FakeClock()
     served, graphs = Source("served", CHAT), Source("graphs", STORY)
