@@ -139,18 +139,16 @@ def modelyard_stacks(
     stack_file: Path, work_dir: Path, envs: Mapping[str, Mapping[str, str]]
 ) -> Iterator[dict[str, StackProcs]]:
     """Stacks of one stack file side by side, one per entry of `envs` (name -> its
-    services' environment), started together and stopped together: a bench that compares
-    them waits for one start-up, not one per stack."""
+    services' environment). They start one after another (workers loading torch models
+    side by side on two cores can miss their start-up deadline), and stop together."""
     before = _children()
     stacks = {name: _stack(stack_file, work_dir / name, env) for name, env in envs.items()}
-    with ThreadPoolExecutor(len(stacks)) as pool:
-        try:
-            for started in [
-                pool.submit(s.start, timeout=STACK_START_TIMEOUT_S) for s in stacks.values()
-            ]:
-                started.result()
-            procs = _started(list(stacks.values()), before)
-            yield dict(zip(stacks, procs, strict=True))
-        finally:
-            for stopped in [pool.submit(s.stop) for s in stacks.values()]:
+    try:
+        for stack in stacks.values():
+            stack.start(timeout=STACK_START_TIMEOUT_S)
+        procs = _started(list(stacks.values()), before)
+        yield dict(zip(stacks, procs, strict=True))
+    finally:
+        with ThreadPoolExecutor(len(stacks)) as pool:
+            for stopped in [pool.submit(stack.stop) for stack in stacks.values()]:
                 stopped.result()
