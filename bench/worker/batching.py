@@ -4,7 +4,7 @@ One worker serves each tiny checkpoint twice, batched (`BATCH_ON`) and unbatched
 (`BATCH_OFF`, the baseline): tiny-bert-sentiment (text-classification) and tiny-gpt2
 (text-generation, 16 new tokens). Each model has its own thread and only one is under load
 at a time, so they never compete for the CPU; batched and unbatched alternate round by
-round (A B, B A, ...) in the same run. The mean batch size is Δsum/Δcount of
+round (A B, B A, ...) in the same run, c=1 in more and shorter rounds. The mean batch size is Δsum/Δcount of
 `modelyard_worker_batch_size` scraped from the worker's /metrics around each measurement
 (warm-up included: same concurrency).
 
@@ -40,7 +40,14 @@ IDLE_THROUGHPUT_RATIO = 0.95
 IDLE_P50_RATIO = 1.05
 GOAL_CONCURRENCY = 32
 GOAL_RATIO = 4.0
-TTFT_LEVEL = Level(1, 100, 10)
+TTFT_LEVEL = Level(1, 60, 10)
+
+
+def idle_rounds(rounds: int) -> int:
+    """c=1 compares two figures meant to be equal, so a burst of other work in one long
+    round would decide it: it runs more, shorter rounds (2 x --rounds + 1, an odd number so
+    the median is a round that was measured)."""
+    return 2 * rounds + 1
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ TASKS = (
         "tiny-bert-sentiment",
         sentiment_model,
         SENTIMENT_INPUTS,
-        (Level(1, 1000, 100), Level(8, 1000, 200), Level(32, 2000, 400)),
+        (Level(1, 500, 50), Level(8, 1000, 200), Level(32, 2000, 400)),
         busy_ratio=GOAL_RATIO,
     ),
     Task(
@@ -89,7 +96,7 @@ TASKS = (
         "tiny-gpt2",
         generation_model,
         GPT2_INPUTS,
-        (Level(1, 120, 20), Level(8, 240, 40), Level(32, 480, 64)),
+        (Level(1, 60, 10), Level(8, 240, 40), Level(32, 480, 64)),
         streams=True,
     ),
 )
@@ -108,12 +115,17 @@ def batching(run: Run, checkpoints: Checkpoints) -> None:
                     name: measure(run, served, name, task.inputs, level, metrics_port)
                     for name in variants
                 }
-                results = alternate(measures, run.rounds_at(task.is_goal(level.concurrency)))
+                results = alternate(measures, rounds_of(run, task, level))
                 ttft = None
                 if task.streams and level.concurrency == 1:
                     ttft = stream_ttft(run, served, task)
                 record = level_record(task, level, results, ttft)
                 run.recorder.emit(record)
+
+
+def rounds_of(run: Run, task: Task, level: Level) -> int:
+    rounds = run.rounds_at(task.is_goal(level.concurrency))
+    return idle_rounds(rounds) if level.concurrency == 1 and not run.smoke else rounds
 
 
 def measure(
@@ -148,7 +160,7 @@ def stream_ttft(run: Run, server: Server, task: Task) -> dict[str, Any]:
         name: stream_measure(run, server, name, task.inputs, level)
         for name in (task.batched, task.unbatched)
     }
-    results = alternate(measures, run.rounds)
+    results = alternate(measures, rounds_of(run, task, level))
     batched, unbatched = results[task.batched], results[task.unbatched]
     return {
         "batched": batched,
