@@ -252,10 +252,12 @@ async def curve_of(run: Run, sizes: Sizes) -> None:
         await run.calm()
         curve.append(await measure(workers, sizes))
     checks = verdicts(curve)
+    sizes_text = ", ".join(f"{n:,}" for n in sizes.workers)
     run.recorder.emit(
         {
-            "bench": "controlplane",
-            "scenario": "controlplane_cost",
+            "bench": "controlplane_cost",
+            "scenario": f"the control plane's core in process at {sizes_text} workers with "
+            f"{sizes.subscribers} subscribers",
             "goal": f"at {GOAL_WORKERS:,} workers and {sizes.subscribers} subscribers: a change "
             f"reaches every subscriber with p99 <= {CHANGE_GOAL_MS:g} ms, a cold start serves "
             f"every worker in <= {COLD_START_GOAL_S:g} s; one set and one message per change",

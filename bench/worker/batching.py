@@ -4,9 +4,9 @@ One worker serves each tiny checkpoint twice, batched (`BATCH_ON`) and unbatched
 (`BATCH_OFF`, the baseline): tiny-bert-sentiment (text-classification) and tiny-gpt2
 (text-generation, 16 new tokens). Each model has its own thread and only one is under load
 at a time, so they never compete for the CPU; batched and unbatched alternate round by
-round (A B, B A, ...) in the same run, c=1 in more and shorter rounds. The mean batch size is Δsum/Δcount of
-`modelyard_worker_batch_size` scraped from the worker's /metrics around each measurement
-(warm-up included: same concurrency).
+round (A B, B A, ...) in the same run, c=1 in more and shorter rounds. The mean batch
+size is Δsum/Δcount of `modelyard_worker_batch_size` scraped from the worker's /metrics
+around each measurement (warm-up included: same concurrency).
 
 Goals: at c=1, batching costs nothing (throughput >= 0.95x and p50 <= 1.05x of batching
 off; for generation also the streamed time to first token); at c=32, classification

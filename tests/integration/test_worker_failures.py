@@ -28,7 +28,7 @@ from workers.settings import ModelConfig, WorkerSettings
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 REPO = Path(__file__).resolve().parents[2]
-LOGGED_AT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+LOGGED_AT = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
 #: The old behaviour took about 50 s (huggingface_hub's retries); this cannot flake.
 HUB_FAILS_WITHIN = 20.0
 
@@ -186,4 +186,4 @@ async def test_a_model_thread_starting_while_torch_is_half_imported_still_loads(
 def logged_at(line: str) -> datetime:
     match = LOGGED_AT.match(line)
     assert match is not None, f"no timestamp in {line!r}"
-    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+    return datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f")
