@@ -34,7 +34,13 @@ import grpc.aio
 from modelyard.backoff import Backoff
 from modelyard.channels import aio_channel
 from modelyard.clock import SYSTEM_CLOCK, Clock, timeout_on
-from modelyard.endpoints import Endpoint, EndpointSet, Load
+from modelyard.endpoints import (
+    DEFAULT_HTTP_API_TIMEOUT_S,
+    Endpoint,
+    EndpointSet,
+    HttpApi,
+    Load,
+)
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.times import seconds
 from modelyard.v1 import controlplane_pb2 as cp
@@ -53,10 +59,22 @@ def endpoint_set_of(response: cp.WatchEndpointsResponse) -> EndpointSet:
             address=e.address,
             tags=dict(e.tags),
             load=Load(e.load.in_flight, e.load.queue_depth, seconds(e.load.latency) * 1000.0),
+            http_api=http_api_of(e.http_api) if e.HasField("http_api") else None,
         )
         for e in response.endpoints
     )
     return EndpointSet(response.model, response.version, endpoints)
+
+
+def http_api_of(api: cp.HttpApi) -> HttpApi:
+    return HttpApi(
+        url_template=api.url_template,
+        body_template=api.body_template,
+        response_path=api.response_path,
+        headers=dict(api.headers),
+        timeout_s=seconds(api.timeout) if api.HasField("timeout") else DEFAULT_HTTP_API_TIMEOUT_S,
+        health_url=api.health_url,
+    )
 
 
 class EndpointWatcher:

@@ -15,14 +15,32 @@ class Load:
     latency_ms: float = 0.0  # recent mean call latency (EWMA)
 
 
+#: How long a call to a registered API may take when its registration says nothing.
+DEFAULT_HTTP_API_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpApi:
+    """How to call a registered third-party API (`modelyard.v1.HttpApi` as plain data)."""
+
+    url_template: str
+    body_template: str
+    response_path: str  # JMESPath
+    headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${NAME}
+    timeout_s: float = DEFAULT_HTTP_API_TIMEOUT_S
+    health_url: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One healthy, non-draining replica serving a model."""
+    """One healthy, non-draining replica serving a model: a worker, or a registered
+    third-party API when `http_api` is set (then `worker_id` is the registration's id)."""
 
     worker_id: str
     address: str
     tags: Mapping[str, str] = field(default_factory=dict)
     load: Load = field(default_factory=Load)
+    http_api: HttpApi | None = None
 
 
 @dataclass(frozen=True, slots=True)

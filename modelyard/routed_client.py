@@ -23,7 +23,11 @@ Deadlines, ejections, idle routes, the balancer's timings and the endpoint watch
 one `clock` (`modelyard.clock`); gRPC enforces each attempt's share of the deadline itself.
 
 `interceptors` go on every channel the client opens, to workers and to control planes (the
-services pass their tracing interceptors: the trace goes on to the worker). `attempts` is
+services pass their tracing interceptors: the trace goes on to the worker).
+
+Endpoints that are registered third-party APIs (`Endpoint.http_api`) are called through
+`outside_apis`, which the services pass (the client core has no HTTP client); a client
+without it never picks them. `attempts` is
 told of every attempt (`modelyard.attempts`: the composer makes a span of each).
 """
 
@@ -33,9 +37,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -69,6 +73,15 @@ from modelyard.v1 import predict_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class OutsideApis(Protocol):
+    """Calls registered third-party APIs as if they were workers."""
+
+    def stub(self, endpoint: Endpoint) -> predict_pb2_grpc.PredictAsyncStub:
+        """A stub whose Predict and PredictStream call `endpoint.http_api`, failing an
+        attempt with UNAVAILABLE (an AioRpcError) so that it is retried elsewhere."""
+        ...
+
+
 @dataclass(slots=True)
 class _Route:
     selector: Selector
@@ -88,16 +101,22 @@ class _Channels:
         self,
         interceptors: Sequence[grpc.aio.ClientInterceptor],
         credentials: grpc.ChannelCredentials | None,
+        outside_apis: OutsideApis | None,
     ) -> None:
         self._interceptors = interceptors
         self._credentials = credentials
+        self._outside_apis = outside_apis
         self._stubs: dict[str, tuple[grpc.aio.Channel, predict_pb2_grpc.PredictAsyncStub]] = {}
         self._users: dict[str, int] = {}
         self._wanted: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
     @contextlib.contextmanager
-    def stub(self, address: str) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
+    def stub(self, endpoint: Endpoint) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
+        if endpoint.http_api is not None and self._outside_apis is not None:
+            yield self._outside_apis.stub(endpoint)
+            return
+        address = endpoint.address
         if address not in self._stubs:
             channel = aio_channel(
                 address,
@@ -154,6 +173,7 @@ class RoutedClient:
         attempts: AttemptTracker | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        outside_apis: OutsideApis | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -183,7 +203,8 @@ class RoutedClient:
         self.interceptors = (*token_interceptors(token), *interceptors)
         #: TLS to the control planes and the workers; plaintext when None.
         self.credentials = credentials
-        self._channels = _Channels(self.interceptors, credentials)
+        self._outside_apis = outside_apis
+        self._channels = _Channels(self.interceptors, credentials, outside_apis)
         self._attempts = attempts or Untracked()
 
     async def __aenter__(self) -> RoutedClient:
@@ -238,7 +259,7 @@ class RoutedClient:
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
-                    self._channels.stub(endpoint.address) as stub,
+                    self._channels.stub(endpoint) as stub,
                     route.balancer.track(endpoint.worker_id),
                     tracked.active(),
                 ):
@@ -271,7 +292,7 @@ class RoutedClient:
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
-                    self._channels.stub(endpoint.address) as stub,
+                    self._channels.stub(endpoint) as stub,
                 ):
                     with tracked.active():  # the call's client span starts: not across yields
                         call = stub.PredictStream(request, timeout=self._left(deadline, model))
@@ -343,12 +364,14 @@ class RoutedClient:
             task.add_done_callback(self._retiring.discard)
         if idle:
             routes = self._routes.values()
-            self._channels.keep_only({e.address for r in routes for e in r.balancer.endpoints})
+            self._channels.keep_only(_worker_addresses(routes))
 
     def _on_update(self, balancer: Balancer, endpoint_set: EndpointSet) -> None:
-        balancer.update(endpoint_set.endpoints)
-        routes = self._routes.values()
-        self._channels.keep_only({e.address for r in routes for e in r.balancer.endpoints})
+        endpoints = endpoint_set.endpoints
+        if self._outside_apis is None:  # it could not call them
+            endpoints = tuple(e for e in endpoints if e.http_api is None)
+        balancer.update(endpoints)
+        self._channels.keep_only(_worker_addresses(self._routes.values()))
 
     def _pick(self, route: _Route, failed: dict[str, str]) -> Endpoint:
         try:
@@ -407,6 +430,11 @@ def _returned_by(endpoint: Endpoint, error: grpc.aio.AioRpcError) -> ModelyardEr
     returned = from_rpc_error(error)
     returned.worker = endpoint.worker_id
     return returned
+
+
+def _worker_addresses(routes: Iterable[_Route]) -> set[str]:
+    """The addresses the channel pool should keep open (registered APIs use none)."""
+    return {e.address for r in routes for e in r.balancer.endpoints if e.http_api is None}
 
 
 def _reasons(failed: dict[str, str]) -> str:

@@ -278,6 +278,7 @@ class Endpoint(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     LOAD_FIELD_NUMBER: _builtins.int
+    HTTP_API_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id."""
     address: _builtins.str
@@ -290,6 +291,13 @@ class Endpoint(_message.Message):
     def load(self) -> Global___Load:
         """Its last reported load."""
 
+    @_builtins.property
+    def http_api(self) -> Global___HttpApi:
+        """Set when this endpoint is a registered third-party API, not a worker: `worker_id` is then
+        the registration's id, `address` the API's host:port, and calls go over HTTP as
+        described here instead of Predict.
+        """
+
     def __init__(
         self,
         *,
@@ -297,10 +305,11 @@ class Endpoint(_message.Message):
         address: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         load: Global___Load | None = ...,
+        http_api: Global___HttpApi | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["load", b"load"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["http_api", b"http_api", "load", b"load"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "load", b"load", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "http_api", b"http_api", "load", b"load", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -415,3 +424,321 @@ class UndrainWorkerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UndrainWorkerResponse: _TypeAlias = UndrainWorkerResponse  # noqa: Y015
+
+@_typing.final
+class HttpApi(_message.Message):
+    """How to call a third-party inference API for one prediction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_TEMPLATE_FIELD_NUMBER: _builtins.int
+    BODY_TEMPLATE_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    RESPONSE_PATH_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    HEALTH_URL_FIELD_NUMBER: _builtins.int
+    url_template: _builtins.str
+    """The URL to POST to, http or https; may hold {MODEL_NAME}."""
+    body_template: _builtins.str
+    """The JSON request body with placeholders: {USER_PROMPT} (required), {MODEL_TEMPERATURE},
+    {MODEL_NAME}. Each is replaced by its JSON-encoded value (a quoted string, a number).
+    """
+    response_path: _builtins.str
+    """A JMESPath expression that extracts the answer text from the JSON response, e.g.
+    "data.items[].attributes.answer" (a list of strings is joined with newlines).
+    """
+    health_url: _builtins.str
+    """GET this URL to check health actively (any 2xx: healthy); when empty, a TCP connect to
+    the API's host:port is the check.
+    """
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Headers sent with every call. A value may name secrets as ${NAME}, read from the
+        calling service's environment at call time, so secrets never reach etcd; a header that
+        carries credentials (Authorization, *key*, *token*, *secret*) must be given that way.
+        """
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The longest one call may take (default 30 s)."""
+
+    def __init__(
+        self,
+        *,
+        url_template: _builtins.str = ...,
+        body_template: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        response_path: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        health_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_template", b"body_template", "headers", b"headers", "health_url", b"health_url", "response_path", b"response_path", "timeout", b"timeout", "url_template", b"url_template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpApi: _TypeAlias = HttpApi  # noqa: Y015
+
+@_typing.final
+class Registration(_message.Message):
+    """One registered third-party API."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    HTTP_API_FIELD_NUMBER: _builtins.int
+    ONLINE_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    registration_id: _builtins.str
+    """Assigned at registration, unique in the cluster (e.g. "api-3f9c2a1b")."""
+    model: _builtins.str
+    """The model name it serves under."""
+    owner: _builtins.str
+    """Who registered it (free text, for people)."""
+    online: _builtins.bool
+    """False after SetRegistrationOnline(online=false): kept, but in no endpoint set."""
+    healthy: _builtins.bool
+    """Whether the last active health check passed."""
+    @_builtins.property
+    def http_api(self) -> Global___HttpApi:
+        """How to call it; in ListRegistrations header values are replaced by "<redacted>"
+        unless they are ${NAME} references.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was registered."""
+
+    def __init__(
+        self,
+        *,
+        registration_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        http_api: Global___HttpApi | None = ...,
+        online: _builtins.bool = ...,
+        healthy: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "http_api", b"http_api"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "healthy", b"healthy", "http_api", b"http_api", "model", b"model", "online", b"online", "owner", b"owner", "registration_id", b"registration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Registration: _TypeAlias = Registration  # noqa: Y015
+
+@_typing.final
+class RegisterModelRequest(_message.Message):
+    """Asks to register a third-party API."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    HTTP_API_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model name to serve it under."""
+    owner: _builtins.str
+    """Who registers it."""
+    @_builtins.property
+    def http_api(self) -> Global___HttpApi:
+        """How to call it."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        http_api: Global___HttpApi | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["http_api", b"http_api"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["http_api", b"http_api", "model", b"model", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterModelRequest: _TypeAlias = RegisterModelRequest  # noqa: Y015
+
+@_typing.final
+class RegisterModelResponse(_message.Message):
+    """The registration was stored in etcd."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def registration(self) -> Global___Registration:
+        """The stored registration (header values redacted as in ListRegistrations)."""
+
+    def __init__(
+        self,
+        *,
+        registration: Global___Registration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterModelResponse: _TypeAlias = RegisterModelResponse  # noqa: Y015
+
+@_typing.final
+class ListRegistrationsRequest(_message.Message):
+    """Asks for the registrations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Only those serving this model, when set."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRegistrationsRequest: _TypeAlias = ListRegistrationsRequest  # noqa: Y015
+
+@_typing.final
+class ListRegistrationsResponse(_message.Message):
+    """The registrations, sorted by model then id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def registrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Registration]:
+        """Each registration."""
+
+    def __init__(
+        self,
+        *,
+        registrations: _abc.Iterable[Global___Registration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registrations", b"registrations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRegistrationsResponse: _TypeAlias = ListRegistrationsResponse  # noqa: Y015
+
+@_typing.final
+class SetRegistrationOnlineRequest(_message.Message):
+    """Takes a registration offline or brings it back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_ID_FIELD_NUMBER: _builtins.int
+    ONLINE_FIELD_NUMBER: _builtins.int
+    registration_id: _builtins.str
+    """The registration's id."""
+    online: _builtins.bool
+    """True to serve it, false to keep it out of every endpoint set."""
+    def __init__(
+        self,
+        *,
+        registration_id: _builtins.str = ...,
+        online: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["online", b"online", "registration_id", b"registration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRegistrationOnlineRequest: _TypeAlias = SetRegistrationOnlineRequest  # noqa: Y015
+
+@_typing.final
+class SetRegistrationOnlineResponse(_message.Message):
+    """The change was recorded in etcd."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def registration(self) -> Global___Registration:
+        """The registration as now stored (header values redacted)."""
+
+    def __init__(
+        self,
+        *,
+        registration: Global___Registration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRegistrationOnlineResponse: _TypeAlias = SetRegistrationOnlineResponse  # noqa: Y015
+
+@_typing.final
+class RemoveRegistrationRequest(_message.Message):
+    """Asks to delete a registration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_ID_FIELD_NUMBER: _builtins.int
+    registration_id: _builtins.str
+    """The registration's id."""
+    def __init__(
+        self,
+        *,
+        registration_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration_id", b"registration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveRegistrationRequest: _TypeAlias = RemoveRegistrationRequest  # noqa: Y015
+
+@_typing.final
+class RemoveRegistrationResponse(_message.Message):
+    """The registration was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveRegistrationResponse: _TypeAlias = RemoveRegistrationResponse  # noqa: Y015

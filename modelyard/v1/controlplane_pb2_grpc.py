@@ -56,6 +56,26 @@ class ControlPlaneStub:
                 request_serializer=modelyard_dot_v1_dot_controlplane__pb2.UndrainWorkerRequest.SerializeToString,
                 response_deserializer=modelyard_dot_v1_dot_controlplane__pb2.UndrainWorkerResponse.FromString,
                 _registered_method=True)
+        self.RegisterModel = channel.unary_unary(
+                '/modelyard.v1.ControlPlane/RegisterModel',
+                request_serializer=modelyard_dot_v1_dot_controlplane__pb2.RegisterModelRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_controlplane__pb2.RegisterModelResponse.FromString,
+                _registered_method=True)
+        self.ListRegistrations = channel.unary_unary(
+                '/modelyard.v1.ControlPlane/ListRegistrations',
+                request_serializer=modelyard_dot_v1_dot_controlplane__pb2.ListRegistrationsRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_controlplane__pb2.ListRegistrationsResponse.FromString,
+                _registered_method=True)
+        self.SetRegistrationOnline = channel.unary_unary(
+                '/modelyard.v1.ControlPlane/SetRegistrationOnline',
+                request_serializer=modelyard_dot_v1_dot_controlplane__pb2.SetRegistrationOnlineRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_controlplane__pb2.SetRegistrationOnlineResponse.FromString,
+                _registered_method=True)
+        self.RemoveRegistration = channel.unary_unary(
+                '/modelyard.v1.ControlPlane/RemoveRegistration',
+                request_serializer=modelyard_dot_v1_dot_controlplane__pb2.RemoveRegistrationRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_controlplane__pb2.RemoveRegistrationResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -95,6 +115,39 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterModel(self, request, context):
+        """Registers a third-party inference API under a model name (admin). Same-name
+        registrations and workers are balanced together: each online, healthy registration is
+        an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
+        placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
+        does not compile, a secret header given as a literal value).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRegistrations(self, request, context):
+        """Lists registrations, optionally of one model. Header values are never echoed back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRegistrationOnline(self, request, context):
+        """Takes a registration out of (online=false) or back into (online=true) the endpoint
+        sets, keeping it stored (admin). Errors: NOT_FOUND for an unknown registration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRegistration(self, request, context):
+        """Deletes a registration (admin). Errors: NOT_FOUND for an unknown registration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +170,26 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.UndrainWorker,
                     request_deserializer=modelyard_dot_v1_dot_controlplane__pb2.UndrainWorkerRequest.FromString,
                     response_serializer=modelyard_dot_v1_dot_controlplane__pb2.UndrainWorkerResponse.SerializeToString,
+            ),
+            'RegisterModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterModel,
+                    request_deserializer=modelyard_dot_v1_dot_controlplane__pb2.RegisterModelRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_controlplane__pb2.RegisterModelResponse.SerializeToString,
+            ),
+            'ListRegistrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRegistrations,
+                    request_deserializer=modelyard_dot_v1_dot_controlplane__pb2.ListRegistrationsRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_controlplane__pb2.ListRegistrationsResponse.SerializeToString,
+            ),
+            'SetRegistrationOnline': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRegistrationOnline,
+                    request_deserializer=modelyard_dot_v1_dot_controlplane__pb2.SetRegistrationOnlineRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_controlplane__pb2.SetRegistrationOnlineResponse.SerializeToString,
+            ),
+            'RemoveRegistration': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRegistration,
+                    request_deserializer=modelyard_dot_v1_dot_controlplane__pb2.RemoveRegistrationRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_controlplane__pb2.RemoveRegistrationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +302,114 @@ class ControlPlane:
             '/modelyard.v1.ControlPlane/UndrainWorker',
             modelyard_dot_v1_dot_controlplane__pb2.UndrainWorkerRequest.SerializeToString,
             modelyard_dot_v1_dot_controlplane__pb2.UndrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.ControlPlane/RegisterModel',
+            modelyard_dot_v1_dot_controlplane__pb2.RegisterModelRequest.SerializeToString,
+            modelyard_dot_v1_dot_controlplane__pb2.RegisterModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRegistrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.ControlPlane/ListRegistrations',
+            modelyard_dot_v1_dot_controlplane__pb2.ListRegistrationsRequest.SerializeToString,
+            modelyard_dot_v1_dot_controlplane__pb2.ListRegistrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRegistrationOnline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.ControlPlane/SetRegistrationOnline',
+            modelyard_dot_v1_dot_controlplane__pb2.SetRegistrationOnlineRequest.SerializeToString,
+            modelyard_dot_v1_dot_controlplane__pb2.SetRegistrationOnlineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRegistration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.ControlPlane/RemoveRegistration',
+            modelyard_dot_v1_dot_controlplane__pb2.RemoveRegistrationRequest.SerializeToString,
+            modelyard_dot_v1_dot_controlplane__pb2.RemoveRegistrationResponse.FromString,
             options,
             channel_credentials,
             insecure,

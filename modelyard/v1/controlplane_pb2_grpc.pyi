@@ -49,6 +49,21 @@ class ControlPlaneStub:
     """
     UndrainWorker: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.UndrainWorkerRequest, _controlplane_pb2.UndrainWorkerResponse]
     """Brings a drained worker back. Errors: NOT_FOUND for an unknown worker."""
+    RegisterModel: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.RegisterModelRequest, _controlplane_pb2.RegisterModelResponse]
+    """Registers a third-party inference API under a model name (admin). Same-name
+    registrations and workers are balanced together: each online, healthy registration is
+    an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
+    placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
+    does not compile, a secret header given as a literal value).
+    """
+    ListRegistrations: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListRegistrationsRequest, _controlplane_pb2.ListRegistrationsResponse]
+    """Lists registrations, optionally of one model. Header values are never echoed back."""
+    SetRegistrationOnline: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.SetRegistrationOnlineRequest, _controlplane_pb2.SetRegistrationOnlineResponse]
+    """Takes a registration out of (online=false) or back into (online=true) the endpoint
+    sets, keeping it stored (admin). Errors: NOT_FOUND for an unknown registration.
+    """
+    RemoveRegistration: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.RemoveRegistrationRequest, _controlplane_pb2.RemoveRegistrationResponse]
+    """Deletes a registration (admin). Errors: NOT_FOUND for an unknown registration."""
 
 @_typing.type_check_only
 class ControlPlaneAsyncStub(ControlPlaneStub):
@@ -71,6 +86,21 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     """
     UndrainWorker: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.UndrainWorkerRequest, _controlplane_pb2.UndrainWorkerResponse]  # type: ignore[assignment]
     """Brings a drained worker back. Errors: NOT_FOUND for an unknown worker."""
+    RegisterModel: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.RegisterModelRequest, _controlplane_pb2.RegisterModelResponse]  # type: ignore[assignment]
+    """Registers a third-party inference API under a model name (admin). Same-name
+    registrations and workers are balanced together: each online, healthy registration is
+    an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
+    placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
+    does not compile, a secret header given as a literal value).
+    """
+    ListRegistrations: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListRegistrationsRequest, _controlplane_pb2.ListRegistrationsResponse]  # type: ignore[assignment]
+    """Lists registrations, optionally of one model. Header values are never echoed back."""
+    SetRegistrationOnline: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.SetRegistrationOnlineRequest, _controlplane_pb2.SetRegistrationOnlineResponse]  # type: ignore[assignment]
+    """Takes a registration out of (online=false) or back into (online=true) the endpoint
+    sets, keeping it stored (admin). Errors: NOT_FOUND for an unknown registration.
+    """
+    RemoveRegistration: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.RemoveRegistrationRequest, _controlplane_pb2.RemoveRegistrationResponse]  # type: ignore[assignment]
+    """Deletes a registration (admin). Errors: NOT_FOUND for an unknown registration."""
 
 class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
     """The control plane: membership, health, load and admin intent, read from etcd and probes,
@@ -114,5 +144,44 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_controlplane_pb2.UndrainWorkerResponse, _abc.Awaitable[_controlplane_pb2.UndrainWorkerResponse]]:
         """Brings a drained worker back. Errors: NOT_FOUND for an unknown worker."""
+
+    @_abc_1.abstractmethod
+    def RegisterModel(
+        self,
+        request: _controlplane_pb2.RegisterModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.RegisterModelResponse, _abc.Awaitable[_controlplane_pb2.RegisterModelResponse]]:
+        """Registers a third-party inference API under a model name (admin). Same-name
+        registrations and workers are balanced together: each online, healthy registration is
+        an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
+        placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
+        does not compile, a secret header given as a literal value).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRegistrations(
+        self,
+        request: _controlplane_pb2.ListRegistrationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.ListRegistrationsResponse, _abc.Awaitable[_controlplane_pb2.ListRegistrationsResponse]]:
+        """Lists registrations, optionally of one model. Header values are never echoed back."""
+
+    @_abc_1.abstractmethod
+    def SetRegistrationOnline(
+        self,
+        request: _controlplane_pb2.SetRegistrationOnlineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.SetRegistrationOnlineResponse, _abc.Awaitable[_controlplane_pb2.SetRegistrationOnlineResponse]]:
+        """Takes a registration out of (online=false) or back into (online=true) the endpoint
+        sets, keeping it stored (admin). Errors: NOT_FOUND for an unknown registration.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveRegistration(
+        self,
+        request: _controlplane_pb2.RemoveRegistrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.RemoveRegistrationResponse, _abc.Awaitable[_controlplane_pb2.RemoveRegistrationResponse]]:
+        """Deletes a registration (admin). Errors: NOT_FOUND for an unknown registration."""
 
 def add_ControlPlaneServicer_to_server(servicer: ControlPlaneServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
