@@ -28,6 +28,7 @@ from typing import Protocol
 import grpc
 import grpc.aio
 
+from modelyard.channels import aio_channel
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.composer_client import AsyncComposerClient
 from modelyard.errors import ModelyardError, NotFound, Unavailable
@@ -86,9 +87,12 @@ class ModelSource(Protocol):
 class ServedModels:
     """The served models, from the first control-plane replica that answers ListWorkers."""
 
-    def __init__(self, addresses: Sequence[str]) -> None:
+    def __init__(
+        self, addresses: Sequence[str], *, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.addresses = tuple(addresses)
         self.what = f"control plane {', '.join(self.addresses)}"
+        self._credentials = credentials  # None: plaintext
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def models(self) -> list[Target]:
@@ -96,7 +100,9 @@ class ServedModels:
         for address in self.addresses:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.aio.insecure_channel(address)
+                channel = self._channels[address] = aio_channel(
+                    address, credentials=self._credentials
+                )
             stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
             try:
                 reply = await stub.ListWorkers(cp.ListWorkersRequest(), timeout=_LIST_TIMEOUT_S)
