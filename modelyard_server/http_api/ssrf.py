@@ -91,8 +91,11 @@ async def resolve_checked(
     """Every address `host` resolves to, each checked: what a call may connect to. Raises
     AddressRefused when one is refused, OSError when the name does not resolve."""
     _check_name(host, "")
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = _addresses(infos)
+    try:
+        addresses: tuple[IPAddress, ...] = (ipaddress.ip_address(host),)
+    except ValueError:  # a name: the loop's resolver runs in a thread, skipped for literals
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = _addresses(infos)
     _check_all(host, addresses, allowed_networks, "")
     return addresses
 
