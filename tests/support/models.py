@@ -6,6 +6,7 @@ Options come from the worker config's `options:` mapping.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -160,6 +161,19 @@ class Picky(Model):
                 raise InvalidArgument("input 'text' must not be empty")
             results.append({"text": text.upper()})
         return results
+
+
+class ImportedModules(Model):
+    """Says which of the named modules its process has imported: what a worker pays for
+    at start-up (torch and transformers cost seconds and hundreds of MB)."""
+
+    task = "imported-modules"
+    blocking = False
+    inputs = (Field("names", "list", "Module names to look up.", element_kind="string"),)
+    outputs = (Field("imported", "list", "Those of them the process has imported."),)
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        return [{"imported": [n for n in r.inputs["names"] if n in sys.modules]} for r in batch]
 
 
 class BrokenLoad(Model):

@@ -1,0 +1,40 @@
+"""What a real `modelyard worker` process imports: only what its models' tasks need.
+
+torch and transformers cost a worker seconds of start-up and about 300 MB; a worker that
+serves only plain-Python models must not import them. A model served next to the others
+reports its own process's `sys.modules`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelyard.client import Client
+from tests.integration.conftest import worker_process, write_config
+
+HEAVY = ["torch", "transformers"]
+REPORTER = {"name": "imported", "class": "tests.support.models:ImportedModules"}
+
+
+def imported_by_worker(config: Path) -> list[Any]:
+    with worker_process(config) as (_, address), Client(address, timeout=30) as client:
+        client.predict("echo", text="hello")  # a served call, not just a loaded model
+        return list(client.predict("imported", names=HEAVY).outputs["imported"])
+
+
+def test_a_worker_serving_plain_python_models_never_imports_torch_or_transformers(
+    tmp_path: Path,
+) -> None:
+    echo = {"name": "echo", "class": "tests.support.models:Echo"}
+    config = write_config(tmp_path / "worker.yaml", [echo, REPORTER])
+    assert imported_by_worker(config) == []
+
+
+def test_a_worker_serving_a_transformers_model_imports_them(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path]
+) -> None:
+    # The same probe sees them once a model's task needs them.
+    sentiment = {"name": "echo", "source": str(tiny_checkpoints["tiny-bert-sentiment"])}
+    config = write_config(tmp_path / "worker.yaml", [sentiment, REPORTER])
+    assert imported_by_worker(config) == HEAVY
