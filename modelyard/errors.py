@@ -60,6 +60,8 @@ class Reason(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     INTERNAL = "INTERNAL"
 
 
@@ -181,6 +183,20 @@ class FailedPrecondition(ModelyardError):
     reason = Reason.FAILED_PRECONDITION
 
 
+class Unauthenticated(ModelyardError):
+    """No credentials, or a token or certificate the server does not know."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = Reason.UNAUTHENTICATED
+
+
+class PermissionDenied(ModelyardError):
+    """A known caller without the role the call needs (a serving token on an admin RPC)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = Reason.PERMISSION_DENIED
+
+
 class ModelError(ModelyardError):
     """The model itself failed on an input it accepted (an inference error)."""
 
@@ -197,6 +213,8 @@ _BY_CODE: dict[grpc.StatusCode, type[ModelyardError]] = {
         Unavailable,
         DeadlineExceeded,
         FailedPrecondition,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 

@@ -1,6 +1,7 @@
 """A user's mistake on the command line is one short line on stderr and exit code 2, never
 a traceback: a missing or unreadable file, a YAML or JSON error (file and line), a settings
-or graph file that does not fit its schema, a value a server refuses as invalid.
+or graph file that does not fit its schema, a value a server refuses as invalid, a server
+that refuses the caller's token (with what to set).
 
 Commands report what they expect themselves (`fail`); `Commands`, the root group, prints
 those and catches the mistakes that escape any command, so a command written later is
@@ -69,6 +70,19 @@ def _report(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: what to do about a server's refusal of the caller, by status name
+_REFUSAL_HINTS = {
+    "UNAUTHENTICATED": "set MODELYARD_TOKEN to a token it accepts",
+    "PERMISSION_DENIED": "the token in MODELYARD_TOKEN lacks that role: use an admin token",
+}
+
+
+def refusal_hint(code_name: str, message: str) -> str:
+    """`message`, with what to do when it is a refusal of the caller's credentials."""
+    hint = _REFUSAL_HINTS.get(code_name)
+    return f"{message}; {hint}" if hint else message
+
+
 def mistake_of(error: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for an error the user's input caused (2), or a
     server's refusal (1: it answered with an error); None for anything else."""
@@ -82,7 +96,7 @@ def mistake_of(error: BaseException) -> tuple[str, int] | None:
     if isinstance(error, InvalidArgument):
         return error.message, 2
     if isinstance(error, ModelyardError):
-        return f"{error.code.name}: {error.message}", 1
+        return refusal_hint(error.code.name, f"{error.code.name}: {error.message}"), 1
     if isinstance(error, FileProblem):
         return str(error), 2
     if isinstance(error, FileNotFoundError | IsADirectoryError | PermissionError):

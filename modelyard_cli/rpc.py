@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from modelyard_cli.credentials import from_environment
-from modelyard_cli.mistakes import fail
+from modelyard_cli.mistakes import fail, refusal_hint
 
 
 def call_service(
@@ -38,7 +38,7 @@ def rpc_problem(
     `target`, "cannot reach the composer at 127.0.0.1:50070 (Connection refused): ..."."""
     reason = unreachable(code, details)
     if reason is None:
-        return f"{code.name}: {details} ({target})"
+        return refusal_hint(code.name, f"{code.name}: {details} ({target})")
     elsewhere = f", or point {option} at a running one" if option else ""
     return (
         f"cannot reach {what} at {target} ({reason}): is the stack up (`modelyard up`){elsewhere}?"

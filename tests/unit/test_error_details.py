@@ -116,11 +116,11 @@ def test_an_error_without_details_gets_the_generic_reason_and_no_domain() -> Non
     read = from_rpc_error(FailedCall(grpc.StatusCode.UNAVAILABLE, "connection refused"))
     assert type(read) is Unavailable
     assert (read.reason, read.domain, read.field_violations) == ("UNAVAILABLE", "", ())
-    other = from_status(grpc.StatusCode.PERMISSION_DENIED, "no")
+    other = from_status(grpc.StatusCode.ABORTED, "no")
     assert (type(other), other.code, other.reason) == (
         ModelyardError,
-        grpc.StatusCode.PERMISSION_DENIED,
-        "PERMISSION_DENIED",
+        grpc.StatusCode.ABORTED,
+        "ABORTED",
     )
 
 
