@@ -3,6 +3,9 @@
     POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
     GET  /v1/models             GET  /v1/models/{model}          GET /health
 
+With API keys configured (`gateway.api_keys`), every route but /health first checks the
+request's `Authorization: Bearer <key>`.
+
 Routes only do HTTP: read a bounded JSON body, check it (`gateway.schemas`), await the
 service, and write JSON, or server-sent events ending with `data: [DONE]` for
 `"stream": true`. A stream's status is decided by its first chunk: whatever fails before
@@ -26,6 +29,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
+from gateway.api_keys import ApiKeys, RequireApiKey
 from gateway.errors import INTERNAL_MESSAGE, ApiError, bad_request
 from gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Parsed, parse
 from gateway.service import OpenAIService
@@ -45,8 +49,13 @@ class Health:
     serving = True
 
 
-def build_app(service: OpenAIService, *, max_body_bytes: int, health: Health) -> FastAPI:
+def build_app(
+    service: OpenAIService, *, max_body_bytes: int, health: Health, keys: ApiKeys
+) -> FastAPI:
+    """The routes; with `keys` required, every one but /health needs a key (401)."""
     app = FastAPI(title="modelyard gateway", summary="OpenAI-compatible API over modelyard")
+    if keys.required:
+        app.add_middleware(RequireApiKey, keys=keys)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     for status in (404, 405):  # no such route, or not with this method
         app.add_exception_handler(status, _http_error)

@@ -6,11 +6,14 @@
 which the official clients turn into their exception classes by status (400
 BadRequestError, 404 NotFoundError, 429 RateLimitError, ...). Every modelyard status maps
 to one HTTP status here, and nowhere else; an error whose cause is unknown is a 500 with a
-fixed message (the traceback goes to the log, never to the client).
+fixed message (the traceback goes to the log, never to the client). A refusal of the
+gateway's own credentials by the cluster is a 500 too: the operator's to fix, not the
+client's.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -18,13 +21,14 @@ import grpc
 
 from modelyard.errors import ModelyardError
 
+log = logging.getLogger(__name__)
+
 INTERNAL_MESSAGE = "The server had an error while processing your request."
 
 # status -> OpenAI's error `type` and, where it has one, its `code`
 _BY_STATUS: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", None),
-    401: ("authentication_error", "invalid_api_key"),
-    403: ("permission_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),  # OpenAI's answer to a bad key
     404: ("invalid_request_error", "model_not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
@@ -38,13 +42,18 @@ _HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+# what a composer, control plane or worker answers when it refuses the gateway itself
+_REFUSED_GATEWAY = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+_REFUSED_MESSAGE = (
+    "The gateway is not allowed to call this model: the cluster refused its token or "
+    "certificate (the gateway's auth.token or tls settings)."
+)
 
 # Where an error that has no field path still names the field in its message, as the llm/v1
 # tasks' do: "parameter 'top_p' must be ...", "input 'messages[0]' needs a role ...".
@@ -103,6 +112,11 @@ def from_modelyard(error: ModelyardError, *, fields: bool = True) -> ApiError:
     `param`: a worker's field paths are its inputs and parameters, which are OpenAI's own
     fields ("parameters.temperature" is `temperature`).
     """
+    if error.code in _REFUSED_GATEWAY:
+        # the cluster refused the gateway's own credentials: the client's key is not at
+        # fault (a 401 would make its client report a bad api_key), the operator is
+        log.warning("the cluster refused the gateway's call: %s", error.code.name)
+        return ApiError(500, _REFUSED_MESSAGE)
     status = _HTTP_STATUS.get(error.code, 500)
     param = _param(error) if status == 400 and fields else None
     # the server edge that sent it already replaced an unexpected failure's text by a

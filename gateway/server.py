@@ -2,6 +2,10 @@
 client (served models) and a composer (graphs). It keeps no state of its own: run as many
 as you like, anywhere that reaches the control plane and the workers.
 
+With `tls` set it serves HTTPS (and with client_auth requires client certificates), and
+its gRPC channels trust the same CA and present the same certificate; with `auth.api_keys`
+set every route but /health needs a key; `auth.token` goes on its own calls.
+
 Lifecycle (`modelyard_server.runner.run_until_signalled`): start binds the port and
 serves; stop (SIGTERM) makes /health answer 503, stops accepting connections, lets the
 requests and streams in flight finish within `grace_seconds`, cancels what is left, and
@@ -17,9 +21,12 @@ import errno
 import logging
 import math
 import socket
+import ssl
+from typing import Any
 
 import uvicorn
 
+from gateway.api_keys import ApiKeys
 from gateway.app import Health, build_app
 from gateway.models import Catalog, DeployedGraphs, ModelSource, ServedModels
 from gateway.service import OpenAIService
@@ -28,6 +35,7 @@ from modelyard.composer_client import AsyncComposerClient
 from modelyard.routed_client import RoutedClient
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
+from modelyard_server.tls import TlsSettings, channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +43,22 @@ log = logging.getLogger(__name__)
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
+        # the gateway's own calls: TLS and token as the composer's (tls, auth.token)
+        credentials = channel_credentials(settings.tls)
+        token = settings.auth.outgoing_token()
         self.routed = RoutedClient(
-            settings.controlplanes, policy=settings.policy, timeout=settings.request_timeout
+            settings.controlplanes,
+            policy=settings.policy,
+            timeout=settings.request_timeout,
+            credentials=credentials,
+            token=token,
         )
-        self.composer = AsyncComposerClient(settings.composer) if settings.composer else None
-        self.served = ServedModels(settings.controlplanes)
+        self.composer = (
+            AsyncComposerClient(settings.composer, credentials=credentials, token=token)
+            if settings.composer
+            else None
+        )
+        self.served = ServedModels(settings.controlplanes, credentials=credentials)
         sources: list[ModelSource] = [self.served]
         if self.composer is not None and settings.composer:
             sources.append(DeployedGraphs(self.composer, settings.composer))
@@ -53,7 +72,10 @@ class Gateway:
             self.catalog, self.routed, self.composer, timeout=settings.request_timeout
         )
         self.health = Health()
-        app = build_app(service, max_body_bytes=settings.max_body_bytes, health=self.health)
+        keys = ApiKeys(settings.auth.keys())
+        app = build_app(
+            service, max_body_bytes=settings.max_body_bytes, health=self.health, keys=keys
+        )
         self.http = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -62,6 +84,7 @@ class Gateway:
                 access_log=False,
                 # whole seconds (uvicorn's type): a grace is never cut short
                 timeout_graceful_shutdown=math.ceil(settings.grace_seconds),
+                **_https(settings.tls),
             )
         )
         self.port = 0
@@ -71,6 +94,11 @@ class Gateway:
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.settings.tls.enabled else "http"
+        return f"{scheme}://{self.address}/v1"
 
     async def start(self) -> None:
         self._socket = _bind(self.settings.host, self.settings.port)
@@ -82,7 +110,7 @@ class Gateway:
         # uvicorn's main loop only refreshes the Date header and watches should_exit
         self._ticking = asyncio.create_task(self.http.main_loop(), name="gateway http")
         write_port_file(self.settings.port_file, self.port)
-        log.info("gateway serving the OpenAI API on http://%s/v1", self.address)
+        log.info("gateway serving the OpenAI API on %s", self.base_url)
 
     async def stop(self) -> None:
         """/health 503, no new connections, in-flight requests get `grace_seconds`."""
@@ -110,6 +138,19 @@ class Gateway:
         if self.composer is not None:
             with contextlib.suppress(Exception):
                 await self.composer.close()
+
+
+def _https(tls: TlsSettings) -> dict[str, Any]:
+    """uvicorn's TLS options: none for plain HTTP; with client_auth, a client certificate
+    signed by ca_file is required (the TLS handshake refuses any other)."""
+    if tls.cert_file is None:
+        return {}
+    return {
+        "ssl_certfile": str(tls.cert_file),
+        "ssl_keyfile": str(tls.key_file),
+        "ssl_ca_certs": str(tls.ca_file) if tls.ca_file else None,
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.client_auth else ssl.CERT_NONE,
+    }
 
 
 def _bind(host: str, port: int) -> socket.socket:

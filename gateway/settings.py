@@ -1,15 +1,56 @@
 """Gateway settings. Env prefix MODELYARD_GATEWAY_ (nested with "__"), e.g.
-MODELYARD_GATEWAY_PORT=8000 or MODELYARD_GATEWAY_CONTROLPLANES='["10.0.0.1:50050"]'."""
+MODELYARD_GATEWAY_PORT=8000, MODELYARD_GATEWAY_CONTROLPLANES='["10.0.0.1:50050"]' or
+MODELYARD_GATEWAY_AUTH__API_KEYS='["sk-..."]'."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard_server.logging_setup import LogSettings
+from modelyard_server.tls import TlsSettings
+
+
+class GatewayAuth(BaseModel):
+    """The API keys HTTP clients must send, and the token the gateway sends on its own
+    calls. Keys come inline or from a file of one key a line ('#' starts a comment); both
+    add up. Neither keys nor the token appear in a log line or an answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys a client sends as `Authorization: Bearer <key>` (an OpenAI "
+        "client's api_key); set, every route but /health needs one (401 otherwise).",
+    )
+    api_keys_file: Path | None = Field(None, description="File of API keys.")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token sent to the composer, control planes and workers "
+        "(a serving token, where they require one).",
+    )
+    token_file: Path | None = Field(None, description="File holding `token`.")
+
+    def keys(self) -> list[str]:
+        found = [secret.get_secret_value() for secret in self.api_keys]
+        if self.api_keys_file is not None:
+            found += _read_lines(self.api_keys_file)
+        return [key for key in found if key]
+
+    def outgoing_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return next(iter(_read_lines(self.token_file)), None)
+        return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
 
 
 class GatewaySettings(BaseSettings):
@@ -57,5 +98,16 @@ class GatewaySettings(BaseSettings):
     )
     logging: LogSettings = Field(
         default_factory=lambda: LogSettings(), description="Log format (text or json), level."
+    )
+    tls: TlsSettings = Field(
+        default_factory=lambda: TlsSettings(),
+        description="Certificate and key for HTTPS (client_auth: clients need a certificate "
+        "signed by ca_file); the same settings make the gRPC channels to the composer, "
+        "control planes and workers trust ca_file and present the certificate. No "
+        "certificate means plain HTTP and plaintext gRPC.",
+    )
+    auth: GatewayAuth = Field(
+        default_factory=lambda: GatewayAuth(),
+        description="API keys clients must send, and the gateway's own token (never logged).",
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")
