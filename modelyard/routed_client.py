@@ -16,6 +16,12 @@ first response message, only to a replica not tried yet for this call, at most
 first endpoint set and every attempt. A replica that refused a call is avoided by later
 calls for `eject_s` seconds, so a dead worker costs one failed attempt, not one per call.
 
+A replica that hangs refuses nothing (a SIGSTOPped process keeps its connections open), so
+with `rescue` on (the default) an attempt that has no response yet is abandoned, and
+retried as if it had been refused, when its replica leaves the endpoint set or when it goes
+unanswered longer than `attempt_timeouts` derives from the route's recent latencies (for a
+stream: the time to its first message). `modelyard.rescue` explains the derivation.
+
 Results, stream events and errors a replica returned name it (`worker`), so callers such
 as the composer's timeline can say who served a call, or who failed it.
 
@@ -63,9 +69,11 @@ from modelyard.errors import (
     DeadlineExceeded,
     InvalidArgument,
     ModelyardError,
+    Reason,
     Unavailable,
     from_rpc_error,
 )
+from modelyard.rescue import Abandoned, AttemptTimeouts, LatencyWindow, Rescues
 from modelyard.selectors import Selector, parse_selector
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
@@ -87,6 +95,9 @@ class _Route:
     selector: Selector
     watcher: EndpointWatcher
     balancer: Balancer
+    rescues: Rescues
+    # answered attempts: Predict's latency, PredictStream's time to the first message
+    latencies: dict[bool, LatencyWindow]  # keyed by streaming
     used_at: float = 0.0
 
     def busy(self) -> bool:
@@ -174,6 +185,8 @@ class RoutedClient:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         outside_apis: OutsideApis | None = None,
+        rescue: bool = True,
+        attempt_timeouts: AttemptTimeouts | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
@@ -206,6 +219,10 @@ class RoutedClient:
         self._outside_apis = outside_apis
         self._channels = _Channels(self.interceptors, credentials, outside_apis)
         self._attempts = attempts or Untracked()
+        #: Whether unanswered attempts on departed or hung replicas are abandoned and
+        #: retried elsewhere (module docstring).
+        self.rescue = rescue
+        self.attempt_timeouts = attempt_timeouts or AttemptTimeouts()
 
     async def __aenter__(self) -> RoutedClient:
         return self
@@ -256,6 +273,7 @@ class RoutedClient:
         while True:
             endpoint = self._pick(route, failed)
             attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, False)
+            unanswered_s = self._attempt_timeout(route, endpoint, failed, deadline, False)
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
@@ -263,9 +281,15 @@ class RoutedClient:
                     route.balancer.track(endpoint.worker_id),
                     tracked.active(),
                 ):
-                    response = await stub.Predict(request, timeout=self._left(deadline, model))
+                    started = self._clock.now()
+                    async with route.rescues.guard(endpoint.worker_id, unanswered_s):
+                        response = await stub.Predict(request, timeout=self._left(deadline, model))
+                    route.latencies[False].record(self._clock.now() - started)
             except grpc.aio.AioRpcError as error:
                 self._retry_or_raise(route, endpoint, error, failed)
+                continue
+            except Abandoned as abandoned:
+                self._retry_elsewhere(route, endpoint, abandoned.reason, Reason.UNAVAILABLE, failed)
                 continue
             return replace(prediction_of(response), worker=endpoint.worker_id)
 
@@ -289,6 +313,7 @@ class RoutedClient:
             endpoint = self._pick(route, failed)
             delivered = 0
             attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, True)
+            unanswered_s = self._attempt_timeout(route, endpoint, failed, deadline, True)
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
@@ -299,7 +324,18 @@ class RoutedClient:
                     # streams are not timed: their length says nothing about the replica's speed
                     route.balancer.begin(endpoint.worker_id)
                     try:
-                        async for message in call:
+                        messages = aiter(call)
+                        started = self._clock.now()
+                        # only the first message is guarded: after it a retry would repeat
+                        # output, and a long generation must not be cut short
+                        async with route.rescues.guard(endpoint.worker_id, unanswered_s):
+                            first = await anext(messages, None)
+                        if first is None:
+                            return
+                        route.latencies[True].record(self._clock.now() - started)
+                        yield replace(stream_event_of(first, 0), worker=endpoint.worker_id)
+                        delivered = 1
+                        async for message in messages:
                             event = stream_event_of(message, delivered)
                             yield replace(event, worker=endpoint.worker_id)
                             delivered += 1
@@ -313,6 +349,8 @@ class RoutedClient:
                         route.balancer.end(endpoint.worker_id)
             except grpc.aio.AioRpcError as error:
                 self._retry_or_raise(route, endpoint, error, failed)
+            except Abandoned as abandoned:
+                self._retry_elsewhere(route, endpoint, abandoned.reason, Reason.UNAVAILABLE, failed)
 
     def _selector(self, selector: str | None) -> Selector:
         return self.selector if selector is None else parse_selector(selector)
@@ -325,18 +363,20 @@ class RoutedClient:
         route = self._routes.get(key)
         if route is None:
             balancer = Balancer(self.policy, model=model, clock=self._clock, rng=self._rng)
+            rescues = Rescues(self._clock)
             watcher = EndpointWatcher(
                 self.addresses,
                 model,
                 str(parsed),
-                on_update=lambda endpoints: self._on_update(balancer, endpoints),
+                on_update=lambda endpoints: self._on_update(balancer, rescues, endpoints),
                 backoff=self._backoff,
                 idle_timeout_s=self.idle_timeout_s,
                 clock=self._clock,
                 interceptors=self.interceptors,
                 credentials=self.credentials,
             )
-            route = self._routes[key] = _Route(parsed, watcher, balancer)
+            latencies = {streaming: LatencyWindow(self._clock) for streaming in (False, True)}
+            route = self._routes[key] = _Route(parsed, watcher, balancer, rescues, latencies)
             watcher.start()
         route.used_at = self._clock.now()
         self._retire_idle_routes(route.used_at)
@@ -366,11 +406,23 @@ class RoutedClient:
             routes = self._routes.values()
             self._channels.keep_only(_worker_addresses(routes))
 
-    def _on_update(self, balancer: Balancer, endpoint_set: EndpointSet) -> None:
+    def _on_update(self, balancer: Balancer, rescues: Rescues, endpoint_set: EndpointSet) -> None:
         endpoints = endpoint_set.endpoints
         if self._outside_apis is None:  # it could not call them
             endpoints = tuple(e for e in endpoints if e.http_api is None)
+        departed = {e.worker_id for e in balancer.endpoints} - {e.worker_id for e in endpoints}
         balancer.update(endpoints)
+        # With no replica left, a call that may still be answered (a draining worker
+        # finishes its calls) is better than one that fails at once for want of another.
+        if self.rescue and endpoints:
+            for worker_id in sorted(departed):
+                if rescued := rescues.abandon(worker_id, "left the endpoint set"):
+                    log.info(
+                        "%s left the endpoint set of %r: %d unanswered call(s) go elsewhere",
+                        worker_id,
+                        balancer.model,
+                        rescued,
+                    )
         self._channels.keep_only(_worker_addresses(self._routes.values()))
 
     def _pick(self, route: _Route, failed: dict[str, str]) -> Endpoint:
@@ -383,6 +435,31 @@ class RoutedClient:
                 ) from None
             raise
 
+    def _attempt_timeout(
+        self,
+        route: _Route,
+        endpoint: Endpoint,
+        failed: dict[str, str],
+        deadline: float | None,
+        streaming: bool,
+    ) -> float | None:
+        """How long the attempt on `endpoint` may go unanswered before it is abandoned
+        (None: until the caller's deadline)."""
+        if not self.rescue:
+            return None
+        timeout = self.attempt_timeouts.derive(route.latencies[streaming])
+        if timeout is None:
+            return None
+        if deadline is not None and self._clock.now() + timeout >= deadline:
+            return None  # the caller's deadline comes first, and its error says so
+        others = (
+            e
+            for e in route.balancer.endpoints
+            if e.worker_id != endpoint.worker_id and e.worker_id not in failed
+        )
+        # with nobody to take the call over, a slow answer beats a certain failure
+        return timeout if any(route.selector.matches(e.tags) for e in others) else None
+
     def _retry_or_raise(
         self,
         route: _Route,
@@ -390,9 +467,21 @@ class RoutedClient:
         error: grpc.aio.AioRpcError,
         failed: dict[str, str],
     ) -> None:
-        details = error.details() or ""
         if error.code() != grpc.StatusCode.UNAVAILABLE:
             raise _returned_by(endpoint, error) from None
+        reason = _returned_by(endpoint, error).reason
+        self._retry_elsewhere(route, endpoint, error.details() or "", reason, failed)
+
+    def _retry_elsewhere(
+        self,
+        route: _Route,
+        endpoint: Endpoint,
+        details: str,
+        reason: str,
+        failed: dict[str, str],
+    ) -> None:
+        """Counts the attempt on `endpoint` as refused: ejects the replica, and raises
+        Unavailable once `max_attempts` were made."""
         failed[endpoint.worker_id] = details
         route.balancer.eject(endpoint.worker_id, self.eject_s)
         if len(failed) >= self.max_attempts:
@@ -400,7 +489,7 @@ class RoutedClient:
             last = Unavailable(
                 f"model {route.balancer.model!r} unavailable after {len(failed)} attempts; "
                 f"{_reasons(failed)}",
-                reason=_returned_by(endpoint, error).reason,
+                reason=reason,
             )
             last.worker = endpoint.worker_id  # the others are named in the message
             raise last from None

@@ -100,6 +100,24 @@ class FakeControlPlane(controlplane_pb2_grpc.ControlPlaneServicer):
     async def UndrainWorker(self, request: Any, context: Context) -> cp.UndrainWorkerResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
 
+    async def RegisterModel(self, request: Any, context: Context) -> cp.RegisterModelResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+    async def ListRegistrations(
+        self, request: Any, context: Context
+    ) -> cp.ListRegistrationsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+    async def SetRegistrationOnline(
+        self, request: Any, context: Context
+    ) -> cp.SetRegistrationOnlineResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
+    async def RemoveRegistration(
+        self, request: Any, context: Context
+    ) -> cp.RemoveRegistrationResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
 
 @contextlib.asynccontextmanager
 async def control_plane(servicer: FakeControlPlane) -> AsyncIterator[tuple[grpc.aio.Server, str]]:

@@ -1,0 +1,139 @@
+"""Rescuing calls from replicas that stopped answering, for `modelyard.routed_client`.
+
+A replica can hang without closing its connections (SIGSTOP, a stuck GIL, a wedged
+device): no RST arrives, so gRPC waits out the caller's whole deadline. Two things
+abandon such an attempt while it is still safe to send the call elsewhere, that is before
+any response message arrived (gRPC's own retry rule; the replica may have done the work,
+so the call must be one a caller may repeat, as every Predict is):
+
+- the replica left the endpoint set (the control plane's prober gave up on it):
+  `Rescues.abandon(worker_id)` ends every guarded attempt on it at once;
+- the attempt went unanswered for longer than the model's observed latency makes
+  plausible (`AttemptTimeouts`, over a `LatencyWindow` of recent answers).
+
+An abandoned attempt raises `Abandoned`, which the routed client treats like an
+UNAVAILABLE answer: it counts as an attempt, ejects the replica for a while and the call
+goes on with another replica, within the caller's deadline.
+
+The derived timeout, and why it is this conservative: it is
+
+    max(floor_s, factor x the `quantile` of the last `window` answered attempts)
+
+over every replica of the route, counting only answers younger than `max_age_s`, and none
+at all until `min_samples` of them exist. A false timeout costs a replayed call and an
+ejected healthy replica, a late one only a slower rescue (the endpoint set drops a hung
+replica within seconds anyway), so the defaults lean late: 4 x p99, at least 1 s. The
+percentile already contains the queueing and batching delays of the load that produced
+it; a load that grows slowly moves it along, and the factor of 4 absorbs a sudden doubling.
+Unanswered attempts are not samples: a hang cannot raise its own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from modelyard.clock import Clock, timeout_on
+
+
+class Abandoned(Exception):
+    """An attempt given up before any response arrived; `reason` says why, for logs."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LatencyWindow:
+    """The latencies of the last `size` answered attempts, with when each was recorded."""
+
+    def __init__(self, clock: Clock, size: int = 256) -> None:
+        self._clock = clock
+        self._samples: deque[tuple[float, float]] = deque(maxlen=size)  # (recorded at, s)
+
+    def record(self, seconds: float) -> None:
+        self._samples.append((self._clock.now(), seconds))
+
+    def recent(self, max_age_s: float) -> list[float]:
+        """The latencies recorded within the last `max_age_s` seconds, sorted."""
+        oldest = self._clock.now() - max_age_s
+        return sorted(seconds for at, seconds in self._samples if at >= oldest)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTimeouts:
+    """How long an attempt may go unanswered, from the route's own recent latencies (the
+    module docstring explains the defaults). For streams the latency is the time to the
+    first message, and so is the timeout: a long generation is never cut short."""
+
+    factor: float = 4.0
+    quantile: float = 0.99
+    floor_s: float = 1.0
+    min_samples: int = 20
+    max_age_s: float = 60.0
+
+    def derive(self, window: LatencyWindow) -> float | None:
+        """The timeout for the next attempt, or None while too few answers are known."""
+        recent = window.recent(self.max_age_s)
+        if len(recent) < self.min_samples:
+            return None
+        # nearest rank: with fewer than 100 samples the p99 is the slowest answer
+        rank = min(len(recent), math.ceil(self.quantile * len(recent)))
+        return max(self.floor_s, self.factor * recent[rank - 1])
+
+
+class _Guard:
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.scope: asyncio.Timeout | None = None
+
+    def abandon(self, reason: str) -> None:
+        if self.reason is None and self.scope is not None:
+            self.reason = reason
+            self.scope.reschedule(asyncio.get_running_loop().time())  # cancels the body now
+
+
+class Rescues:
+    """The guarded attempts in flight of one route, by replica."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._by_worker: dict[str, set[_Guard]] = {}
+
+    @contextlib.asynccontextmanager
+    async def guard(self, worker_id: str, timeout: float | None) -> AsyncIterator[None]:
+        """Runs the body (the wait for an attempt's first response) until it finishes, the
+        replica is abandoned, or `timeout` seconds pass on the clock (None: never); the
+        last two raise `Abandoned`. The caller's own cancellation passes through as is."""
+        guard = _Guard()
+        guards = self._by_worker.setdefault(worker_id, set())
+        guards.add(guard)
+        try:
+            async with timeout_on(self._clock, timeout) as timed, asyncio.timeout(None) as scope:
+                guard.scope = scope
+                yield
+        except asyncio.CancelledError:
+            raise  # our scopes turn their own cancellation into TimeoutError: this is the caller's
+        except BaseException:
+            # TimeoutError from our scopes, or whatever the cancelled call raised instead
+            # (an interceptor may turn the cancellation into a CANCELLED AioRpcError)
+            if guard.reason is not None:
+                raise Abandoned(guard.reason) from None
+            if timed.expired():
+                raise Abandoned(f"no answer within {timeout:.3g}s") from None
+            raise
+        finally:
+            guards.discard(guard)
+            if not guards:
+                del self._by_worker[worker_id]
+
+    def abandon(self, worker_id: str, reason: str) -> int:
+        """Abandons every guarded attempt on `worker_id`; returns how many there were."""
+        guards = list(self._by_worker.get(worker_id, ()))
+        for guard in guards:
+            guard.abandon(reason)
+        return len(guards)

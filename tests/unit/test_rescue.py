@@ -1,0 +1,140 @@
+"""Abandoning unanswered attempts (modelyard.rescue) on a fake clock: when a derived attempt
+timeout exists and how long it is, and what a guarded wait raises when its replica is
+abandoned, when its timeout passes, and when its caller cancels it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from modelyard.rescue import Abandoned, AttemptTimeouts, LatencyWindow, Rescues
+from tests.support.clock import FakeClock
+
+
+def window_of(clock: FakeClock, latencies: list[float]) -> LatencyWindow:
+    window = LatencyWindow(clock)
+    for seconds in latencies:
+        window.record(seconds)
+    return window
+
+
+def test_no_timeout_is_derived_before_enough_answers_are_known() -> None:
+    clock = FakeClock()
+    policy = AttemptTimeouts(min_samples=20)
+    assert policy.derive(window_of(clock, [0.5] * 19)) is None
+    assert policy.derive(window_of(clock, [0.5] * 20)) == pytest.approx(2.0)
+
+
+def test_the_timeout_is_a_multiple_of_the_high_percentile_with_a_floor() -> None:
+    clock = FakeClock()
+    policy = AttemptTimeouts(factor=4.0, quantile=0.99, floor_s=1.0, min_samples=20)
+    # 200 answers: 198 fast ones and two slow ones; the p99 (nearest rank 198) is fast
+    latencies = [0.3] * 198 + [5.0, 6.0]
+    assert policy.derive(window_of(clock, latencies)) == pytest.approx(1.2)
+    # with fewer than 100 answers the p99 is the slowest one
+    assert policy.derive(window_of(clock, [0.3] * 49 + [0.9])) == pytest.approx(3.6)
+    # a fast model still gets the floor: scheduling noise is not a hang
+    assert policy.derive(window_of(clock, [0.002] * 50)) == 1.0
+
+
+async def test_old_answers_stop_counting() -> None:
+    clock = FakeClock()
+    policy = AttemptTimeouts(min_samples=3, max_age_s=60.0, floor_s=0.0, factor=1.0)
+    window = window_of(clock, [9.0, 9.0, 9.0])
+    await clock.advance(30)
+    for _ in range(3):
+        window.record(0.5)
+    assert policy.derive(window) == 9.0  # all six are recent
+    await clock.advance(31)
+    assert policy.derive(window) == 0.5  # the 9 s answers are over a minute old
+    await clock.advance(30)
+    assert policy.derive(window) is None  # nothing recent: no basis for a timeout
+
+
+def test_the_window_keeps_only_the_latest_answers() -> None:
+    window = window_of(FakeClock(), [float(i) for i in range(10)])
+    small = LatencyWindow(FakeClock(), size=3)
+    for i in range(10):
+        small.record(float(i))
+    assert window.recent(60.0) == [float(i) for i in range(10)]
+    assert small.recent(60.0) == [7.0, 8.0, 9.0]
+
+
+async def test_abandoning_a_replica_ends_its_unanswered_attempts_and_no_others() -> None:
+    rescues = Rescues(FakeClock())
+    never = asyncio.Event()
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def attempt(name: str, worker_id: str) -> None:
+        try:
+            async with rescues.guard(worker_id, None):
+                await never.wait()
+        except BaseException as error:
+            outcomes[name] = error
+            raise
+
+    tasks = [
+        asyncio.create_task(attempt(name, worker))
+        for name, worker in (("a1", "a"), ("a2", "a"), ("b1", "b"))
+    ]
+    await asyncio.sleep(0)
+    assert rescues.abandon("a", "left the endpoint set") == 2
+    done, pending = await asyncio.wait(tasks, timeout=5)
+    assert {t.get_name() for t in pending} == {tasks[2].get_name()}
+    for name in ("a1", "a2"):
+        error = outcomes[name]
+        assert isinstance(error, Abandoned) and error.reason == "left the endpoint set"
+    assert rescues.abandon("a", "again") == 0  # they are no longer in flight
+    tasks[2].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(outcomes["b1"], asyncio.CancelledError)  # the caller's own: as is
+
+
+async def test_an_attempt_unanswered_for_its_timeout_is_abandoned_on_the_clock() -> None:
+    clock = FakeClock()
+    rescues = Rescues(clock)
+
+    async def attempt() -> None:
+        async with rescues.guard("a", 2.0):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(attempt())
+    await asyncio.sleep(0)  # the attempt starts: its 2 s count from now
+    await clock.advance(1.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    await asyncio.wait({task}, timeout=5)
+    error = task.exception()
+    assert isinstance(error, Abandoned) and error.reason == "no answer within 2s"
+
+
+async def test_an_answer_in_time_passes_through_and_leaves_nothing_behind() -> None:
+    clock = FakeClock()
+    rescues = Rescues(clock)
+    async with rescues.guard("a", 2.0):
+        await clock.sleep(0)
+    assert clock.sleepers == 0  # the timeout's watchdog is gone
+    assert rescues.abandon("a", "late") == 0
+    with pytest.raises(ValueError, match="the model said no"):
+        async with rescues.guard("a", 2.0):
+            raise ValueError("the model said no")  # not ours to rename
+
+
+async def test_what_a_cancelled_call_raises_instead_still_reads_as_abandoned() -> None:
+    # an interceptor may turn the cancellation into an error of its own (a CANCELLED
+    # AioRpcError): once the replica was abandoned, the attempt was abandoned
+    rescues = Rescues(FakeClock())
+
+    async def attempt() -> None:
+        async with rescues.guard("a", None):
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise RuntimeError("CANCELLED") from None
+
+    task = asyncio.create_task(attempt())
+    await asyncio.sleep(0)
+    rescues.abandon("a", "left the endpoint set")
+    await asyncio.wait({task}, timeout=5)
+    assert isinstance(task.exception(), Abandoned)
