@@ -3,6 +3,7 @@
     python -m bench.composer                 # everything, 3.5-4.5 minutes on 2 cores
     python -m bench.composer --only hop,stream
     python -m bench.composer --only tracing   # what tracing costs (off, 100%, 10%), ~3 min
+    python -m bench.composer --only soak      # admission control at 2x capacity, ~4.5 min
     python -m bench.composer --profile       # also py-spy the stack (+45 s)
     python -m bench.composer --whatif        # also the generators placed the other way
     python -m bench.composer --smoke         # one tiny round, stand-in models, no BentoML
@@ -19,6 +20,10 @@ Scenarios (bench/README.md, "Composer (issue 4)"), one module each:
             sentiment, word segments) vs the same graph without streaming
     tracing the seed graph at c=16 on three stacks alike but for tracing: off, every trace
             recorded and exported over OTLP to a local receiver, and 10% of them
+    soak    admission control (issue 11): a one-node SlowEcho graph, open loop at twice the
+            measured capacity for 60 s, on three stacks alike but for the composer's
+            max_runs_in_flight (sized from the workers, the default, off): goodput, p99,
+            refusals by code, the composer's RSS, recovery
 
 Every server is a real process on 127.0.0.1 (`stacks`: what `modelyard up` starts); the
 load generator is another; every loop is bounded by a request count and a time cap.

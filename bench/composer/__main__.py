@@ -14,7 +14,7 @@ import bench.composer
 from bench.common.paths import REPO, RESULTS_DIR
 from bench.common.quiet import Quiet
 from bench.common.results import machine_info
-from bench.composer import bentoml, graph, hop, profile, smoke
+from bench.composer import bentoml, graph, hop, profile, smoke, soak
 from bench.composer.run import SCENARIOS, Run
 from bench.composer.stacks import modelyard_stack
 from bench.composer.stream import stream
@@ -66,8 +66,10 @@ def prepare_models() -> Path:
 
 
 def measured(run: Run) -> None:
-    """The scenarios as measured: hop on a stack of its own; the seed graph on
-    examples/stack.yaml, started at the same time as BentoML; streaming on that stack."""
+    """The scenarios as measured: hop and the soak on stacks of their own; the seed graph
+    on examples/stack.yaml, started at the same time as BentoML; streaming on that stack."""
+    if "soak" in run.only:
+        soak.soak(run, soak.write_stack(run.workdir / "soak"))
     if "hop" in run.only:
         with modelyard_stack(
             hop.write_stack(run.workdir / "hop"), run.workdir / "hop-state"
@@ -105,17 +107,21 @@ def measured(run: Run) -> None:
 
 
 def smoked(run: Run) -> None:
-    """Every scenario on one stack of stand-ins (tracing on three), without BentoML."""
-    started = time.monotonic()
-    stack_file = smoke.write_stack(run.workdir / "smoke")
-    with modelyard_stack(stack_file, run.workdir / "state") as procs:
-        ready_s = {"modelyard": time.monotonic() - started}
-        if "hop" in run.only:
-            hop.hop(run, procs)
-        if "graph" in run.only:
-            graph.compare(run, procs, None, ready_s, None)
-        if "stream" in run.only:
-            stream(run, procs)
+    """Every scenario on one stack of stand-ins (tracing on three), without BentoML; the
+    soak on its own stacks (they need no model but SlowEcho)."""
+    if run.only & {"hop", "graph", "stream"}:
+        started = time.monotonic()
+        stack_file = smoke.write_stack(run.workdir / "smoke")
+        with modelyard_stack(stack_file, run.workdir / "state") as procs:
+            ready_s = {"modelyard": time.monotonic() - started}
+            if "hop" in run.only:
+                hop.hop(run, procs)
+            if "graph" in run.only:
+                graph.compare(run, procs, None, ready_s, None)
+            if "stream" in run.only:
+                stream(run, procs)
+    if "soak" in run.only:
+        soak.soak(run, soak.write_stack(run.workdir / "soak"))
     if "tracing" in run.only:
         tracing(run, smoke.write_tracing_stack(run.workdir / "tracing-smoke"))
 

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     # tracing on its own: its three stacks are the longest part of the composer's smoke
     "composer": ("bench.composer", "--smoke", "--only", "hop,graph,stream"),
     "composer_tracing": ("bench.composer", "--smoke", "--only", "tracing"),
+    "composer_soak": ("bench.composer", "--smoke", "--only", "soak"),
     "gateway": ("bench.gateway", "--smoke"),
     "profile_worker": ("bench.experiments.profile_worker", "whatif", "--target", "echo", "--smoke"),
 }

@@ -49,10 +49,15 @@ def limit_s(spec: dict[str, Any]) -> float:
 
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs one load in its own process; its result."""
+    return run_to_result(MODULE, spec, limit_s(spec))
+
+
+def run_to_result(module: str, spec: dict[str, Any], limit: float) -> dict[str, Any]:
+    """Runs `python -m <module> SPEC` (a load generator) to its end; its "result" line."""
     done = subprocess.run(
-        [sys.executable, "-m", MODULE, json.dumps(spec)],
+        [sys.executable, "-m", module, json.dumps(spec)],
         capture_output=True,
-        timeout=limit_s(spec),
+        timeout=limit,
         check=False,
         cwd=REPO,
         env=ENV,
