@@ -14,6 +14,7 @@ from modelyard.channels import aio_channel
 from modelyard.client import Prediction, StreamEvent
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc, predict_pb2, predict_pb2_grpc
+from modelyard_server.http_api import signature as http_api_signature
 
 
 class RoutedInvoker:
@@ -53,17 +54,21 @@ Described = predict_pb2.GetModelMetadataResponse | Unchecked
 async def fetch_metadata(
     client: RoutedClient, models: Iterable[str], *, wait: float = 1.0
 ) -> dict[str, Described]:
-    """GetModelMetadata of each model from one of its replicas. Models nobody serves
-    (within `wait` seconds) are left out; a served model whose description could not be
-    fetched maps to `Unchecked` saying why, so validation does not call it unserved."""
+    """GetModelMetadata of each model from one of its workers; a model only registered
+    third-party APIs serve has their one signature (`http_api.signature`). Models nobody
+    serves (within `wait` seconds) are left out; a served model whose description could not
+    be fetched maps to `Unchecked` saying why, so validation does not call it unserved."""
 
     async def one(model: str) -> tuple[str, Described | None]:
         endpoints = await client.wait_for_endpoints(model, timeout=wait)
         if not endpoints:
             return model, None
+        workers = [e for e in endpoints if e.http_api is None]
+        if not workers:  # only registered APIs serve it: no worker to ask, nor gRPC to speak
+            return model, http_api_signature.describe(model)
         try:
             channel = aio_channel(
-                endpoints[0].address,
+                workers[0].address,
                 credentials=client.credentials,
                 interceptors=client.interceptors,
             )
@@ -72,7 +77,7 @@ async def fetch_metadata(
                 request = predict_pb2.GetModelMetadataRequest(model=model)
                 return model, await stub.GetModelMetadata(request, timeout=wait)
         except grpc.aio.AioRpcError as error:
-            where = endpoints[0].worker_id
+            where = workers[0].worker_id
             return model, Unchecked(f"{where} answered {error.code().name}: {error.details()}")
 
     found = await asyncio.gather(*(one(model) for model in set(models)))

@@ -29,6 +29,7 @@ from modelyard_server.aio import cancel_and_wait
 from modelyard_server.auth import AuthInterceptor
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.http_api.caller import HttpApiCaller
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
 from modelyard_server.service_telemetry import ServiceTelemetry
@@ -57,6 +58,7 @@ class Composer:
         runs = ComposerTelemetry(self.telemetry.tracer, self.telemetry.registry)
         self.client = EtcdClient(settings.etcd)
         self.store = GraphStore(self.client, Keys(settings.etcd.prefix))
+        self.outside_apis = HttpApiCaller(settings.http_api)
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
@@ -64,6 +66,7 @@ class Composer:
             credentials=channel_credentials(settings.tls),
             token=settings.auth.outgoing_token(),
             attempts=runs.attempts,
+            outside_apis=self.outside_apis,
         )
         self.admission = Admission(settings.max_runs_in_flight)
         self.service = ComposerService(
@@ -134,6 +137,7 @@ class Composer:
             await cancel_and_wait(task)  # a single cancel can be lost inside aetcd's watch
         self._tasks.clear()
         await self.routed.close()
+        await self.outside_apis.aclose()
         with contextlib.suppress(Exception):
             await self.client.close()
         await self.telemetry.close()

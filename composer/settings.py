@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard_server.auth import AuthSettings
 from modelyard_server.etcd import EtcdSettings
+from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.logging_setup import LogSettings
 from modelyard_server.telemetry.settings import TelemetrySettings
 from modelyard_server.tls import TlsSettings
@@ -68,5 +69,10 @@ class ComposerSettings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=lambda: AuthSettings(),
         description="Admin and serving tokens, admin certificate names (never logged).",
+    )
+    http_api: HttpApiSettings = Field(
+        default_factory=lambda: HttpApiSettings(),
+        description="Calling registered third-party APIs: the SSRF guard's allowed_networks, "
+        "response size, pool, cooldown after consecutive failures.",
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")

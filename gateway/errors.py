@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from modelyard.errors import ModelyardError
+from modelyard_server.http_api.caller import API_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ _BY_STATUS: dict[int, tuple[str, str | None]] = {
     413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("server_error", None),
+    502: ("server_error", "upstream_error"),
     503: ("service_unavailable_error", "model_unavailable"),
     504: ("timeout_error", "timeout"),
 }
@@ -118,6 +120,8 @@ def from_modelyard(error: ModelyardError, *, fields: bool = True) -> ApiError:
         log.warning("the cluster refused the gateway's call: %s", error.code.name)
         return ApiError(500, _REFUSED_MESSAGE)
     status = _HTTP_STATUS.get(error.code, 500)
+    if error.code == grpc.StatusCode.UNAVAILABLE and error.reason == API_FAILED:
+        status = 502  # a registered third-party API failed: bad gateway, not no replica
     param = _param(error) if status == 400 and fields else None
     # the server edge that sent it already replaced an unexpected failure's text by a
     # fixed message, so what arrives is meant for the caller

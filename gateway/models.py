@@ -1,6 +1,6 @@
 """Which names the gateway answers to, and what each one is: the model-resolution step.
 
-Two sources today, each a `ModelSource`:
+Three sources, each a `ModelSource`:
 
 - `ServedModels`: every model a registered worker serves, from the control plane's
   ListWorkers; those whose task is `llm/v1/chat`, `llm/v1/completions` or
@@ -13,8 +13,9 @@ A name is resolved through a `Catalog`, which keeps the sources' last answer for
 `miss_refresh_s`) before it calls a name unknown. A model that left every worker stays
 callable for `forget_after_s`: its calls find no replica (503, which clients retry) while
 a worker restarts or re-registers, rather than an unknown model (404, which they do not).
-Another kind of model (a third-party API registered by name) is one more source whose
-targets the service knows how to call.
+- `RegisteredApis`: the names third-party APIs are registered under (the control plane's
+  ListRegistrations, online ones): text in, text out, for chat and completions. Calls go
+  over the routed client too, which calls the APIs through the gateway's HTTP caller.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ COMPLETIONS = "llm/v1/completions"
 EMBEDDINGS = "llm/v1/embeddings"
 LLM_TASKS = (CHAT, COMPLETIONS, EMBEDDINGS)
 GRAPH = "graph"  # a graph's `task` in /v1/models: it answers chat and completions
+REGISTERED = "http-api"  # a registered API's `task` in /v1/models: chat and completions
 
 TEXT_OUTPUT = "text"  # the graph output a graph model answers with
 _TEXT_KINDS = (value_pb2.VALUE_KIND_STRING, value_pb2.VALUE_KIND_ANY)
@@ -71,7 +73,17 @@ class GraphModel:
     task = GRAPH
 
 
-Target = ServedModel | GraphModel
+@dataclass(frozen=True, slots=True)
+class RegisteredModel:
+    """A name third-party APIs are registered under: it takes one text, answers one text."""
+
+    name: str
+    created: int  # Unix seconds: when its first registration was made
+
+    task = REGISTERED
+
+
+Target = ServedModel | GraphModel | RegisteredModel
 
 
 class ModelSource(Protocol):
@@ -116,6 +128,56 @@ class ServedModels:
         channels = list(self._channels.values())
         self._channels.clear()
         await asyncio.gather(*(channel.close() for channel in channels))
+
+
+class RegisteredApis:
+    """The registered names, from the first control-plane replica that answers
+    ListRegistrations; a name whose registrations are all offline is not listed."""
+
+    def __init__(
+        self, addresses: Sequence[str], *, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        self.addresses = tuple(addresses)
+        self.what = f"registrations of control plane {', '.join(self.addresses)}"
+        self._credentials = credentials  # None: plaintext
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def models(self) -> list[Target]:
+        problems = []
+        for address in self.addresses:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = aio_channel(
+                    address, credentials=self._credentials
+                )
+            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+            try:
+                reply = await stub.ListRegistrations(
+                    cp.ListRegistrationsRequest(), timeout=_LIST_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as error:
+                problems.append(f"{address}: {error.code().name}")
+                continue
+            return registered_models(reply.registrations)
+        raise Unavailable(f"cannot list the registered APIs ({'; '.join(problems)})")
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        await asyncio.gather(*(channel.close() for channel in channels))
+
+
+def registered_models(registrations: Sequence[cp.Registration]) -> list[Target]:
+    """One target per name some online registration serves (created: its first one)."""
+    found: dict[str, RegisteredModel] = {}
+    for registration in registrations:
+        if not registration.online:
+            continue
+        created = registration.create_time.seconds
+        known = found.get(registration.model)
+        if known is None or created < known.created:
+            found[registration.model] = RegisteredModel(registration.model, created)
+    return list(found.values())
 
 
 def served_models(workers: Sequence[cp.WorkerStatus]) -> list[Target]:

@@ -28,11 +28,12 @@ import uvicorn
 
 from gateway.api_keys import ApiKeys
 from gateway.app import Health, build_app
-from gateway.models import Catalog, DeployedGraphs, ModelSource, ServedModels
+from gateway.models import Catalog, DeployedGraphs, ModelSource, RegisteredApis, ServedModels
 from gateway.service import OpenAIService
 from gateway.settings import GatewaySettings
 from modelyard.composer_client import AsyncComposerClient
 from modelyard.routed_client import RoutedClient
+from modelyard_server.http_api.caller import HttpApiCaller
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
 from modelyard_server.tls import TlsSettings, channel_credentials
@@ -46,12 +47,14 @@ class Gateway:
         # the gateway's own calls: TLS and token as the composer's (tls, auth.token)
         credentials = channel_credentials(settings.tls)
         token = settings.auth.outgoing_token()
+        self.outside_apis = HttpApiCaller(settings.http_api)
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
             timeout=settings.request_timeout,
             credentials=credentials,
             token=token,
+            outside_apis=self.outside_apis,
         )
         self.composer = (
             AsyncComposerClient(settings.composer, credentials=credentials, token=token)
@@ -59,7 +62,8 @@ class Gateway:
             else None
         )
         self.served = ServedModels(settings.controlplanes, credentials=credentials)
-        sources: list[ModelSource] = [self.served]
+        self.registered = RegisteredApis(settings.controlplanes, credentials=credentials)
+        sources: list[ModelSource] = [self.served, self.registered]
         if self.composer is not None and settings.composer:
             sources.append(DeployedGraphs(self.composer, settings.composer))
         self.catalog = Catalog(
@@ -134,7 +138,9 @@ class Gateway:
 
     async def _release(self) -> None:
         await self.routed.close()
+        await self.outside_apis.aclose()
         await self.served.close()
+        await self.registered.close()
         if self.composer is not None:
             with contextlib.suppress(Exception):
                 await self.composer.close()

@@ -11,6 +11,13 @@ request holds (a graph has no chat template to render a conversation with). It a
 with its `text` output, streamed from the chunks of the node that output comes from. A
 graph's nodes set their own generation parameters: a request's are not passed to it, and
 `n` above 1 is refused.
+
+A name third-party APIs are registered under is called like a graph, text in and text
+out, over the routed client: the prompt, or for chat the conversation as one text (a
+single user message as its content; more messages one per line as "role: content", since
+an API registered by a URL and a body template has no chat template). Only `temperature`
+is passed (it fills {MODEL_TEMPERATURE}); `n` above 1 is refused. A stream is the whole
+answer in one chunk, as the API answers once. An API failing is 502 (reason API_FAILED).
 """
 
 from __future__ import annotations
@@ -19,7 +26,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from gateway.errors import ApiError, bad_request, from_modelyard
-from gateway.models import EMBEDDINGS, LLM_TASKS, Catalog, GraphModel, ServedModel, Target
+from gateway.models import (
+    EMBEDDINGS,
+    LLM_TASKS,
+    Catalog,
+    GraphModel,
+    RegisteredModel,
+    ServedModel,
+    Target,
+)
 from gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.translate import (
     CHAT_SHAPE,
@@ -58,7 +73,7 @@ class OpenAIService:
             targets = await self.catalog.list()
         except ModelyardError as error:
             raise from_modelyard(error) from None
-        data = [_entry(t) for t in targets if isinstance(t, GraphModel) or t.task in LLM_TASKS]
+        data = [_entry(t) for t in targets if not isinstance(t, ServedModel) or t.task in LLM_TASKS]
         return {"object": "list", "data": data}
 
     async def model(self, name: str) -> dict[str, Any]:
@@ -77,6 +92,10 @@ class OpenAIService:
                 text = await self._run_graph(target, _graph_text(request))
                 envelope = Envelope.new(shape, request.model)
                 return envelope.answer(shape, [shape.choice(text, "stop")])
+            if isinstance(target, RegisteredModel):
+                text = await self._call_registered(target, request)
+                envelope = Envelope.new(shape, request.model)
+                return envelope.answer(shape, [shape.choice(text, "stop")])
             prediction = await self.routed.predict(
                 target.name, _inputs(request), parameters=request.parameters(), timeout=self.timeout
             )
@@ -92,6 +111,10 @@ class OpenAIService:
         try:
             if isinstance(target, GraphModel):
                 async for chunk in self._stream_graph(target, shape, request):
+                    yield chunk
+                return
+            if isinstance(target, RegisteredModel):
+                async for chunk in self._stream_registered(target, shape, request):
                     yield chunk
                 return
             events = self.routed.predict_stream(
@@ -131,7 +154,7 @@ class OpenAIService:
 
     async def _target(self, name: str, shape: Shape) -> Target:
         target = await self._resolve(name)
-        if isinstance(target, GraphModel) or target.task == shape.task:
+        if not isinstance(target, ServedModel) or target.task == shape.task:
             return target
         path = "/v1/chat/completions" if shape is CHAT_SHAPE else "/v1/completions"
         raise _wrong_endpoint(target, path)
@@ -165,6 +188,30 @@ class OpenAIService:
                     yield envelope.chunk(shape, shape.delta(text[len(sent) :]))
                 yield envelope.chunk(shape, shape.delta("", "stop"))
 
+    # -- registered APIs ---------------------------------------------------------------
+
+    async def _call_registered(self, model: RegisteredModel, request: GenerationRequest) -> str:
+        prediction = await self.routed.predict(
+            model.name,
+            {"prompt": _registered_prompt(request)},
+            parameters=_registered_parameters(request),
+            timeout=self.timeout,
+        )
+        text = prediction.outputs.get("text")
+        if not isinstance(text, str):  # the caller always answers a text
+            raise ApiError(500, f"The registered API '{model.name}' answered no text.")
+        return text
+
+    async def _stream_registered(
+        self, model: RegisteredModel, shape: Shape, request: GenerationRequest
+    ) -> AsyncIterator[dict[str, Any]]:
+        text = await self._call_registered(model, request)  # before any chunk: errors stay clean
+        envelope = Envelope.new(shape, request.model)
+        if (opening := shape.opening()) is not None:
+            yield envelope.chunk(shape, opening)
+        yield envelope.chunk(shape, shape.delta(text))
+        yield envelope.chunk(shape, shape.delta("", "stop"))
+
     def _composer(self) -> AsyncComposerClient:
         if self.composer is None:  # the catalog lists no graph without a composer
             raise ApiError(503, "this gateway has no composer to run graphs with")
@@ -190,6 +237,22 @@ def _graph_text(request: GenerationRequest) -> str:
             "messages",
         )
     return request.messages[0].content
+
+
+def _registered_prompt(request: GenerationRequest) -> str:
+    """The one text a registered API takes; 400 for n > 1."""
+    if request.n is not None and request.n > 1:
+        raise bad_request("A registered API answers one choice: n must be 1.", "n")
+    if isinstance(request, CompletionRequest):
+        return request.prompt
+    messages = request.messages
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n".join(f"{message.role}: {message.content}" for message in messages)
+
+
+def _registered_parameters(request: GenerationRequest) -> dict[str, Any]:
+    return {} if request.temperature is None else {"temperature": request.temperature}
 
 
 def _text_output(model: GraphModel, result: Result) -> str:

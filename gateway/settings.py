@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.logging_setup import LogSettings
 from modelyard_server.tls import TlsSettings
 
@@ -109,5 +110,10 @@ class GatewaySettings(BaseSettings):
     auth: GatewayAuth = Field(
         default_factory=lambda: GatewayAuth(),
         description="API keys clients must send, and the gateway's own token (never logged).",
+    )
+    http_api: HttpApiSettings = Field(
+        default_factory=lambda: HttpApiSettings(),
+        description="Calling registered third-party APIs: the SSRF guard's allowed_networks, "
+        "response size, pool, cooldown after consecutive failures.",
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")

@@ -55,7 +55,7 @@ def temperature_of(parameters: Mapping[str, value_pb2.Value], default: float) ->
     )
 
 
-def describe(model: str, default_temperature: float) -> pb.GetModelMetadataResponse:
+def describe(model: str) -> pb.GetModelMetadataResponse:
     """The metadata of `model` when registered APIs serve it."""
     string = value_pb2.VALUE_KIND_STRING
     return pb.GetModelMetadataResponse(
@@ -71,8 +71,8 @@ def describe(model: str, default_temperature: float) -> pb.GetModelMetadataRespo
             pb.FieldSpec(
                 name=TEMPERATURE,
                 kind=value_pb2.VALUE_KIND_FLOAT,
-                description="Sampling temperature ({MODEL_TEMPERATURE}).",
+                description="Sampling temperature ({MODEL_TEMPERATURE}); the calling "
+                "service's http_api.default_temperature when unset.",
             )
         ],
-        default_parameters={TEMPERATURE: value_pb2.Value(float_value=default_temperature)},
     )

@@ -23,6 +23,7 @@ from modelyard.errors import (
         (NotFound("no model 'x'"), 404, "invalid_request_error", "model_not_found"),
         (ResourceExhausted("queue limit"), 429, "rate_limit_error", "rate_limit_exceeded"),
         (Unavailable("no endpoints"), 503, "service_unavailable_error", "model_unavailable"),
+        (Unavailable("HTTP 500", reason="API_FAILED"), 502, "server_error", "upstream_error"),
         (DeadlineExceeded("deadline"), 504, "timeout_error", "timeout"),
         (ModelError("the model failed"), 500, "server_error", None),
     ],

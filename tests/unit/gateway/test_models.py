@@ -10,8 +10,10 @@ import pytest
 from gateway.models import (
     Catalog,
     GraphModel,
+    RegisteredModel,
     ServedModel,
     Target,
+    registered_models,
     served_models,
     text_graph,
 )
@@ -69,6 +71,21 @@ def test_served_models_are_named_once_with_their_earliest_start() -> None:
         ServedModel("chat", "llm/v1/chat", 100),
         ServedModel("embed", "llm/v1/embeddings", 200),
     ]
+
+
+def test_registered_names_are_listed_once_if_some_registration_is_online() -> None:
+    def registration(model: str, created: int, online: bool) -> cp.Registration:
+        found = cp.Registration(registration_id=f"api-{created}", model=model, online=online)
+        found.create_time.seconds = created
+        return found
+
+    registrations = [
+        registration("answers", 300, True),
+        registration("answers", 100, True),
+        registration("answers", 50, False),  # offline: says nothing, not even its age
+        registration("retired", 10, False),
+    ]
+    assert registered_models(registrations) == [RegisteredModel("answers", 100)]
 
 
 class Source:
