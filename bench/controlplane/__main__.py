@@ -17,6 +17,7 @@ from bench.common.results import machine_info
 from bench.controlplane.balancing import balancing
 from bench.controlplane.cost import cost
 from bench.controlplane.failure import failure
+from bench.controlplane.hung_replica import hung_replica
 from bench.controlplane.run import Run
 from bench.controlplane.scale import scale
 
@@ -26,6 +27,7 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "failure": failure,
     "scale": scale,
     "cost": cost,
+    "hung_replica": hung_replica,
 }
 
 

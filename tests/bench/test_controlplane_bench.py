@@ -24,6 +24,7 @@ def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Fini
         "controlplane_failure": 1,
         "controlplane_scale": 1,
         "controlplane_cost": 1,
+        "controlplane_hung_replica": 1,
     }
     assert_run_shape(run, expected)
 
@@ -74,3 +75,15 @@ def test_cost_reports_the_curve_and_the_work_per_change(run: Finished) -> None:
         assert_has(point, "messages_built_per_change")
         assert point["changes"]["count"] == point["subscribers"] * 4
     assert record["checks"]["one_set_per_change"] and record["checks"]["one_message_per_change"]
+
+
+def test_hung_replica_stops_a_worker_under_load_with_rescue_off_then_on(run: Finished) -> None:
+    (record,) = run.records("controlplane_hung_replica")
+    assert [record["before"]["rescue"], record["after"]["rescue"]] == [False, True]
+    for variant in (record["before"], record["after"]):
+        assert_has(variant, "requests", "ok", "failed", "errors", "completed_during_stop")
+        assert_has(variant, "latency.p50_ms", "latency.p99_ms", "latency.max_ms")
+        assert_has(variant, "started_during_stop.p99_ms", "victim_in_flight_at_stop")
+        assert_has(variant, "left_set_after_s", "back_in_set_after_resume_s")
+        assert variant["ok"] > 0 and variant["replicas_at_start"] == 2
+    assert_has(record, "failed_before", "failed_after")
