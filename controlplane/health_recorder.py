@@ -8,6 +8,10 @@ A prober reports a change once, so a write that fails (etcd electing a leader) i
 again until it lands, this replica stops leading, or a newer result about the worker
 supersedes it; dropped, it would leave a dead worker in the endpoint sets until its lease
 ran out.
+
+The same recorder writes the results of registered third-party APIs' checks: `view` is
+then the registrations' (anything that tells an id's current registration) and
+`health_key` their health key.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from controlplane.ports import Store
-from controlplane.view import ClusterView
 from modelyard.backoff import Backoff
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import describe_error
 from modelyard_server.etcd import Keys
+from modelyard_server.informer import Entry
 from modelyard_server.workerinfo import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -36,20 +41,27 @@ RETRY = Backoff(initial=0.05, cap=0.25)
 ATTEMPT = 0.5
 
 
+class Registrations(Protocol):
+    """What the recorder reads: the current registration of an id (its create revision)."""
+
+    def registration(self, name: str, /) -> Entry[Any] | None: ...
+
+
 class HealthRecorder:
     def __init__(
         self,
         *,
-        view: ClusterView,
+        view: Registrations,
         store: Store,
         keys: Keys,
         is_leader: Callable[[], bool],
         clock: Clock = SYSTEM_CLOCK,
+        health_key: Callable[[str], bytes] | None = None,
     ) -> None:
         self._view = view
+        self._health_key = health_key or keys.worker_health
         self._clock = clock
         self._store = store
-        self._keys = keys
         self._is_leader = is_leader
         self._pending: asyncio.Queue[tuple[str, WorkerHealth, int]] = asyncio.Queue()
         self._order = itertools.count()
@@ -72,7 +84,7 @@ class HealthRecorder:
             while self._current(worker_id, health):
                 try:
                     async with asyncio.timeout(ATTEMPT):
-                        await self._store.put(self._keys.worker_health(worker_id), health.to_json())
+                        await self._store.put(self._health_key(worker_id), health.to_json())
                     break
                 except Exception as error:  # etcd away or electing: again, while it matters
                     log.warning(

@@ -1,5 +1,7 @@
 """The control-plane process: informers over etcd, the reconcile loop, leader election,
-health probing (leader only), load feeds, and the ControlPlane gRPC service.
+health probing (leader only), load feeds, and the ControlPlane gRPC service. Registered
+third-party APIs have informers, a reconcile loop and health checks of their own, and join
+their model's endpoint sets beside its workers.
 
 Everything it knows is rebuilt from etcd and live probes at start, so a restarted replica
 converges by itself and its subscribers re-sync when they reconnect.
@@ -22,6 +24,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controlplane.admin import Admin
+from controlplane.api_prober import ApiProberPool
+from controlplane.api_reconciler import ApiReconciler
+from controlplane.api_view import ApiView, merged
 from controlplane.election import LeaderElection
 from controlplane.health_recorder import HealthRecorder
 from controlplane.hub import EndpointHub
@@ -29,6 +34,7 @@ from controlplane.load import LoadFeedPool
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.prober import ProberPool
 from controlplane.reconciler import Reconciler
+from controlplane.registrations import RegistrationAdmin
 from controlplane.servicer import ControlPlaneServicer
 from controlplane.settings import ControlPlaneSettings
 from controlplane.view import ClusterView
@@ -38,6 +44,7 @@ from modelyard_server.aio import cancel_and_wait
 from modelyard_server.auth import AuthInterceptor
 from modelyard_server.decoding import decoding
 from modelyard_server.etcd import EtcdClient, Keys
+from modelyard_server.http_api.record import RegistrationRecord
 from modelyard_server.informer import Informer
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
@@ -69,6 +76,20 @@ class ControlPlane:
         self.workers = self._informer("workers", self.keys.workers, WorkerInfo.from_json)
         self.desired = self._informer("desired", self.keys.desired_workers, DesiredWorker.from_json)
         self.health_records = self._informer("health", self.keys.health, WorkerHealth.from_json)
+        # registered third-party APIs: their own queue, so their ids never meet workers'
+        self.api_queue = WorkQueue()
+        self.registrations = self._informer(
+            "registrations",
+            self.keys.registrations,
+            RegistrationRecord.from_json,
+            queue=self.api_queue,
+        )
+        self.api_health = self._informer(
+            "registration-health",
+            self.keys.registration_health,
+            WorkerHealth.from_json,
+            queue=self.api_queue,
+        )
         channels = self.telemetry.client_interceptors()
         to_workers = channel_credentials(settings.tls)
         self.loads = LoadFeedPool(
@@ -77,7 +98,12 @@ class ControlPlane:
         self.view = ClusterView(
             self.workers.cache, self.desired.cache, self.health_records.cache, self.loads.loads
         )
-        self.hub = EndpointHub(self.view.endpoints)
+        self.apis = ApiView(self.registrations.cache, self.api_health.cache)
+        self.hub = EndpointHub(
+            lambda model, selector: merged(
+                self.view.endpoints(model, selector), self.apis.endpoints(model, selector)
+            )
+        )
         self.metrics = ControlPlaneMetrics(
             self.telemetry.registry, self.view, lambda: self.hub.subscribers
         )
@@ -89,6 +115,28 @@ class ControlPlane:
             self.metrics.health_listener(self.health_recorder.record),
             interceptors=channels,
             credentials=to_workers,
+        )
+        self.api_health_recorder = HealthRecorder(
+            view=self.apis,
+            store=self.client,
+            keys=self.keys,
+            is_leader=self.is_leader,
+            health_key=self.keys.health_of_registration,
+        )
+        checks = settings.http_api
+        self.api_probers = ApiProberPool(
+            self.api_health_recorder.record,
+            allowed_networks=checks.allowed_networks,
+            interval=checks.health_interval_s,
+            timeout=checks.health_timeout_s,
+        )
+        self.api_reconciler = ApiReconciler(
+            apis=self.apis,
+            store=self.client,
+            keys=self.keys,
+            probers=self.api_probers,
+            hub=self.hub,
+            is_leader=self.is_leader,
         )
         self.reconciler = Reconciler(
             view=self.view,
@@ -113,12 +161,19 @@ class ControlPlane:
         self.synced = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
-    def _informer(self, name: str, prefix: str, decode: Callable[[bytes], T]) -> Informer[T]:
+    def _informer(
+        self,
+        name: str,
+        prefix: str,
+        decode: Callable[[bytes], T],
+        *,
+        queue: WorkQueue | None = None,
+    ) -> Informer[T]:
         return Informer(
             self.client,
             prefix,
             decode,
-            self.queue.add,
+            (self.queue if queue is None else queue).add,  # (an empty queue is falsy)
             on_restart=lambda: self.metrics.watch_restarted(name),
         )
 
@@ -142,10 +197,21 @@ class ControlPlane:
             on_change=self._on_leadership,
         )
         admin = Admin(self.view, self.client, self.keys)
-        controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(
-            ControlPlaneServicer(admin, self.hub, self.replica_id, self.is_leader, self.synced),
-            decoding(self.server),
+        registrations = RegistrationAdmin(
+            self.apis,
+            self.client,
+            self.keys,
+            allowed_networks=self.settings.http_api.allowed_networks,
         )
+        servicer = ControlPlaneServicer(
+            admin,
+            self.hub,
+            self.replica_id,
+            self.is_leader,
+            self.synced,
+            registrations=registrations,
+        )
+        controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(servicer, decoding(self.server))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -155,11 +221,15 @@ class ControlPlane:
             ("informer-workers", self.workers.run()),
             ("informer-desired", self.desired.run()),
             ("informer-health", self.health_records.run()),
+            ("informer-registrations", self.registrations.run()),
+            ("informer-registration-health", self.api_health.run()),
             (
                 "controller",
                 run_controller(self.queue, self.metrics.timed(self.reconciler.reconcile)),
             ),
+            ("api-controller", run_controller(self.api_queue, self.api_reconciler.reconcile)),
             ("health-recorder", self.health_recorder.run()),
+            ("api-health-recorder", self.api_health_recorder.run()),
             ("election", self.election.run()),
             ("refresh", self.hub.refresh_every(self.settings.refresh_seconds)),
             ("ready", self._serve_once_synced()),
@@ -180,6 +250,8 @@ class ControlPlane:
             self.workers.synced.wait(),
             self.desired.synced.wait(),
             self.health_records.synced.wait(),
+            self.registrations.synced.wait(),
+            self.api_health.synced.wait(),
         )
         self.synced.set()
         # What exists now (caches, probers' streams: ~230,000 objects with 1,000 workers)
@@ -198,6 +270,8 @@ class ControlPlane:
         # clears the health records of departed workers
         for worker_id in self.workers.cache.keys() | self.health_records.cache.keys():
             self.queue.add(worker_id)
+        for registration_id in self.registrations.cache.keys() | self.api_health.cache.keys():
+            self.api_queue.add(registration_id)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
@@ -214,9 +288,11 @@ class ControlPlane:
             await cancel_and_wait(task)  # a single cancel can be lost inside aetcd's watch
         self._tasks.clear()
         await self.queue.close()
+        await self.api_queue.close()
         if self.election is not None:
             await self.election.resign()
         await self.probers.stop_all()
+        await self.api_probers.stop_all()
         await self.loads.stop_all()
         await self.server.stop(grace)
         with contextlib.suppress(Exception):

@@ -9,8 +9,12 @@ from typing import Any
 import grpc.aio
 
 from controlplane.admin import Admin
+from controlplane.api_view import ApiStatus
 from controlplane.hub import EndpointHub
+from controlplane.registration_messages import http_api_message, registration_message
+from controlplane.registrations import RegistrationAdmin
 from controlplane.view import WorkerView
+from modelyard.endpoint_watch import http_api_of
 from modelyard.endpoints import Endpoint, EndpointSet, Load
 from modelyard.errors import Reason, Unavailable
 from modelyard.selectors import parse_selector
@@ -29,9 +33,12 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         replica_id: str,
         is_leader: Callable[[], bool],
         synced: asyncio.Event,
+        *,
+        registrations: RegistrationAdmin,
     ) -> None:
         self._synced = synced
         self._admin = admin
+        self._registrations = registrations
         self._hub = hub
         self._replica_id = replica_id
         self._is_leader = is_leader
@@ -79,6 +86,39 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         await self._admin.undrain(request.worker_id)
         return pb.UndrainWorkerResponse()
 
+    async def RegisterModel(
+        self, request: pb.RegisterModelRequest, context: Context
+    ) -> pb.RegisterModelResponse:
+        self._require_synced()
+        record = await self._registrations.register(
+            request.model, request.owner, http_api_of(request.http_api)
+        )
+        return pb.RegisterModelResponse(registration=registration_message(ApiStatus(record, False)))
+
+    async def ListRegistrations(
+        self, request: pb.ListRegistrationsRequest, context: Context
+    ) -> pb.ListRegistrationsResponse:
+        self._require_synced()
+        statuses = self._registrations.list(request.model)
+        return pb.ListRegistrationsResponse(
+            registrations=[registration_message(s) for s in statuses]
+        )
+
+    async def SetRegistrationOnline(
+        self, request: pb.SetRegistrationOnlineRequest, context: Context
+    ) -> pb.SetRegistrationOnlineResponse:
+        self._require_synced()
+        record = await self._registrations.set_online(request.registration_id, request.online)
+        status = ApiStatus(record, self._registrations.healthy(record.registration_id))
+        return pb.SetRegistrationOnlineResponse(registration=registration_message(status))
+
+    async def RemoveRegistration(
+        self, request: pb.RemoveRegistrationRequest, context: Context
+    ) -> pb.RemoveRegistrationResponse:
+        self._require_synced()
+        await self._registrations.remove(request.registration_id)
+        return pb.RemoveRegistrationResponse()
+
 
 def _unsynced() -> Unavailable:
     return Unavailable(
@@ -122,6 +162,7 @@ def _endpoint(endpoint: Endpoint) -> pb.Endpoint:
         address=endpoint.address,
         tags=endpoint.tags,
         load=_load(endpoint.load),
+        http_api=http_api_message(endpoint.http_api, redact=False) if endpoint.http_api else None,
     )
 
 

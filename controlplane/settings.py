@@ -6,14 +6,44 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard_server.auth import AuthSettings
 from modelyard_server.etcd import EtcdSettings
+from modelyard_server.http_api.ssrf import parse_networks
 from modelyard_server.logging_setup import LogSettings
 from modelyard_server.telemetry.settings import TelemetrySettings
 from modelyard_server.tls import TlsSettings
+
+
+class RegisteredApiSettings(BaseModel):
+    """Registered third-party APIs: which addresses they may have, how they are checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs a registered API may be at although they are not public "
+        '(loopback, private, link-local, ...), e.g. ["127.0.0.1/32"] for the local stack '
+        "and tests. Empty: registrations and health checks reach public addresses only.",
+    )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between active health checks of each registration."
+    )
+    health_timeout_s: float = Field(
+        2.0, gt=0, description="The longest one health check (GET or TCP connect) may take."
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                parse_networks((cidr,))
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 127.0.0.1/32") from None
+        return cidrs
 
 
 class ControlPlaneSettings(BaseSettings):
@@ -59,6 +89,11 @@ class ControlPlaneSettings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=lambda: AuthSettings(),
         description="Admin and serving tokens, admin certificate names (never logged).",
+    )
+    http_api: RegisteredApiSettings = Field(
+        default_factory=lambda: RegisteredApiSettings(),
+        description="Registered third-party APIs: allowed_networks (the SSRF guard's "
+        "exceptions), health_interval_s, health_timeout_s.",
     )
     port_file: Path | None = Field(None, description="Write the bound port here once serving.")
 

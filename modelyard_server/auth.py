@@ -1,13 +1,14 @@
 """Who may call what: bearer tokens and mTLS identities, checked at each service's edge.
 
-Two roles. Admin RPCs (ControlPlane DrainWorker/UndrainWorker, Composer DeployGraph/
-DeleteGraph) take an admin token (`authorization: Bearer <token>` metadata) or, under
-mutual TLS, a client certificate whose name (common name or a subject alternative name) is
-in `admin_identities`. Serving RPCs (Predict, PredictStream, Run, RunStream) take a serving
-or admin token (or an admin identity) once `serving_tokens` is set; until then they are
-open. Everything else (health, reflection, listings, endpoint and load watches) stays open:
-orchestrators probe health without credentials. A role nobody configured is open too, so a
-local stack needs no setup; the first admin call that finds its role open logs a warning.
+Two roles. Admin RPCs (ControlPlane DrainWorker/UndrainWorker, RegisterModel/
+SetRegistrationOnline/RemoveRegistration, Composer DeployGraph/DeleteGraph) take an admin
+token (`authorization: Bearer <token>` metadata) or, under mutual TLS, a client certificate
+whose name (common name or a subject alternative name) is in `admin_identities`. Serving
+RPCs (Predict, PredictStream, Run, RunStream) take a serving or admin token (or an admin
+identity) once `serving_tokens` is set; until then they are open. Everything else (health,
+reflection, listings, endpoint and load watches) stays open: orchestrators probe health
+without credentials. A role nobody configured is open too, so a local stack needs no setup;
+the first admin call that finds its role open logs a warning.
 
 No credentials, or a token nobody issued → UNAUTHENTICATED; a valid caller without the
 role → PERMISSION_DENIED. Tokens are compared in constant time against every key, and
@@ -42,6 +43,9 @@ class Role(Enum):
 GUARDED = {
     "/modelyard.v1.ControlPlane/DrainWorker": Role.ADMIN,
     "/modelyard.v1.ControlPlane/UndrainWorker": Role.ADMIN,
+    "/modelyard.v1.ControlPlane/RegisterModel": Role.ADMIN,
+    "/modelyard.v1.ControlPlane/SetRegistrationOnline": Role.ADMIN,
+    "/modelyard.v1.ControlPlane/RemoveRegistration": Role.ADMIN,
     "/modelyard.v1.Composer/DeployGraph": Role.ADMIN,
     "/modelyard.v1.Composer/DeleteGraph": Role.ADMIN,
     "/modelyard.v1.Predict/Predict": Role.SERVING,

@@ -197,6 +197,8 @@ class Keys:
         self.desired_workers = f"{prefix}/desired/workers/"
         self.health = f"{prefix}/health/workers/"
         self.graphs = f"{prefix}/graphs/"
+        self.registrations = f"{prefix}/registrations/"
+        self.registration_health = f"{prefix}/health/registrations/"
         self.election = f"{prefix}/election/controlplane"
 
     def worker(self, worker_id: str) -> bytes:
@@ -207,3 +209,9 @@ class Keys:
 
     def worker_health(self, worker_id: str) -> bytes:
         return f"{self.health}{worker_id}".encode()
+
+    def registration(self, registration_id: str) -> bytes:
+        return f"{self.registrations}{registration_id}".encode()
+
+    def health_of_registration(self, registration_id: str) -> bytes:
+        return f"{self.registration_health}{registration_id}".encode()

@@ -27,8 +27,10 @@ from typing import Any
 from bench.common.stats import latency_summary
 from bench.controlplane.run import Run
 from controlplane.admin import Admin
+from controlplane.api_view import ApiView
 from controlplane.hub import EndpointHub
 from controlplane.reconciler import Reconciler
+from controlplane.registrations import RegistrationAdmin
 from controlplane.servicer import ControlPlaneServicer
 from controlplane.view import ClusterView
 from controlplane.workqueue import WorkQueue, run_controller
@@ -58,8 +60,14 @@ SMOKE = Sizes((20, 50), 5, 4)
 
 
 class _NoStore:
+    async def get(self, key: bytes) -> None:
+        return None
+
     async def put(self, key: bytes, value: bytes) -> object:
         return None
+
+    async def replace(self, key: bytes, initial_value: bytes, new_value: bytes) -> bool:
+        return False
 
     async def delete(self, key: bytes) -> object:
         return None
@@ -126,7 +134,12 @@ class Core:
         )
         self.synced = asyncio.Event()
         self.servicer = ControlPlaneServicer(
-            Admin(self.view, _NoStore(), Keys()), self.hub, "bench", lambda: True, self.synced
+            Admin(self.view, _NoStore(), Keys()),
+            self.hub,
+            "bench",
+            lambda: True,
+            self.synced,
+            registrations=RegistrationAdmin(ApiView({}, {}), _NoStore(), Keys()),
         )
 
     def toggle_drain(self, worker_id: str) -> None:

@@ -1,0 +1,191 @@
+"""Active health checks of registered third-party APIs (the leader's job, as worker probes).
+
+Every `interval` seconds: GET the registration's health URL (any 2xx is healthy), or when
+it has none, open a TCP connection to the API's host:port. A failing registration leaves
+its model's endpoint sets until a check passes again; callers cool one down on their own
+failures too (the passive half, in modelyard_server.http_api).
+
+The SSRF guard comes first: the host is resolved and every address checked
+(`ssrf.resolve_checked`), and the check connects to one of those addresses, never to a
+second lookup's answer, so a name that rebinds to an internal address between the two is
+not reached. A refused address fails the check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import SplitResult, urlsplit
+
+import httpx
+
+from controlplane.api_view import api_address
+from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard_server.aio import cancel_and_wait, describe_error
+from modelyard_server.http_api.record import RegistrationRecord
+from modelyard_server.http_api.ssrf import resolve_checked
+from modelyard_server.http_api.validation import url_for
+from modelyard_server.workerinfo import WorkerHealth
+
+log = logging.getLogger(__name__)
+
+HealthListener = Callable[[str, WorkerHealth], None]
+
+
+class ApiProber:
+    def __init__(
+        self,
+        record: RegistrationRecord,
+        registration: int,
+        on_health: HealthListener,
+        *,
+        allowed_networks: Sequence[str],
+        interval: float,
+        timeout: float,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.record = record
+        self.registration = registration
+        self._on_health = on_health
+        self._allowed = tuple(allowed_networks)
+        self._interval = interval
+        self._timeout = timeout
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._last: bool | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"probe-{self.record.registration_id}"
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+            while True:
+                self._report(await self._passes(http))
+                await self._clock.sleep(self._interval)
+
+    async def _passes(self, http: httpx.AsyncClient) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self.record.api.health_url:
+                    await self._get(http, urlsplit(self.record.api.health_url))
+                else:
+                    await self._connect()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # refused, unreachable, slow, not 2xx: unhealthy
+            if self._last is not False:  # once per failure, not once per check
+                log.info(
+                    "registration %s (%s) fails its health check: %s",
+                    self.record.registration_id,
+                    self.record.model,
+                    describe_error(error),
+                )
+            return False
+
+    async def _get(self, http: httpx.AsyncClient, url: SplitResult) -> None:
+        host = url.hostname or ""
+        address = (await resolve_checked(host, _port(url), self._allowed))[0]
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        netloc = f"{shown}:{_port(url)}"
+        # to the checked address; Host and TLS (SNI, certificate) still name the host
+        response = await http.get(
+            url._replace(netloc=netloc).geturl(),
+            headers={"Host": url.netloc.rpartition("@")[2]},
+            extensions={"sni_hostname": host},
+        )
+        if not response.is_success:
+            raise _Unhealthy(f"GET {url.path or '/'} answered {response.status_code}")
+
+    async def _connect(self) -> None:
+        url = urlsplit(url_for(self.record.api.url_template, self.record.model))
+        address = (await resolve_checked(url.hostname or "", _port(url), self._allowed))[0]
+        _, writer = await asyncio.open_connection(str(address), _port(url))
+        writer.close()
+        await writer.wait_closed()
+
+    def _report(self, healthy: bool) -> None:
+        if healthy == self._last:
+            return
+        if healthy and self._last is not None:
+            log.info(
+                "registration %s (%s) at %s passes its health check again",
+                self.record.registration_id,
+                self.record.model,
+                api_address(self.record),
+            )
+        self._last = healthy
+        health = WorkerHealth(
+            reachable=healthy, observed_at=time.time(), registration=self.registration
+        )
+        self._on_health(self.record.registration_id, health)
+
+
+class _Unhealthy(Exception):
+    pass
+
+
+def _port(url: SplitResult) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+class ApiProberPool:
+    """One prober per registration, restarted when what it checks changes (not when the
+    registration only went offline or online: it is checked either way, so List shows
+    its health and it rejoins at once)."""
+
+    def __init__(
+        self,
+        on_health: HealthListener,
+        *,
+        allowed_networks: Sequence[str],
+        interval: float,
+        timeout: float,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._on_health = on_health
+        self._allowed = tuple(allowed_networks)
+        self._interval = interval
+        self._timeout = timeout
+        self._clock = clock
+        self._probers: dict[str, ApiProber] = {}
+
+    async def ensure(self, record: RegistrationRecord, registration: int) -> None:
+        current = self._probers.get(record.registration_id)
+        if current is not None and _checked(current.record, current.registration) == _checked(
+            record, registration
+        ):
+            return
+        await self.stop(record.registration_id)
+        prober = ApiProber(
+            record,
+            registration,
+            self._on_health,
+            allowed_networks=self._allowed,
+            interval=self._interval,
+            timeout=self._timeout,
+            clock=self._clock,
+        )
+        self._probers[record.registration_id] = prober
+        prober.start()
+
+    async def stop(self, registration_id: str) -> None:
+        prober = self._probers.pop(registration_id, None)
+        if prober is not None:
+            await prober.stop()
+
+    async def stop_all(self) -> None:
+        for registration_id in list(self._probers):
+            await self.stop(registration_id)
+
+
+def _checked(record: RegistrationRecord, registration: int) -> tuple[object, ...]:
+    return (record.model, record.api, registration)
