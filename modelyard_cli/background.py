@@ -40,6 +40,7 @@ def start_detached(request: UpRequest, console: Console, errors: Console) -> int
         sys.executable, "-m", "modelyard_cli", "up", str(request.stack_file),
         "--work-dir", str(request.work_dir), "--background",
         *(["--fresh"] if request.fresh else []),
+        *(["--tls"] if request.tls else []),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         supervisor = subprocess.Popen(

@@ -52,13 +52,13 @@ def health(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from modelyard_cli.credentials import from_environment
+    from modelyard_cli.credentials import for_address
 
     problem = address_problem(address)
     if problem is not None:
         _fail(2, problem)
     what = f"{address} {service!r}" if service else address
-    with from_environment().channel(address) as channel:  # TLS with MODELYARD_CA_FILE
+    with for_address(address).channel(address) as channel:  # TLS: MODELYARD_CA_FILE, up --tls
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             # Fail-fast (no wait_for_ready): a refused connection answers at once, and the

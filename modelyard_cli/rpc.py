@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from modelyard_cli.credentials import from_environment
+from modelyard_cli.credentials import for_address
 from modelyard_cli.mistakes import fail, refusal_hint
 
 
@@ -20,10 +20,10 @@ def call_service(
     what: str = "the server",
     option: str = "",
 ) -> Any:
-    """`call(stub)` on a channel to `target` (TLS and token from the environment:
-    `modelyard_cli.credentials`). `what` names the server in messages, `option`
+    """`call(stub)` on a channel to `target` (TLS and token from the environment or the local
+    stack: `modelyard_cli.credentials`). `what` names the server in messages, `option`
     the command's flag that points at another one."""
-    with from_environment().channel(target) as channel:
+    with for_address(target).channel(target) as channel:
         try:
             return call(stub_class(channel))
         except grpc.RpcError as error:

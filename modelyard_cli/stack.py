@@ -16,6 +16,11 @@ Paths in it are read from the stack file's folder. State lives in a work folder
 worker configs, and each service's log (`controlplane.log`, `<worker-id>.log`,
 `composer.log`, `gateway.log`). Each service whose settings have a `metrics_port` gets a free one.
 
+With `tls` (`modelyard up --tls`) every service serves TLS with a certificate of the
+stack's throwaway CA, etcd requires client certificates, and admin RPCs need the stack's
+admin token (`modelyard_cli.stack_tls`); `client()` is what the stack's own calls, and the
+CLI's, dial with. Plaintext otherwise.
+
 Every change of a service's phase goes to a `StackObserver`, which is how `up` shows
 what it is doing.
 """
@@ -36,9 +41,12 @@ import yaml
 from pydantic import BaseModel
 
 from modelyard.v1 import controlplane_pb2, controlplane_pb2_grpc
+from modelyard_cli.credentials import CallCredentials
 from modelyard_cli.etcd_server import EtcdServer, free_port
 from modelyard_cli.processes import Launched, import_path_env, launch_service
+from modelyard_cli.stack_tls import StackTls, certificate_name, make_stack_tls
 from modelyard_server.settings_file import read_yaml
+from modelyard_server.tls import client_credentials
 
 ETCD = "etcd"
 CONTROL_PLANE = "control plane"
@@ -91,6 +99,8 @@ class Stack:
     #: On top of this process's environment, for every service (a bench starting stacks
     #: side by side gives each its own tracing this way).
     env: dict[str, str] = field(default_factory=dict)
+    tls: bool = False  # a throwaway CA, TLS on every hop, an admin token (module docstring)
+    security: StackTls | None = None  # made by `start` when `tls`
     etcd: EtcdServer | None = None
     control_plane: str = ""
     composer: str = ""
@@ -124,6 +134,8 @@ class Stack:
         base = self.stack_file.resolve().parent
         workers = self._worker_specs()
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.security = make_stack_tls(self.work_dir, self.services())
         self._start_etcd()
         starting = {CONTROL_PLANE: self._launch_control_plane()}
         for worker_id, worker in workers.items():
@@ -137,7 +149,8 @@ class Stack:
         data_dir = self.work_dir / "etcd"
         if self.fresh:
             shutil.rmtree(data_dir, ignore_errors=True)
-        self.etcd = EtcdServer(data_dir, fast=True)
+        tls = self.security.etcd_server() if self.security is not None else None
+        self.etcd = EtcdServer(data_dir, fast=True, tls=tls)
         self.observer.changed(
             ETCD, Phase.STARTING, "starting from empty data" if self.fresh else ""
         )
@@ -146,7 +159,7 @@ class Stack:
         except RuntimeError as error:
             self.observer.changed(ETCD, Phase.FAILED, str(error))
             raise StackError(f"etcd: {error}") from None
-        self.metrics[ETCD] = f"http://{self.etcd.endpoint}/metrics"
+        self.metrics[ETCD] = f"{self.etcd.client_url}/metrics"
         self.observer.changed(ETCD, Phase.READY, f"serving at {self.etcd.endpoint}")
 
     def _launch_control_plane(self) -> Launched:
@@ -155,7 +168,7 @@ class Stack:
         assert self.etcd is not None
         return self._launch(
             CONTROL_PLANE,
-            ["controlplane", "--etcd", self.etcd.endpoint],
+            ["controlplane", "--etcd", self.etcd.endpoint, *self._secured(CONTROL_PLANE)],
             ControlPlaneSettings,
             "MODELYARD_CONTROLPLANE_METRICS_PORT",
             log_file=self.work_dir / "controlplane.log",
@@ -165,9 +178,10 @@ class Stack:
         from composer.settings import ComposerSettings
 
         assert self.etcd is not None
+        command = ["composer", "--etcd", self.etcd.endpoint, "--controlplane", self.control_plane]
         return self._launch(
             COMPOSER,
-            ["composer", "--etcd", self.etcd.endpoint, "--controlplane", self.control_plane],
+            [*command, *self._secured(COMPOSER)],
             ComposerSettings,
             "MODELYARD_COMPOSER_METRICS_PORT",
             log_file=self.work_dir / "composer.log",
@@ -176,13 +190,36 @@ class Stack:
     def _launch_gateway(self) -> Launched:
         from gateway.settings import GatewaySettings
 
+        command = ["gateway", "--controlplane", self.control_plane, "--composer", self.composer]
         return self._launch(
             GATEWAY,
-            ["gateway", "--controlplane", self.control_plane, "--composer", self.composer],
+            [*command, *self._secured(GATEWAY)],
             GatewaySettings,
             "",  # no metrics port of its own
             log_file=self.work_dir / "gateway.log",
         )
+
+    def _secured(self, service: str) -> list[str]:
+        """`--config` of a settings file with the service's TLS, etcd certificate and
+        admin token (the gateway: TLS only); nothing for a plaintext stack."""
+        if self.security is None:
+            return []
+        config: dict[str, Any] = {"tls": self.security.service(service)}
+        if service != GATEWAY:
+            assert self.etcd is not None
+            etcd = {"endpoints": [self.etcd.endpoint], **self.security.etcd_client(service)}
+            config |= {"etcd": etcd, "auth": self.security.admin_auth()}
+        path = self.security.ca_file.parent / f"{certificate_name(service)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return ["--config", str(path)]
+
+    def client(self) -> CallCredentials:
+        """What the stack's admin dials its services with: its CA and admin token under
+        --tls, plaintext otherwise."""
+        if self.security is None:
+            return CallCredentials()
+        token = self.security.token_file.read_text().strip()
+        return CallCredentials(client_credentials(self.security.ca_file), token)
 
     def _launch_worker(
         self, worker_id: str, worker: dict[str, Any], base: Path, timeout: float
@@ -238,7 +275,11 @@ class Stack:
 
     def _worker_config(self, worker: dict[str, Any], worker_id: str, base: Path) -> dict[str, Any]:
         assert self.etcd is not None
-        config = {**worker, "worker_id": worker_id, "etcd": {"endpoints": [self.etcd.endpoint]}}
+        etcd: dict[str, Any] = {"endpoints": [self.etcd.endpoint]}
+        config = {**worker, "worker_id": worker_id, "etcd": etcd}
+        if self.security is not None:  # the stack's certificates, whatever the file says
+            etcd |= self.security.etcd_client(worker_service(worker_id))
+            config["tls"] = self.security.service(worker_service(worker_id))
         for model in config.get("models", []):
             source = model.get("source", "")
             if source.startswith(("./", "../")):
@@ -292,7 +333,7 @@ class Stack:
 
     def _registered(self, serving: set[str]) -> set[str]:
         """Which of the `serving` worker ids the control plane lists (each reported ready)."""
-        with grpc.insecure_channel(self.control_plane) as channel:
+        with self.client().channel(self.control_plane) as channel:
             stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
             try:
                 listed = stub.ListWorkers(controlplane_pb2.ListWorkersRequest(), timeout=5)

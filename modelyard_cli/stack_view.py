@@ -30,6 +30,7 @@ from modelyard_cli.stack import (
     StackObserver,
     worker_service,
 )
+from modelyard_cli.stack_tls import TLS_FOLDER
 from modelyard_cli.state import STACK_DIR_ENV, StackState, stack_dir
 
 BUSY = (Phase.STARTING, Phase.STOPPING)
@@ -154,8 +155,16 @@ def ready_panel(state: StackState, work_dir: Path, *, title: str, detached: bool
     notes.add_row("", "kept in etcd between runs; `modelyard up --fresh` starts empty")
     notes.add_row("folder", Text(f"{work_dir}: logs, etcd data, stack.json"))
     notes.add_row("use it", "modelyard graph list · modelyard workers · modelyard status")
+    if state.tls:
+        ca_file = work_dir / TLS_FOLDER / Path(state.ca_file).name  # as short as the folder
+        notes.add_row("tls", "on: every service trusts the stack's CA; the commands use it")
+        notes.add_row("", Text(f"and its admin token by themselves. CA: {ca_file}"))
+        notes.add_row("", Text(f"grpcurl -cacert {ca_file} {state.composer} list"))
     if state.gateway:
-        notes.add_row("openai", Text(f"OPENAI_BASE_URL=http://{state.gateway}/v1"))
+        scheme = "https" if state.tls else "http"
+        notes.add_row("openai", Text(f"OPENAI_BASE_URL={scheme}://{state.gateway}/v1"))
+        if state.tls:
+            notes.add_row("", Text(f"SSL_CERT_FILE={ca_file}"))
     notes.add_row("", Text(f"({found})"))
     notes.add_row("stop", "modelyard down" if detached else "Ctrl-C, or modelyard down")
     return Panel(Group(services, "", notes), title=title, title_align="left", expand=False)

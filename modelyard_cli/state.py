@@ -59,6 +59,20 @@ class StackState:
     metrics: dict[str, str] = field(default_factory=dict)
     graphs: list[str] = field(default_factory=list)
     log_file: str = ""  # the supervisor's own output, when it runs detached
+    # `up --tls`: the CA every service's certificate chains to, the certificate commands
+    # present (etcd requires one), the admin token's file; all "" for a plaintext stack
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    token_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file)
+
+    def addresses(self) -> set[str]:
+        """Every gRPC address of the stack (the gateway is HTTP)."""
+        return {self.control_plane, self.composer, *self.workers.values()} - {""}
 
     def address(self, service: Service) -> str:
         return self.composer if service == "composer" else self.control_plane

@@ -1,13 +1,15 @@
 """`modelyard status`: the running local stack's services and their health.
 
 Every gRPC service is asked grpc.health.v1 Check (the whole server, ""), all at once; etcd
-and the gateway (HTTP) their /health. Exit code: 0 every service serving, 1 any other
+and the gateway (HTTP) their /health. A `--tls` stack is checked over TLS with its own CA
+(and, for etcd, the CLI's certificate). Exit code: 0 every service serving, 1 any other
 answer (or none), 2 no stack runs from the work folder.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Annotated
@@ -18,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from modelyard_cli.credentials import of_stack
 from modelyard_cli.options import STACK_PANEL, Verbose
 from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, ETCD, GATEWAY, worker_service
 from modelyard_cli.state import StackState, running_stack
@@ -60,6 +63,8 @@ def status(
         colour = "green" if answer == SERVING else "red"
         table.add_row(service, address, f"[{colour}]{answer}[/{colour}]")
     console.print(table)
+    if state.tls:
+        console.print(f"TLS on: CA {state.ca_file}", highlight=False, soft_wrap=True)
     serving = state.ready and all(answer == SERVING for answer in health.values())
     raise typer.Exit(0 if serving else 1)
 
@@ -75,7 +80,8 @@ def services(state: StackState) -> list[tuple[str, str]]:
 def check_all(state: StackState, timeout: float) -> dict[str, str]:
     """Each service's answer (SERVING, NOT_SERVING, ..., or why there was none), by name;
     services without an address yet are left out."""
-    answers = {ETCD: etcd_health(state.etcd, timeout)} if state.etcd else {}
+    answers = {ETCD: etcd_health(state, timeout)} if state.etcd else {}
+    dial = of_stack(state)
     channels = []
     pending = {}
     try:
@@ -83,9 +89,9 @@ def check_all(state: StackState, timeout: float) -> dict[str, str]:
             if not address:
                 continue
             if service == GATEWAY:
-                answers[service] = gateway_health(address, timeout)
+                answers[service] = gateway_health(state, timeout)
                 continue
-            channel = grpc.insecure_channel(address)
+            channel = dial.channel(address)
             channels.append(channel)
             stub = health_pb2_grpc.HealthStub(channel)
             pending[service] = stub.Check.future(health_pb2.HealthCheckRequest(), timeout=timeout)
@@ -110,9 +116,24 @@ def _answer(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def etcd_health(address: str, timeout: float) -> str:
+def _https(state: StackState, *, client_certificate: bool = False) -> ssl.SSLContext | None:
+    """What a --tls stack's HTTP endpoints are read with (None: plain HTTP)."""
+    if not state.tls:
+        return None
+    context = ssl.create_default_context(cafile=state.ca_file)
+    if client_certificate:  # etcd requires one
+        context.load_cert_chain(state.cert_file, state.key_file)
+    return context
+
+
+def _url(state: StackState, address: str, path: str) -> str:
+    return f"{'https' if state.tls else 'http'}://{address}{path}"
+
+
+def etcd_health(state: StackState, timeout: float) -> str:
+    url, context = _url(state, state.etcd, "/health"), _https(state, client_certificate=True)
     try:
-        with urllib.request.urlopen(f"http://{address}/health", timeout=timeout) as reply:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as reply:
             healthy = json.loads(reply.read()).get("health") == "true"
     except OSError:
         return "unreachable"
@@ -121,9 +142,10 @@ def etcd_health(address: str, timeout: float) -> str:
     return SERVING if healthy else "NOT_SERVING"
 
 
-def gateway_health(address: str, timeout: float) -> str:
+def gateway_health(state: StackState, timeout: float) -> str:
+    url, context = _url(state, state.gateway, "/health"), _https(state)
     try:
-        with urllib.request.urlopen(f"http://{address}/health", timeout=timeout) as reply:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as reply:
             answer = json.loads(reply.read()).get("status")
     except urllib.error.HTTPError as error:  # 503 while it shuts down
         return "NOT_SERVING" if error.code == 503 else f"HTTP {error.code}"

@@ -40,6 +40,7 @@ class UpRequest:
     inputs: Mapping[str, Any] | None = None
     once: bool = False
     background: bool = False  # detached: no panel (the starting command prints it)
+    tls: bool = False  # a throwaway CA, TLS on every hop, an admin token
 
 
 def supervise(request: UpRequest, console: Console, errors: Console) -> int:
@@ -62,7 +63,9 @@ def supervise(request: UpRequest, console: Console, errors: Console) -> int:
         log_file=str((request.work_dir / "up.log").resolve()) if request.background else "",
     )
     state_file.write(state)
-    stack = Stack(request.stack_file, work_dir=request.work_dir, fresh=request.fresh)
+    stack = Stack(
+        request.stack_file, work_dir=request.work_dir, fresh=request.fresh, tls=request.tls
+    )
     code = 0
     with stop_signals() as stopping:
         try:
@@ -83,6 +86,7 @@ def supervise(request: UpRequest, console: Console, errors: Console) -> int:
                 metrics=dict(stack.metrics),
                 graphs=graphs,
             )
+            state = with_tls(state, stack)
             state_file.write(state)
             if not request.background:
                 title = f"stack ready in {time.monotonic() - began:.1f} s"
@@ -105,6 +109,20 @@ def supervise(request: UpRequest, console: Console, errors: Console) -> int:
     return code
 
 
+def with_tls(state: StackState, stack: Stack) -> StackState:
+    """`state` with the files other commands reach a --tls stack with."""
+    security = stack.security
+    if security is None:
+        return state
+    return replace(
+        state,
+        ca_file=str(security.ca_file.resolve()),
+        cert_file=str(security.cli.cert_file.resolve()),
+        key_file=str(security.cli.key_file.resolve()),
+        token_file=str(security.token_file.resolve()),
+    )
+
+
 def refusal(running: StackRunning) -> str:
     return (
         f"{running}\n"
@@ -122,7 +140,10 @@ def deploy_graphs(stack: Stack, view: StackObserver, console: Console) -> list[s
 
     names: list[str] = []
     warnings: list[str] = []
-    with ComposerClient(stack.composer, timeout=30) as client:
+    call = stack.client()
+    with ComposerClient(
+        stack.composer, timeout=30, credentials=call.credentials, token=call.token
+    ) as client:
         view.changed(GRAPHS, Phase.STARTING, "deploying")
         for path in stack.graph_files():
             try:

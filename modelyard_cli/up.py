@@ -3,6 +3,7 @@
     modelyard up [examples/stack.yaml] [--run inference-graph -i prompt="..."] [--once]
     modelyard up --detach            # in the background; returns once the stack is ready
     modelyard up --fresh             # from empty etcd data (graphs persist otherwise)
+    modelyard up --tls               # TLS on every hop with a throwaway CA, an admin token
     modelyard down                   # stops the stack running from the work folder
 
 The work folder (--work-dir, default MODELYARD_STACK_DIR else .cache/stack) holds etcd's
@@ -51,6 +52,13 @@ def up(
     fresh: Annotated[
         bool, typer.Option(help="Start from empty etcd data (no graphs from earlier runs).")
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="TLS on every hop with a throwaway CA, and an admin token (both in "
+            "<work-dir>/tls; the other commands use them by themselves)."
+        ),
+    ] = False,
     work_dir: WorkDir = DEFAULT_WORK_DIR,
     background: Annotated[bool, typer.Option(hidden=True)] = False,
     verbose: Verbose = False,
@@ -75,7 +83,10 @@ def up(
         raise typer.Exit(2) from None
     setup_logging(verbose)
     inputs = _pairs(input or [])
-    request = supervisor.UpRequest(stack, work_dir, fresh, run_graph, inputs, once, background)
+    request = supervisor.UpRequest(stack, work_dir, fresh, run_graph, inputs, once, background, tls)
+    # --run's own calls find this stack (and, under --tls, its credentials) as another
+    # command run with this work folder would
+    os.environ[STACK_DIR_ENV] = str(work_dir)
     if not detach:
         raise typer.Exit(supervisor.supervise(request, console, errors))
 
