@@ -8,8 +8,11 @@ so the call must be one a caller may repeat, as every Predict is):
 
 - the replica left the endpoint set (the control plane's prober gave up on it):
   `Rescues.abandon(worker_id)` ends every guarded attempt on it at once;
-- the attempt went unanswered for longer than the model's observed latency makes
-  plausible (`AttemptTimeouts`, over a `LatencyWindow` of recent answers).
+- the replica went silent: the attempt waited longer than the model's observed latency
+  makes plausible (`AttemptTimeouts`, over a `LatencyWindow` of recent answers) and
+  nothing came back from that replica meanwhile, to any call of this client
+  (`Rescues.heard_from` restarts the wait of every attempt on a replica that answers).
+  A slow call on a replica that keeps answering others is slow, not hung: it waits on.
 
 An abandoned attempt raises `Abandoned`, which the routed client treats like an
 UNAVAILABLE answer: it counts as an attempt, ejects the replica for a while and the call
@@ -25,7 +28,10 @@ ejected healthy replica, a late one only a slower rescue (the endpoint set drops
 replica within seconds anyway), so the defaults lean late: 4 x p99, at least 1 s. The
 percentile already contains the queueing and batching delays of the load that produced
 it; a load that grows slowly moves it along, and the factor of 4 absorbs a sudden doubling.
-Unanswered attempts are not samples: a hang cannot raise its own timeout.
+Unanswered attempts are not samples: a hang cannot raise its own timeout. What the
+percentile cannot foresee (one long generation among short ones, on a replica nobody else
+is calling) the routed client bounds: a call is abandoned for silence at most once, and
+its next attempt waits for the caller's deadline.
 """
 
 from __future__ import annotations
@@ -37,15 +43,17 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from modelyard.clock import Clock, timeout_on
+from modelyard.clock import Clock, ClockTimeout, timeout_on
 
 
 class Abandoned(Exception):
-    """An attempt given up before any response arrived; `reason` says why, for logs."""
+    """An attempt given up before any response arrived; `reason` says why, for logs;
+    `silent` when it was for the replica's silence (not for leaving the set)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, silent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.silent = silent
 
 
 class LatencyWindow:
@@ -90,6 +98,7 @@ class _Guard:
     def __init__(self) -> None:
         self.reason: str | None = None
         self.scope: asyncio.Timeout | None = None
+        self.silence: ClockTimeout | None = None
 
     def abandon(self, reason: str) -> None:
         if self.reason is None and self.scope is not None:
@@ -107,14 +116,15 @@ class Rescues:
     @contextlib.asynccontextmanager
     async def guard(self, worker_id: str, timeout: float | None) -> AsyncIterator[None]:
         """Runs the body (the wait for an attempt's first response) until it finishes, the
-        replica is abandoned, or `timeout` seconds pass on the clock (None: never); the
-        last two raise `Abandoned`. The caller's own cancellation passes through as is."""
+        replica is abandoned, or nothing is heard from the replica for `timeout` seconds
+        on the clock (None: never); the last two raise `Abandoned`. The caller's own
+        cancellation passes through as is."""
         guard = _Guard()
         guards = self._by_worker.setdefault(worker_id, set())
         guards.add(guard)
         try:
             async with timeout_on(self._clock, timeout) as timed, asyncio.timeout(None) as scope:
-                guard.scope = scope
+                guard.scope, guard.silence = scope, timed
                 yield
         except asyncio.CancelledError:
             raise  # our scopes turn their own cancellation into TimeoutError: this is the caller's
@@ -124,12 +134,20 @@ class Rescues:
             if guard.reason is not None:
                 raise Abandoned(guard.reason) from None
             if timed.expired():
-                raise Abandoned(f"no answer within {timeout:.3g}s") from None
+                reason = f"nothing heard from the replica for {timeout:.3g}s"
+                raise Abandoned(reason, silent=True) from None
             raise
         finally:
             guards.discard(guard)
             if not guards:
                 del self._by_worker[worker_id]
+
+    def heard_from(self, worker_id: str) -> None:
+        """`worker_id` answered (a call, a stream message): it is alive, so the attempts
+        waiting on it start their silence over."""
+        for guard in self._by_worker.get(worker_id, ()):
+            if guard.silence is not None:
+                guard.silence.restart()
 
     def abandon(self, worker_id: str, reason: str) -> int:
         """Abandons every guarded attempt on `worker_id`; returns how many there were."""

@@ -18,9 +18,10 @@ calls for `eject_s` seconds, so a dead worker costs one failed attempt, not one 
 
 A replica that hangs refuses nothing (a SIGSTOPped process keeps its connections open), so
 with `rescue` on (the default) an attempt that has no response yet is abandoned, and
-retried as if it had been refused, when its replica leaves the endpoint set or when it goes
-unanswered longer than `attempt_timeouts` derives from the route's recent latencies (for a
-stream: the time to its first message). `modelyard.rescue` explains the derivation.
+retried as if it had been refused, when its replica leaves the endpoint set, or when it
+waited longer than `attempt_timeouts` derives from the route's recent latencies (for a
+stream: the time to its first message) while nothing came back from that replica to any
+of this client's calls. `modelyard.rescue` explains the derivation.
 
 Results, stream events and errors a replica returned name it (`worker`), so callers such
 as the composer's timeline can say who served a call, or who failed it.
@@ -270,10 +271,13 @@ class RoutedClient:
         deadline = self._deadline(timeout)
         route = await self._ready_route(model, selector, deadline)
         failed: dict[str, str] = {}  # worker id -> why it refused this call
+        silenced = False  # an attempt was abandoned for silence: the next ones wait on
         while True:
             endpoint = self._pick(route, failed)
             attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, False)
-            unanswered_s = self._attempt_timeout(route, endpoint, failed, deadline, False)
+            unanswered_s = self._attempt_timeout(
+                route, endpoint, failed, deadline, streaming=False, silenced=silenced
+            )
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
@@ -284,11 +288,13 @@ class RoutedClient:
                     started = self._clock.now()
                     async with route.rescues.guard(endpoint.worker_id, unanswered_s):
                         response = await stub.Predict(request, timeout=self._left(deadline, model))
+                    route.rescues.heard_from(endpoint.worker_id)
                     route.latencies[False].record(self._clock.now() - started)
             except grpc.aio.AioRpcError as error:
                 self._retry_or_raise(route, endpoint, error, failed)
                 continue
             except Abandoned as abandoned:
+                silenced = silenced or abandoned.silent
                 self._retry_elsewhere(route, endpoint, abandoned.reason, Reason.UNAVAILABLE, failed)
                 continue
             return replace(prediction_of(response), worker=endpoint.worker_id)
@@ -309,11 +315,14 @@ class RoutedClient:
         deadline = self._deadline(timeout)
         route = await self._ready_route(model, selector, deadline)
         failed: dict[str, str] = {}  # worker id -> why it refused this call
+        silenced = False  # an attempt was abandoned for silence: the next ones wait on
         while True:
             endpoint = self._pick(route, failed)
             delivered = 0
             attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, True)
-            unanswered_s = self._attempt_timeout(route, endpoint, failed, deadline, True)
+            unanswered_s = self._attempt_timeout(
+                route, endpoint, failed, deadline, streaming=True, silenced=silenced
+            )
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
@@ -332,10 +341,12 @@ class RoutedClient:
                             first = await anext(messages, None)
                         if first is None:
                             return
+                        route.rescues.heard_from(endpoint.worker_id)
                         route.latencies[True].record(self._clock.now() - started)
                         yield replace(stream_event_of(first, 0), worker=endpoint.worker_id)
                         delivered = 1
                         async for message in messages:
+                            route.rescues.heard_from(endpoint.worker_id)
                             event = stream_event_of(message, delivered)
                             yield replace(event, worker=endpoint.worker_id)
                             delivered += 1
@@ -350,6 +361,7 @@ class RoutedClient:
             except grpc.aio.AioRpcError as error:
                 self._retry_or_raise(route, endpoint, error, failed)
             except Abandoned as abandoned:
+                silenced = silenced or abandoned.silent
                 self._retry_elsewhere(route, endpoint, abandoned.reason, Reason.UNAVAILABLE, failed)
 
     def _selector(self, selector: str | None) -> Selector:
@@ -441,11 +453,14 @@ class RoutedClient:
         endpoint: Endpoint,
         failed: dict[str, str],
         deadline: float | None,
+        *,
         streaming: bool,
+        silenced: bool,
     ) -> float | None:
-        """How long the attempt on `endpoint` may go unanswered before it is abandoned
-        (None: until the caller's deadline)."""
-        if not self.rescue:
+        """How long the attempt on `endpoint` may wait with its replica silent before it is
+        abandoned (None: until the caller's deadline). Once per call at most (`silenced`:
+        one was): what was slow on one replica may be slow on the next, and must end."""
+        if not self.rescue or silenced:
             return None
         timeout = self.attempt_timeouts.derive(route.latencies[streaming])
         if timeout is None:

@@ -8,7 +8,10 @@ back in the endpoint set. The same load and stop run twice in one run: first wit
 `RoutedClient(rescue=False)` (the client as it was: calls sent to the stopped replica wait
 out their deadline), then with rescue on (the default). Failed calls (goal 0 with rescue),
 latency of every call and of the calls started during the stop (p50, p99, max), calls
-completed during the stop, and when a separate subscriber saw the victim leave the set.
+completed during the stop, when a separate subscriber saw the victim leave the set, and the
+client's retries (from its INFO log line) by cause: the replica's silence, its leaving the
+set, anything else, and any before the stop (a rescue under normal load would be a false
+one).
 
 The load runs in the bench's own process (the client under test must be built with
 `rescue` either way, which the load generator's specs do not carry); at ~16 calls in flight
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,10 +100,67 @@ async def hung_replica(run: Run) -> None:
     run.recorder.emit(record(variants, sizes))
 
 
+class Retries(logging.Handler):
+    """The routed client's retry log lines, with when they were written."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "retrying on another replica" in message:
+            self.lines.append((time.monotonic(), message))
+
+    def by_cause(self, stopped_at: float) -> dict[str, int]:
+        causes = {"silent": 0, "left_set": 0, "other": 0}
+        for _, message in self.lines:
+            if "nothing heard from the replica" in message:
+                causes["silent"] += 1
+            elif "left the endpoint set" in message:
+                causes["left_set"] += 1
+            else:
+                causes["other"] += 1
+        return {**causes, "before_stop": sum(1 for at, _ in self.lines if at < stopped_at)}
+
+
+@contextlib.contextmanager
+def retries_logged() -> Iterator[Retries]:
+    logger = logging.getLogger("modelyard.routed_client")
+    handler, level = Retries(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 async def one_variant(
     control: str, follower: SetFollower, victim: Worker, sizes: Sizes, *, rescue: bool
 ) -> dict[str, Any]:
     calls = Calls()
+    with retries_logged() as retries:
+        outcome = await stop_under_load(control, follower, victim, sizes, calls, rescue=rescue)
+    stopped_at = outcome["stopped_at"]
+    return {
+        **summary(calls.done, **outcome, rescue=rescue),
+        "retries": retries.by_cause(stopped_at),
+    }
+
+
+async def stop_under_load(
+    control: str,
+    follower: SetFollower,
+    victim: Worker,
+    sizes: Sizes,
+    calls: Calls,
+    *,
+    rescue: bool,
+) -> dict[str, Any]:
+    """Runs the load on a fresh client, stops the victim under it and resumes it; when
+    that happened and what the victim and the endpoint set did."""
     async with RoutedClient([control], timeout=DEADLINE_S, rescue=rescue) as client:
         found = await client.wait_for_endpoints(MODEL, timeout=30.0)
         callers = [asyncio.create_task(calls.caller(client, n)) for n in range(CONCURRENCY)]
@@ -119,17 +181,15 @@ async def one_variant(
         finally:
             calls.stop.set()
             await asyncio.gather(*callers)  # each finishes its call, within its deadline
-    return summary(
-        calls.done,
-        stopped_at,
-        resumed_at,
-        rescue=rescue,
-        replicas_at_start=len(found),
-        victim_in_flight_at_stop=at_stop,
-        stop_delayed_s=round(waited, 3),
-        left_set_after_s=round(left.at - stopped_at, 3) if left else None,
-        back_in_set_after_resume_s=round(back.at - resumed_at, 3) if back else None,
-    )
+    return {
+        "stopped_at": stopped_at,
+        "resumed_at": resumed_at,
+        "replicas_at_start": len(found),
+        "victim_in_flight_at_stop": at_stop,
+        "stop_delayed_s": round(waited, 3),
+        "left_set_after_s": round(left.at - stopped_at, 3) if left else None,
+        "back_in_set_after_resume_s": round(back.at - resumed_at, 3) if back else None,
+    }
 
 
 async def until_in_flight(worker: Worker, limit_s: float = 3.0) -> tuple[int, float]:
@@ -145,8 +205,10 @@ async def until_in_flight(worker: Worker, limit_s: float = 3.0) -> tuple[int, fl
 
 
 def summary(
-    done: list[tuple[float, float, str]], stopped_at: float, resumed_at: float, **facts: Any
+    done: list[tuple[float, float, str]], *, stopped_at: float, resumed_at: float, **facts: Any
 ) -> dict[str, Any]:
+    """The calls' outcomes and latencies, beside `facts` (the stop and resume times are
+    monotonic, meaningful only to this process: left out)."""
     errors: dict[str, int] = {}
     for _, _, error in done:
         if error:
@@ -171,6 +233,9 @@ def record(variants: dict[str, dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
         "calls kept completing during the stop": after["completed_during_stop"] > 0,
         "the stop met calls in flight on the victim": all(
             v["victim_in_flight_at_stop"] > 0 for v in variants.values()
+        ),
+        "no rescue before the stop (none under normal load)": (
+            after["retries"]["before_stop"] == 0
         ),
     }
     return {

@@ -85,5 +85,6 @@ def test_hung_replica_stops_a_worker_under_load_with_rescue_off_then_on(run: Fin
         assert_has(variant, "latency.p50_ms", "latency.p99_ms", "latency.max_ms")
         assert_has(variant, "started_during_stop.p99_ms", "victim_in_flight_at_stop")
         assert_has(variant, "left_set_after_s", "back_in_set_after_resume_s")
+        assert_has(variant, "retries.silent", "retries.left_set", "retries.before_stop")
         assert variant["ok"] > 0 and variant["replicas_at_start"] == 2
     assert_has(record, "failed_before", "failed_after")

@@ -40,13 +40,18 @@ HUNG = "h"  # sorts before "w0": round robin tries the hung replica first
 
 
 class HungReplica(predict_pb2_grpc.PredictServicer):
-    """Takes every call and never answers; counts the calls and their cancellations."""
+    """Takes every call and never answers; counts the calls and their cancellations. With
+    `answers` set it answers every Predict (echoing its inputs) but those with x="hang": a
+    replica that is alive with one very slow call."""
 
     def __init__(self) -> None:
         self.taken = 0
         self.cancelled = 0
+        self.answers = False
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        if self.answers and request.inputs["x"].string_value != "hang":
+            return pb.PredictResponse(model=request.model, outputs=request.inputs)
         await self._hang()
         raise AssertionError("unreachable")
 
@@ -217,3 +222,55 @@ async def test_rescue_can_be_turned_off(setup: Setup) -> None:
         assert not call.done()  # it waits out its deadline, as before rescue existed
         call.cancel()
         await asyncio.gather(call, return_exceptions=True)
+
+
+async def test_a_slow_call_on_a_replica_that_keeps_answering_is_not_abandoned(
+    setup: Setup,
+) -> None:
+    plane, address, _, hung, _ = setup
+    hung.answers = True
+    plane.publish("echo", both(setup))
+    clock = FakeClock()
+    timeouts = AttemptTimeouts(min_samples=3, floor_s=1.0)
+    async with routed_client(
+        address, policy="round_robin", clock=clock, attempt_timeouts=timeouts
+    ) as client:
+        # round robin: h, w0, h, w0, then the slow call on h, then w0, h, w0, h, ...
+        answered = [(await client.predict("echo", x=str(i))).worker for i in range(4)]
+        assert answered == [HUNG, "w0", HUNG, "w0"]
+        slow = asyncio.create_task(client.predict("echo", x="hang"))
+        await eventually(lambda: hung.taken == 1, timeout=10)
+        for i in range(3):  # h answers another call every 0.9 s: it is alive
+            await clock.advance(0.9)
+            assert (await client.predict("echo", x="w")).worker == "w0"
+            assert (await client.predict("echo", x=str(i))).worker == HUNG
+        assert not slow.done() and hung.cancelled == 0  # 2.7 s, over the 1 s timeout
+        await clock.advance(1.0)  # and now 1 s without a word from h
+        result = await asyncio.wait_for(slow, timeout=10)
+    assert result.worker == "w0" and hung.cancelled == 1
+
+
+async def test_a_call_is_abandoned_for_silence_once_at_most(setup: Setup) -> None:
+    plane, address, worker, hung, hung_address = setup
+    plane.publish("echo", [endpoint(worker, "w0")])
+    clock = FakeClock()
+    timeouts = AttemptTimeouts(min_samples=3, floor_s=1.0)
+    async with routed_client(
+        address, policy="round_robin", clock=clock, attempt_timeouts=timeouts
+    ) as client:
+        for i in range(3):
+            await client.predict("echo", x=i)
+        # two hung replicas, and the working one: the call meets both hung ones first
+        hung_ones = [Endpoint(HUNG, hung_address), Endpoint("h2", hung_address)]
+        plane.publish("echo", [*hung_ones, endpoint(worker, "w0")])
+        await eventually(lambda: len(client.endpoints("echo")) == 3)
+        call = asyncio.create_task(client.predict("echo", x=9))
+        await eventually(lambda: hung.taken == 1, timeout=10)
+        await clock.advance(1.0)  # abandoned on h, sent to h2
+        await eventually(lambda: hung.taken == 2, timeout=10)
+        await clock.advance(8.0)  # what was slow once may be slow again: it waits on
+        await asyncio.sleep(0.05)
+        assert not call.done() and hung.cancelled == 1
+        plane.publish("echo", [Endpoint(HUNG, hung_address), endpoint(worker, "w0")])
+        result = await asyncio.wait_for(call, timeout=10)  # h2 left the set: rescued
+    assert result.worker == "w0" and hung.cancelled == 2

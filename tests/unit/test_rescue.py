@@ -1,6 +1,6 @@
 """Abandoning unanswered attempts (modelyard.rescue) on a fake clock: when a derived attempt
 timeout exists and how long it is, and what a guarded wait raises when its replica is
-abandoned, when its timeout passes, and when its caller cancels it."""
+abandoned, when its replica stays silent for the timeout, and when its caller cancels it."""
 
 from __future__ import annotations
 
@@ -80,11 +80,12 @@ async def test_abandoning_a_replica_ends_its_unanswered_attempts_and_no_others()
     ]
     await asyncio.sleep(0)
     assert rescues.abandon("a", "left the endpoint set") == 2
-    done, pending = await asyncio.wait(tasks, timeout=5)
+    _, pending = await asyncio.wait(tasks, timeout=5)
     assert {t.get_name() for t in pending} == {tasks[2].get_name()}
     for name in ("a1", "a2"):
         error = outcomes[name]
         assert isinstance(error, Abandoned) and error.reason == "left the endpoint set"
+        assert not error.silent
     assert rescues.abandon("a", "again") == 0  # they are no longer in flight
     tasks[2].cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -106,7 +107,30 @@ async def test_an_attempt_unanswered_for_its_timeout_is_abandoned_on_the_clock()
     await clock.advance(0.1)
     await asyncio.wait({task}, timeout=5)
     error = task.exception()
-    assert isinstance(error, Abandoned) and error.reason == "no answer within 2s"
+    assert isinstance(error, Abandoned) and error.silent
+    assert error.reason == "nothing heard from the replica for 2s"
+
+
+async def test_an_answer_from_the_replica_starts_the_silence_over() -> None:
+    clock = FakeClock()
+    rescues = Rescues(clock)
+
+    async def attempt() -> None:
+        async with rescues.guard("a", 2.0):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(attempt())
+    await asyncio.sleep(0)
+    for _ in range(3):  # the replica answers other calls: slow here, but alive
+        await clock.advance(1.5)
+        rescues.heard_from("a")
+        rescues.heard_from("b")  # news of another replica changes nothing
+    assert not task.done()
+    await clock.advance(1.9)
+    assert not task.done()
+    await clock.advance(0.1)  # 2 s without a word from "a"
+    await asyncio.wait({task}, timeout=5)
+    assert isinstance(task.exception(), Abandoned)
 
 
 async def test_an_answer_in_time_passes_through_and_leaves_nothing_behind() -> None:
