@@ -325,6 +325,7 @@ def full_app() -> typer.Typer:
     from modelyard_cli import gateway as cli_gateway
     from modelyard_cli import graph as cli_graph
     from modelyard_cli import health as cli_health
+    from modelyard_cli import models as cli_models
     from modelyard_cli import status as cli_status
     from modelyard_cli import up as cli_up
 
@@ -334,6 +335,7 @@ def full_app() -> typer.Typer:
     cli_up.register(app)
     cli_status.register(app)
     cli_health.register(app)
+    cli_models.register(app)
     return app
 
 
