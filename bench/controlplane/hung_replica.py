@@ -59,8 +59,9 @@ class Sizes:
     after_s: float  # load once it is back
 
 
-# the stop outlasts the deadline: a call left waiting on the victim fails
-FULL = Sizes(warm_s=3.0, stop_s=DEADLINE_S + 2.0, after_s=2.0)
+# the stop outlasts the deadline: a call left waiting on the victim fails; the load before
+# it is long enough to show whether rescue fires when nothing is wrong
+FULL = Sizes(warm_s=10.0, stop_s=DEADLINE_S + 2.0, after_s=2.0)
 SMOKE = Sizes(warm_s=1.0, stop_s=2.0, after_s=0.5)
 
 
