@@ -155,6 +155,7 @@ def overload(
             "samples": rss.samples,
         },
         "timeline": result["timeline"],
+        "error_messages": result["error_messages"],
     }
 
 

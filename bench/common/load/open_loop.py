@@ -13,8 +13,9 @@ One "result" line: per phase what was issued and answered (codes; refusals by re
 whether they carried gRPC's retry hint), the latency of its successful calls and of its
 failed ones, goodput (the successful answers that arrived within the phase, per second),
 the most calls outstanding, how late the schedule ran, CPU use; a per-second timeline of
-the whole run; and for phases with `keep_calls`, every call as [offset from the phase's
-start s, latency ms, code or ""] for the bench to judge (a recovery).
+the whole run; the first message of each error code; and for phases with `keep_calls`,
+every call as [offset from the phase's start s, latency ms, code or ""] for the bench to
+judge (a recovery).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from modelyard.errors import from_rpc_error
 
 MODULE = "bench.common.load.open_loop"
 PUSHBACK = "grpc-retry-pushback-ms"
+MESSAGE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Outcome:
     lag_s: float  # how far behind its scheduled time it was issued
     latency_s: float = 0.0
     code: str = ""  # "" = answered
-    reason: str = ""  # a refusal's ErrorInfo reason (OVERLOADED, QUEUE_FULL)
+    reason: str = ""  # the ErrorInfo reason a server sent (OVERLOADED, QUEUE_FULL), if any
     hinted: bool = False  # a refusal that carried grpc-retry-pushback-ms
 
     @property
@@ -81,6 +83,7 @@ class Schedule:
         self.cpu: list[CpuUse] = []
         self.outstanding = 0
         self.max_outstanding: list[int] = [0] * len(phases)
+        self.messages: dict[str, str] = {}  # the first message of each error code
 
     async def run(self, server_pids: list[int]) -> None:
         """Issues every call, phase after phase; returns once every call has ended."""
@@ -111,9 +114,11 @@ class Schedule:
             await self.call(sequence)
         except Exception as error:
             outcome.code = error_name(error)
+            self.messages.setdefault(outcome.code, str(error)[:MESSAGE_CHARS])
             if isinstance(error, grpc.aio.AioRpcError):
                 outcome.hinted = PUSHBACK in dict(error.trailing_metadata() or ())
-                outcome.reason = getattr(from_rpc_error(error), "reason", "")
+                read = from_rpc_error(error)
+                outcome.reason = read.reason if read.domain else ""
         finally:
             outcome.latency_s = time.monotonic() - outcome.issued_at
             self.outstanding -= 1
@@ -180,6 +185,7 @@ async def measure(spec: LoadSpec, phases: list[Phase]) -> dict[str, Any]:
     return {
         "phases": [phase_figures(schedule, i) for i in range(len(phases))],
         "timeline": timeline(schedule),
+        "error_messages": schedule.messages,
         "sample": sample,
     }
 
