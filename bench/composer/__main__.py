@@ -18,6 +18,7 @@ from bench.composer import bentoml, graph, hop, profile, smoke, soak
 from bench.composer.run import SCENARIOS, Run
 from bench.composer.stacks import modelyard_stack
 from bench.composer.stream import stream
+from bench.composer.tls import tls
 from bench.composer.tracing import tracing
 from bench.composer.whatif import whatif
 
@@ -67,7 +68,8 @@ def prepare_models() -> Path:
 
 def measured(run: Run) -> None:
     """The scenarios as measured: hop and the soak on stacks of their own; the seed graph
-    on examples/stack.yaml, started at the same time as BentoML; streaming on that stack."""
+    on examples/stack.yaml, started at the same time as BentoML; streaming on that stack;
+    tracing and TLS on stacks of examples/stack.yaml of their own."""
     if "soak" in run.only:
         soak.soak(run, soak.write_stack(run.workdir / "soak"))
     if "hop" in run.only:
@@ -75,11 +77,13 @@ def measured(run: Run) -> None:
             hop.write_stack(run.workdir / "hop"), run.workdir / "hop-state"
         ) as procs:
             hop.hop(run, procs)
-    if not run.only & {"graph", "stream", "tracing"}:
+    if not run.only & {"graph", "stream", "tracing", "tls"}:
         return
     models = prepare_models()
     if "tracing" in run.only:  # three stacks of its own, before BentoML takes memory
         tracing(run, EXAMPLE_STACK)
+    if "tls" in run.only:  # two stacks of its own, as tracing
+        tls(run, EXAMPLE_STACK)
     if not run.only & {"graph", "stream"}:
         return
     if "graph" not in run.only:
@@ -107,8 +111,8 @@ def measured(run: Run) -> None:
 
 
 def smoked(run: Run) -> None:
-    """Every scenario on one stack of stand-ins (tracing on three), without BentoML; the
-    soak on its own stacks (they need no model but SlowEcho)."""
+    """Every scenario on one stack of stand-ins (tracing on three, TLS on two), without
+    BentoML; the soak on its own stacks (they need no model but SlowEcho)."""
     if run.only & {"hop", "graph", "stream"}:
         started = time.monotonic()
         stack_file = smoke.write_stack(run.workdir / "smoke")
@@ -124,6 +128,8 @@ def smoked(run: Run) -> None:
         soak.soak(run, soak.write_stack(run.workdir / "soak"))
     if "tracing" in run.only:
         tracing(run, smoke.write_tracing_stack(run.workdir / "tracing-smoke"))
+    if "tls" in run.only:
+        tls(run, smoke.write_tracing_stack(run.workdir / "tls-smoke"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from bench.common.quiet import Quiet
 from bench.common.results import Recorder
 
 PROMPT = "I have an idea!"
-SCENARIOS = ("hop", "graph", "stream", "tracing", "soak")
+SCENARIOS = ("hop", "graph", "stream", "tracing", "soak", "tls")
 
 
 @dataclass

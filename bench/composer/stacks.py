@@ -5,18 +5,17 @@ and the process ids of the whole set (for CPU, RSS and profiles)."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from rich.console import Console
 
 from bench.common.paths import REPO
-from modelyard_cli.graph_output import deploy_files
+from composer.spec import load_graph
+from modelyard.composer_client import ComposerClient
 from modelyard_cli.stack import Stack
 
 STACK_START_TIMEOUT_S = 180.0  # per worker: it imports torch and loads every model first
@@ -94,12 +93,25 @@ def _belongs(process: psutil.Process, stack: Stack) -> bool:
     return any(arg in addresses or folder in arg for arg in argv)
 
 
-def _stack(stack_file: Path, work_dir: Path, env: Mapping[str, str] | None) -> Stack:
+def _stack(
+    stack_file: Path, work_dir: Path, env: Mapping[str, str] | None, *, tls: bool = False
+) -> Stack:
     # the stack's processes get this process's environment (its OTEL_* variables aside:
     # the bench removes them at start, see __main__) and these, on top
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     extra = {**FAIR_ENV, "PYTHONPATH": python_path, **(env or {})}
-    return Stack(stack_file, work_dir=work_dir, env=extra)
+    return Stack(stack_file, work_dir=work_dir, env=extra, tls=tls)
+
+
+def _deploy(stack: Stack) -> None:
+    """The stack file's graphs, with the stack's own credentials (its CA and admin token
+    under --tls)."""
+    call = stack.client()
+    with ComposerClient(
+        stack.composer, timeout=30, credentials=call.credentials, token=call.token
+    ) as client:
+        for path in stack.graph_files():
+            client.deploy(load_graph(path))
 
 
 def _started(stacks: list[Stack], before: dict[int, psutil.Process]) -> list[StackProcs]:
@@ -110,7 +122,7 @@ def _started(stacks: list[Stack], before: dict[int, psutil.Process]) -> list[Sta
     for stack in stacks:
         mine = {pid: p for pid, p in new.items() if len(stacks) == 1 or _belongs(p, stack)}
         pids = {_label(p): pid for pid, p in sorted(mine.items())}
-        deploy_files(stack.composer, stack.graph_files(), Console(file=io.StringIO()))
+        _deploy(stack)
         started.append(StackProcs(stack, pids))
     return started
 
@@ -136,13 +148,21 @@ def modelyard_stack(
 
 @contextlib.contextmanager
 def modelyard_stacks(
-    stack_file: Path, work_dir: Path, envs: Mapping[str, Mapping[str, str]]
+    stack_file: Path,
+    work_dir: Path,
+    envs: Mapping[str, Mapping[str, str]],
+    *,
+    tls: Collection[str] = (),
 ) -> Iterator[dict[str, StackProcs]]:
     """Stacks of one stack file side by side, one per entry of `envs` (name -> its
-    services' environment). They start one after another (workers loading torch models
-    side by side on two cores can miss their start-up deadline), and stop together."""
+    services' environment), those named in `tls` as `modelyard up --tls` starts them. They
+    start one after another (workers loading torch models side by side on two cores can
+    miss their start-up deadline), and stop together."""
     before = _children()
-    stacks = {name: _stack(stack_file, work_dir / name, env) for name, env in envs.items()}
+    stacks = {
+        name: _stack(stack_file, work_dir / name, env, tls=name in tls)
+        for name, env in envs.items()
+    }
     try:
         for stack in stacks.values():
             stack.start(timeout=STACK_START_TIMEOUT_S)

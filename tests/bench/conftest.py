@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "composer": ("bench.composer", "--smoke", "--only", "hop,graph,stream"),
     "composer_tracing": ("bench.composer", "--smoke", "--only", "tracing"),
     "composer_soak": ("bench.composer", "--smoke", "--only", "soak"),
+    "composer_tls": ("bench.composer", "--smoke", "--only", "tls"),
     "gateway": ("bench.gateway", "--smoke"),
     "profile_worker": ("bench.experiments.profile_worker", "whatif", "--target", "echo", "--smoke"),
 }

@@ -8,6 +8,7 @@ the first `chunk` (or the `finished` event) of `node`, and must end with a resul
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -31,8 +32,16 @@ def request_bytes(spec: LoadSpec, message: type[Any]) -> bytes:
     return bytes(request.SerializeToString())
 
 
+def composer_channel(spec: LoadSpec) -> grpc.aio.Channel:
+    """Plaintext, or TLS trusting `spec.ca_file` (a `modelyard up --tls` stack's CA)."""
+    if not spec.ca_file:
+        return grpc.aio.insecure_channel(spec.address)
+    trusting = grpc.ssl_channel_credentials(Path(spec.ca_file).read_bytes())
+    return grpc.aio.secure_channel(spec.address, trusting)
+
+
 async def open_run(spec: LoadSpec) -> Target:
-    channel = grpc.aio.insecure_channel(spec.address)
+    channel = composer_channel(spec)
     raw: RawCall = channel.unary_unary(RUN)
     payload = request_bytes(spec, composer_pb2.RunRequest)
 
@@ -47,7 +56,7 @@ async def open_run(spec: LoadSpec) -> Target:
 
 
 async def open_stream(spec: LoadSpec) -> Target:
-    channel = grpc.aio.insecure_channel(spec.address)
+    channel = composer_channel(spec)
     raw: RawCall = channel.unary_stream(RUN_STREAM)
     payload = request_bytes(spec, composer_pb2.RunStreamRequest)
     want = "chunk" if spec.until == "chunk" else "node_finished"

@@ -32,6 +32,7 @@ class LoadSpec:
     model: str = ""  # predict, predict_stream, routed, chat_grpc, chat_sse
     channels: int = 1  # predict: coroutine i uses channel i % channels
     graph: str = ""  # run, stream: a deployed graph's name ...
+    ca_file: str = ""  # run, stream: TLS to the composer, trusting this CA (PEM); "" plaintext
     graph_inline: dict[str, Any] | None = None  # ... or the graph itself (file form)
     node: str = ""  # stream: the node whose first result is timed
     until: str = "chunk"  # stream: its first "chunk" or its "finished" event
