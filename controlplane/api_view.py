@@ -80,6 +80,10 @@ class ApiView:
             and health.value.reachable
         )
 
+    def serves(self, model: str) -> bool:
+        """Whether some registration (online or not) is of `model`."""
+        return bool(self._built_index().get(model))
+
     def statuses(self, model: str = "") -> list[ApiStatus]:
         """Every registration (of `model`, when given), sorted by model then id."""
         found = [

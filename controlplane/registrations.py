@@ -13,16 +13,20 @@ moment ago on another replica can be changed at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+import aetcd
 
 from controlplane.api_view import ApiStatus, ApiView
 from modelyard.endpoints import HttpApi
 from modelyard.errors import NotFound, Reason, Resource, Unavailable
 from modelyard.names import check_name, quote, some_names
+from modelyard_server.aio import describe_error
 from modelyard_server.etcd import Keys
-from modelyard_server.etcd_writes import retried
+from modelyard_server.etcd_writes import TRANSIENT, WITHIN, retried
 from modelyard_server.http_api import ssrf
 from modelyard_server.http_api.record import (
     ApiRecord,
@@ -31,6 +35,8 @@ from modelyard_server.http_api.record import (
 )
 from modelyard_server.http_api.validation import check_registration, url_for
 
+#: how long a read of one registration may wait for etcd (as long as a write may)
+READ_WITHIN = WITHIN
 #: attempts at a compare-and-swap that another admin's change keeps beating
 _SWAPS = 5
 
@@ -117,9 +123,14 @@ class RegistrationAdmin:
         """The registration's stored JSON, read from etcd; NotFound when there is none."""
         check_name("registration", registration_id)
         key = self._keys.registration(registration_id)
-        found = await retried(
-            lambda: self._store.get(key), what=f"read registration {registration_id}"
-        )
+        try:
+            async with asyncio.timeout(READ_WITHIN):
+                found = await self._store.get(key)
+        except (*TRANSIENT, aetcd.ClientError) as error:
+            raise Unavailable(
+                f"etcd did not answer a read of registration {registration_id} "
+                f"({describe_error(error)}); retry"
+            ) from error
         if found is None:
             known = some_names(self._apis.ids())
             raise NotFound(

@@ -150,7 +150,8 @@ class ControlPlane:
         self.server = grpc.aio.server(
             interceptors=[
                 *self.telemetry.server_interceptors(
-                    namespace="modelyard_controlplane", models=_RegisteredModels(self.view)
+                    namespace="modelyard_controlplane",
+                    models=_RegisteredModels(self.view, self.apis),
                 ),
                 AuthInterceptor(settings.auth),  # innermost: its refusals are counted, traced
             ]
@@ -301,14 +302,18 @@ class ControlPlane:
 
 
 class _RegisteredModels:
-    """The models some registered worker serves: the calls' metrics count those by name
-    (a request's `model` is the client's choice; others count as one "<unknown>")."""
+    """The models some registered worker or third-party API serves: the calls' metrics
+    count those by name (a request's `model` is the client's choice; others count as one
+    "<unknown>")."""
 
-    def __init__(self, view: ClusterView) -> None:
+    def __init__(self, view: ClusterView, apis: ApiView) -> None:
         self._view = view
+        self._apis = apis
 
     def __contains__(self, model: object) -> bool:
-        return any(m.name == model for w in self._view.workers() for m in w.info.models)
+        return any(m.name == model for w in self._view.workers() for m in w.info.models) or any(
+            s.record.model == model for s in self._apis.statuses()
+        )
 
 
 async def run(settings: ControlPlaneSettings) -> int:

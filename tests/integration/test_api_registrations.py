@@ -271,3 +271,16 @@ async def test_admin_calls_need_the_admin_token_and_listing_does_not(
             await listed_until(stub, "echo", 1)  # without a token
     finally:
         await plane.stop()
+
+
+async def test_with_etcd_away_admin_calls_are_unavailable(
+    etcd: EtcdServer, stub: controlplane_pb2_grpc.ControlPlaneAsyncStub, api: ApiServer
+) -> None:
+    etcd.stop()
+    for call in (
+        stub.RegisterModel(request(api.url)),
+        stub.RemoveRegistration(pb.RemoveRegistrationRequest(registration_id="api-00000000")),
+    ):
+        error = await refusal(call)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert (error.details() or "").startswith("etcd did not")
