@@ -3,7 +3,7 @@
     python -m bench.composer                 # everything, 3.5-4.5 minutes on 2 cores
     python -m bench.composer --only hop,stream
     python -m bench.composer --only tracing   # what tracing costs (off, 100%, 10%), ~3 min
-    python -m bench.composer --only soak      # admission control at 2x capacity, ~4.5 min
+    python -m bench.composer --only soak      # admission control at 2x capacity, ~5 min
     python -m bench.composer --profile       # also py-spy the stack (+45 s)
     python -m bench.composer --whatif        # also the generators placed the other way
     python -m bench.composer --smoke         # one tiny round, stand-in models, no BentoML

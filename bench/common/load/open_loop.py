@@ -114,7 +114,8 @@ class Schedule:
             await self.call(sequence)
         except Exception as error:
             outcome.code = error_name(error)
-            self.messages.setdefault(outcome.code, str(error)[:MESSAGE_CHARS])
+            message = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
+            self.messages.setdefault(outcome.code, (message or "")[:MESSAGE_CHARS])
             if isinstance(error, grpc.aio.AioRpcError):
                 outcome.hinted = PUSHBACK in dict(error.trailing_metadata() or ())
                 read = from_rpc_error(error)
