@@ -55,6 +55,8 @@ def check_registration(model: str, owner: str, api: HttpApi) -> None:
     except InvalidArgument as error:
         raise InvalidArgument(error.message, field="model") from None
     _at_most(owner, MAX_OWNER, "owner", "the owner")
+    if not owner.isprintable():  # it is shown in tables, logs and as a tag
+        raise InvalidArgument("the owner holds a line break or control character", field="owner")
     check_url_template(api.url_template, model)
     _check_body(api.body_template)
     _check_response_path(api.response_path)

@@ -41,8 +41,10 @@ def test_the_model_name_follows_the_naming_rules() -> None:
     assert "model name 'a b' is not valid" in error.message
 
 
-def test_the_owner_is_bounded() -> None:
+def test_the_owner_is_bounded_printable_text() -> None:
+    check_registration("m", "Ana Müller (team-a)", GOOD)
     assert refused(owner="o" * 257).field == "owner"
+    assert refused(owner="a\nb").field == "owner"
 
 
 @pytest.mark.parametrize(
