@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench.composer.soak import recovery_s
 from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_run_shape
 
 pytestmark = [pytest.mark.smoke_run("composer_soak"), pytest.mark.timeout(LIMIT_S + 30)]
@@ -58,3 +59,19 @@ def test_only_the_admitting_composer_refuses_and_says_when_to_retry(
     assert refused["refused_with_retry_hint"] == refused["error_codes"]["RESOURCE_EXHAUSTED"]
     # admission off: nothing is refused with OVERLOADED
     assert "OVERLOADED" not in record["baseline"]["overload"]["refusal_reasons"]
+
+
+def test_recovery_is_the_start_of_the_first_streak_of_answers_within_the_threshold() -> None:
+    good, slow, refused = 50.0, 500.0, "RESOURCE_EXHAUSTED"
+
+    def calls(*runs: tuple[float, str]) -> list[list[Any]]:
+        """Probe runs issued 0.1 s apart: [offset s, latency ms, code]."""
+        return [[round(0.1 * i, 1), latency, code] for i, (latency, code) in enumerate(runs)]
+
+    assert recovery_s(calls(*[(good, "")] * 6), 100.0) == 0.0
+    # slow answers and refusals both count as not recovered; a bad run breaks a streak
+    runs = [(slow, ""), (good, ""), (good, refused), *[(good, "")] * 5]
+    assert recovery_s(calls(*runs), 100.0) == 0.3
+    # a streak cut short by the probe's end still counts; none at all is None
+    assert recovery_s(calls((slow, ""), (good, ""), (good, "")), 100.0) == 0.1
+    assert recovery_s(calls((slow, ""), (good, refused)), 100.0) is None
