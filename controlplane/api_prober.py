@@ -5,10 +5,11 @@ it has none, open a TCP connection to the API's host:port. A failing registratio
 its model's endpoint sets until a check passes again; callers cool one down on their own
 failures too (the passive half, in modelyard_server.http_api).
 
-The SSRF guard comes first: the host is resolved and every address checked
-(`ssrf.resolve_checked`), and the check connects to one of those addresses, never to a
-second lookup's answer, so a name that rebinds to an internal address between the two is
-not reached. A refused address fails the check.
+Both connect through the SSRF guard of the services' own HTTP client
+(`http_api.client.GuardedBackend`): the host is resolved, every address checked, and the
+connection made to a checked address, so a name that rebinds to an internal address is
+never reached. A refused address fails the check. Each check opens a new connection (no
+keep-alive): it asks whether the API can be reached now.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import httpx
 from controlplane.api_view import api_address
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
+from modelyard_server.http_api.client import GuardedBackend, GuardedTransport
 from modelyard_server.http_api.record import RegistrationRecord
-from modelyard_server.http_api.ssrf import resolve_checked
+from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.http_api.validation import url_for
 from modelyard_server.workerinfo import WorkerHealth
 
@@ -66,7 +68,11 @@ class ApiProber:
             await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+        guarded = HttpApiSettings(allowed_networks=list(self._allowed), max_keepalive_connections=0)
+        transport = GuardedTransport(guarded)
+        async with httpx.AsyncClient(
+            transport=transport, follow_redirects=False, trust_env=False
+        ) as http:
             while True:
                 self._report(await self._passes(http))
                 await self._clock.sleep(self._interval)
@@ -75,7 +81,7 @@ class ApiProber:
         try:
             async with asyncio.timeout(self._timeout):
                 if self.record.api.health_url:
-                    await self._get(http, urlsplit(self.record.api.health_url))
+                    await self._get(http, self.record.api.health_url)
                 else:
                     await self._connect()
             return True
@@ -91,26 +97,17 @@ class ApiProber:
                 )
             return False
 
-    async def _get(self, http: httpx.AsyncClient, url: SplitResult) -> None:
-        host = url.hostname or ""
-        address = (await resolve_checked(host, _port(url), self._allowed))[0]
-        shown = f"[{address}]" if address.version == 6 else str(address)
-        netloc = f"{shown}:{_port(url)}"
-        # to the checked address; Host and TLS (SNI, certificate) still name the host
-        response = await http.get(
-            url._replace(netloc=netloc).geturl(),
-            headers={"Host": url.netloc.rpartition("@")[2]},
-            extensions={"sni_hostname": host},
-        )
-        if not response.is_success:
-            raise _Unhealthy(f"GET {url.path or '/'} answered {response.status_code}")
+    async def _get(self, http: httpx.AsyncClient, url: str) -> None:
+        # only the status matters: the body is never read (it may be of any size)
+        async with http.stream("GET", url) as response:
+            if not response.is_success:
+                raise _Unhealthy(f"GET {urlsplit(url).path or '/'} answered {response.status_code}")
 
     async def _connect(self) -> None:
         url = urlsplit(url_for(self.record.api.url_template, self.record.model))
-        address = (await resolve_checked(url.hostname or "", _port(url), self._allowed))[0]
-        _, writer = await asyncio.open_connection(str(address), _port(url))
-        writer.close()
-        await writer.wait_closed()
+        backend = GuardedBackend(self._allowed)
+        stream = await backend.connect_tcp(url.hostname or "", _port(url), timeout=self._timeout)
+        await stream.aclose()
 
     def _report(self, healthy: bool) -> None:
         if healthy == self._last:

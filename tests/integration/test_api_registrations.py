@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from controlplane.api_prober import ApiProber
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
 from modelyard.errors import from_rpc_error
@@ -25,7 +26,10 @@ from modelyard.v1 import controlplane_pb2_grpc
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_server.auth import AuthSettings
 from modelyard_server.etcd import Keys
+from modelyard_server.http_api.record import ApiRecord, RegistrationRecord
+from modelyard_server.workerinfo import WorkerHealth
 from tests.helpers import EndpointFollower as Watcher
+from tests.helpers import eventually
 from tests.integration.api_server import ApiServer
 from tests.integration.conftest import running_worker
 from tests.integration.test_controlplane import ECHO, register
@@ -284,3 +288,44 @@ async def test_with_etcd_away_admin_calls_are_unavailable(
         error = await refusal(call)
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert (error.details() or "").startswith("etcd did not")
+
+
+@pytest.mark.parametrize(
+    ("health_path", "allowed", "healthy"),
+    [
+        ("/health", ["127.0.0.1/32"], True),
+        (None, ["127.0.0.1/32"], True),  # no health URL: a TCP connect
+        ("/missing", ["127.0.0.1/32"], False),  # 404 is not 2xx
+        ("/health", [], False),  # the SSRF guard refuses loopback before connecting
+        (None, [], False),
+    ],
+)
+async def test_a_health_check_passes_on_2xx_or_a_connect_to_an_allowed_address(
+    api: ApiServer, health_path: str | None, allowed: list[str], healthy: bool
+) -> None:
+    record = RegistrationRecord(
+        registration_id="api-1",
+        model="echo",
+        api=ApiRecord(
+            url_template=f"{api.url}/v1/answer",
+            body_template=BODY,
+            response_path="answer",
+            health_url=f"{api.url}{health_path}" if health_path else "",
+        ),
+    )
+    reports: list[tuple[str, WorkerHealth]] = []
+    prober = ApiProber(
+        record,
+        7,
+        lambda registration_id, health: reports.append((registration_id, health)),
+        allowed_networks=allowed,
+        interval=60,
+        timeout=5,
+    )
+    prober.start()
+    try:
+        await eventually(lambda: bool(reports), timeout=10)
+    finally:
+        await prober.stop()
+    [(registration_id, health)] = reports
+    assert (registration_id, health.reachable, health.registration) == ("api-1", healthy, 7)
