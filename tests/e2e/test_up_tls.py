@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -110,9 +111,12 @@ def test_run_and_drain_work_without_a_flag(running: Running) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_plaintext_connection_to_the_composer_fails(running: Running) -> None:
+@pytest.mark.parametrize("service", ["composer", "control_plane", "worker"])
+def test_a_plaintext_connection_fails(running: Running, service: str) -> None:
+    state = running.state
+    address = state.workers["echoes"] if service == "worker" else getattr(state, service)
     with (
-        grpc.insecure_channel(running.state.composer) as channel,
+        grpc.insecure_channel(address) as channel,
         pytest.raises(grpc.RpcError) as refused,
     ):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -135,6 +139,17 @@ def test_etcd_requires_the_stacks_client_certificate(running: Running) -> None:
     trusting.load_cert_chain(running.state.cert_file, running.state.key_file)
     with urllib.request.urlopen(url, timeout=5, context=trusting) as reply:
         assert json.loads(reply.read())["health"] == "true"
+
+
+def test_the_gateway_serves_https_with_the_stacks_ca(running: Running) -> None:
+    trusting = ssl.create_default_context(cafile=running.state.ca_file)
+    with openai.OpenAI(
+        base_url=f"https://{running.state.gateway}/v1",
+        api_key="unused: the stack sets no API keys",
+        http_client=openai.DefaultHttpxClient(verify=trusting),
+        max_retries=0,
+    ) as client:
+        assert "say" in {model.id for model in client.models.list()}  # over the composer's TLS
 
 
 def test_the_token_reaches_no_log(running: Running) -> None:
