@@ -32,7 +32,7 @@ T = TypeVar("T")
 class Invoker(Protocol):
     """Calls models. A result, stream event or ModelyardError may carry a `worker`
     attribute (who served it, or failed it), for the timeline. Closing a predict_stream
-    iterator must cancel its call."""
+    iterator must cancel its call. `hedge_after`: the node's hedging delay (None: none)."""
 
     async def predict(
         self,
@@ -42,6 +42,7 @@ class Invoker(Protocol):
         parameters: Mapping[str, Any],
         selector: str,
         timeout: float | None,
+        hedge_after: float | None = None,
     ) -> Prediction: ...
 
     def predict_stream(
@@ -188,10 +189,16 @@ class Calls:
         workers: list[str],
     ) -> dict[str, Any]:
         parameters = _parameters(call)
+        hedge_after = seconds(node.hedge_after) or None
 
         async def attempt(timeout: float | None) -> dict[str, Any]:
             result = await self.invoker.predict(
-                call.model, inputs, parameters=parameters, selector=call.selector, timeout=timeout
+                call.model,
+                inputs,
+                parameters=parameters,
+                selector=call.selector,
+                timeout=timeout,
+                hedge_after=hedge_after,
             )
             _note(workers, result)
             return dict(result.outputs)

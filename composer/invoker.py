@@ -29,9 +29,15 @@ class RoutedInvoker:
         *,
         selector: str,
         timeout: float | None,
+        hedge_after: float | None = None,
     ) -> Prediction:
         return await self._client.predict(
-            model, inputs, parameters=parameters, selector=selector or None, timeout=timeout
+            model,
+            inputs,
+            parameters=parameters,
+            selector=selector or None,
+            timeout=timeout,
+            hedge_after=hedge_after,
         )
 
     def predict_stream(

@@ -197,6 +197,11 @@ class _Validator:
             self.error(f"{where}: timeout must be 0 or more, got {timeout:g}s", f"{path}.timeout")
         if node.retries < 0:
             self.error(f"{where}: retries must be 0 or more, got {node.retries}", f"{path}.retries")
+        if (hedge_after := seconds(node.hedge_after)) < 0:
+            self.error(
+                f"{where}: hedge_after must be 0 or more, got {hedge_after:g}s",
+                f"{path}.hedge_after",
+            )
         kind = node.WhichOneof("kind")
         if kind == "model":
             self.check_call(where, "", path, node.model)

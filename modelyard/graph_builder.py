@@ -134,10 +134,11 @@ class GraphBuilder:
         optional: bool = False,
         timeout: float = 0.0,
         retries: int = 0,
+        hedge_after: float = 0.0,
         **refs: Source,
     ) -> NodeRef:
         """A node calling one model."""
-        node = self._node(name, optional, timeout, retries)
+        node = self._node(name, optional, timeout, retries, hedge_after)
         call = _call(model, _merge(inputs, refs), parameters, selector, stream, segment_delimiters)
         node.model.CopyFrom(call)
         return NodeRef(name)
@@ -156,10 +157,11 @@ class GraphBuilder:
         optional: bool = False,
         timeout: float = 0.0,
         retries: int = 0,
+        hedge_after: float = 0.0,
         **refs: Source,
     ) -> NodeRef:
         """A node calling `model` once per element of `over`; `g.item` is the element."""
-        node = self._node(name, optional, timeout, retries)
+        node = self._node(name, optional, timeout, retries, hedge_after)
         node.map.over = str(over)
         node.map.concurrency = concurrency
         node.map.call.CopyFrom(_call(model, _merge(inputs, refs), parameters, selector))
@@ -181,9 +183,10 @@ class GraphBuilder:
         optional: bool = False,
         timeout: float = 0.0,
         retries: int = 0,
+        hedge_after: float = 0.0,
     ) -> NodeRef:
         """A node running the first case whose condition holds, else `default`."""
-        node = self._node(name, optional, timeout, retries)
+        node = self._node(name, optional, timeout, retries, hedge_after)
         node.switch.SetInParent()
         for condition, call in cases:
             node.switch.cases.add(when=condition, call=call)
@@ -218,11 +221,15 @@ class GraphBuilder:
         graph.CopyFrom(self._graph)  # a copy: building more must not change this one
         return graph
 
-    def _node(self, name: str, optional: bool, timeout: float, retries: int) -> g.Node:
-        """`timeout` in seconds, 0 for none."""
+    def _node(
+        self, name: str, optional: bool, timeout: float, retries: int, hedge_after: float = 0.0
+    ) -> g.Node:
+        """`timeout` and `hedge_after` in seconds, 0 for none."""
         node = self._graph.nodes.add(name=name, optional=optional, retries=retries)
         if timeout:
             node.timeout.CopyFrom(duration(timeout))
+        if hedge_after:
+            node.hedge_after.CopyFrom(duration(hedge_after))
         return node
 
 

@@ -13,6 +13,7 @@ so that files (and dicts written in code) read naturally:
         inputs: {text: inputs.prompt}
         parameters: {max_new_tokens: 16}   # plain values, not Value messages
         timeout: 2.5                       # seconds (or a proto duration: "2.5s")
+        hedge_after: 0.5                   # a second replica after 0.5 s without an answer
       - name: mood                         # the nested form of a model call
         model: {model: sentiment, inputs: {text: gen.text}, stream: segment}
       - name: each                         # one call per element; `item` is the element
@@ -67,7 +68,7 @@ from modelyard.values import from_value, to_value
 E = TypeVar("E", bound=int)
 _KINDS = ("model", "map", "switch", "aggregate")
 _CALL_KEYS = ("model", "inputs", "parameters", "selector", "stream", "segment_delimiters")
-_NODE_KEYS = ("name", *_KINDS, "optional", "timeout", "retries")
+_NODE_KEYS = ("name", *_KINDS, "optional", "timeout", "retries", "hedge_after")
 _INPUT_KEYS = ("kind", "required", "default")
 
 
@@ -147,6 +148,8 @@ def _node(position: int, data: Any) -> g.Node:
     node = g.Node(name=f.string("name"), optional=f.flag("optional"), retries=f.integer("retries"))
     if timeout := f.seconds("timeout"):
         node.timeout.CopyFrom(duration(timeout))
+    if hedge_after := f.seconds("hedge_after"):
+        node.hedge_after.CopyFrom(duration(hedge_after))
     kind = kinds[0] if kinds else None
     if shorthand:
         _set(node.model, _call(where, {k: data[k] for k in _CALL_KEYS if k in data}))
@@ -410,6 +413,8 @@ def _node_to_dict(node: g.Node) -> dict[str, Any]:
         data["timeout"] = timeout
     if node.retries:
         data["retries"] = node.retries
+    if hedge_after := seconds(node.hedge_after):
+        data["hedge_after"] = hedge_after
     return data
 
 

@@ -23,6 +23,10 @@ waited longer than `attempt_timeouts` derives from the route's recent latencies 
 stream: the time to its first message) while nothing came back from that replica to any
 of this client's calls. `modelyard.rescue` explains the derivation.
 
+`predict(..., hedge_after=s)` hedges a call: still unanswered after `s` seconds, it gets a
+second attempt on a replica no attempt of it is using, and the first answer wins
+(`modelyard.hedging`). Streams are not hedged: two streams would each deliver output.
+
 Results, stream events and errors a replica returned name it (`worker`), so callers such
 as the composer's timeline can say who served a call, or who failed it.
 
@@ -44,8 +48,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import grpc
@@ -74,6 +78,7 @@ from modelyard.errors import (
     Unavailable,
     from_rpc_error,
 )
+from modelyard.hedging import hedged
 from modelyard.rescue import Abandoned, AttemptTimeouts, LatencyWindow, Rescues
 from modelyard.selectors import Selector, parse_selector
 from modelyard.v1 import predict_pb2 as pb
@@ -263,21 +268,41 @@ class RoutedClient:
         parameters: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         selector: str | None = None,
+        hedge_after: float | None = None,
         **named_inputs: Any,
     ) -> Prediction:
+        """With `hedge_after` (seconds), a call still unanswered by then gets a second
+        attempt on another replica, and the first answer wins (`modelyard.hedging`)."""
         request = build_request(
             pb.PredictRequest, model, {**(inputs or {}), **named_inputs}, parameters
         )
         deadline = self._deadline(timeout)
         route = await self._ready_route(model, selector, deadline)
-        failed: dict[str, str] = {}  # worker id -> why it refused this call
+        call = _Call()
+        if not hedge_after or hedge_after <= 0:
+            return await self._predict_on(route, request, deadline, call)
+        return await hedged(
+            self._clock,
+            hedge_after,
+            lambda: self._predict_on(route, request, deadline, call),
+            may_hedge=lambda: _someone_else(route, call.failed.keys() | call.busy),
+        )
+
+    async def _predict_on(
+        self, route: _Route, request: pb.PredictRequest, deadline: float | None, call: _Call
+    ) -> Prediction:
+        """Attempts until a replica answers (the retry rules of the module docstring); two
+        of these run side by side for a hedged call, sharing `call`."""
+        model = request.model
         silenced = False  # an attempt was abandoned for silence: the next ones wait on
         while True:
-            endpoint = self._pick(route, failed)
-            attempt = Attempt(model, endpoint.worker_id, endpoint.address, len(failed) + 1, False)
+            endpoint = self._pick(route, call.failed, busy=call.busy)
+            call.attempts += 1
+            attempt = Attempt(model, endpoint.worker_id, endpoint.address, call.attempts, False)
             unanswered_s = self._attempt_timeout(
-                route, endpoint, failed, deadline, streaming=False, silenced=silenced
+                route, endpoint, call.failed, deadline, streaming=False, silenced=silenced
             )
+            call.busy.add(endpoint.worker_id)
             try:
                 with (
                     self._attempts.track(attempt) as tracked,
@@ -291,12 +316,15 @@ class RoutedClient:
                     route.rescues.heard_from(endpoint.worker_id)
                     route.latencies[False].record(self._clock.now() - started)
             except grpc.aio.AioRpcError as error:
-                self._retry_or_raise(route, endpoint, error, failed)
+                self._retry_or_raise(route, endpoint, error, call.failed)
                 continue
             except Abandoned as abandoned:
                 silenced = silenced or abandoned.silent
-                self._retry_elsewhere(route, endpoint, abandoned.reason, Reason.UNAVAILABLE, failed)
+                reason = abandoned.reason
+                self._retry_elsewhere(route, endpoint, reason, Reason.UNAVAILABLE, call.failed)
                 continue
+            finally:
+                call.busy.discard(endpoint.worker_id)
             return replace(prediction_of(response), worker=endpoint.worker_id)
 
     async def predict_stream(
@@ -437,9 +465,11 @@ class RoutedClient:
                     )
         self._channels.keep_only(_worker_addresses(self._routes.values()))
 
-    def _pick(self, route: _Route, failed: dict[str, str]) -> Endpoint:
+    def _pick(self, route: _Route, failed: dict[str, str], busy: Collection[str] = ()) -> Endpoint:
+        """A replica for the next attempt: not one that refused this call, nor one that
+        `busy` with another attempt of it (a hedge)."""
         try:
-            return route.balancer.pick(route.selector, exclude=failed)
+            return route.balancer.pick(route.selector, exclude=failed.keys() | set(busy))
         except Unavailable as error:
             if failed:  # what the replicas tried said matters more than that none is left
                 raise Unavailable(
@@ -467,13 +497,8 @@ class RoutedClient:
             return None
         if deadline is not None and self._clock.now() + timeout >= deadline:
             return None  # the caller's deadline comes first, and its error says so
-        others = (
-            e
-            for e in route.balancer.endpoints
-            if e.worker_id != endpoint.worker_id and e.worker_id not in failed
-        )
         # with nobody to take the call over, a slow answer beats a certain failure
-        return timeout if any(route.selector.matches(e.tags) for e in others) else None
+        return timeout if _someone_else(route, {endpoint.worker_id, *failed}) else None
 
     def _retry_or_raise(
         self,
@@ -534,6 +559,23 @@ def _returned_by(endpoint: Endpoint, error: grpc.aio.AioRpcError) -> ModelyardEr
     returned = from_rpc_error(error)
     returned.worker = endpoint.worker_id
     return returned
+
+
+@dataclass(slots=True)
+class _Call:
+    """What the attempts of one call share (two run side by side when it is hedged)."""
+
+    failed: dict[str, str] = field(default_factory=dict)  # worker id -> why it refused
+    busy: set[str] = field(default_factory=set)  # replicas with an attempt in flight
+    attempts: int = 0
+
+
+def _someone_else(route: _Route, excluded: Collection[str]) -> bool:
+    """Whether a replica outside `excluded` could take an attempt of the route's calls."""
+    return any(
+        e.worker_id not in excluded and route.selector.matches(e.tags)
+        for e in route.balancer.endpoints
+    )
 
 
 def _worker_addresses(routes: Iterable[_Route]) -> set[str]:

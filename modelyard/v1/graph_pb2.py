@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from modelyard.v1 import value_pb2 as modelyard_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelyard/v1/graph.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18modelyard/v1/value.proto\"\xda\x01\n\x05Graph\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x06inputs\x18\x03 \x03(\x0b\x32\x18.modelyard.v1.GraphInput\x12!\n\x05nodes\x18\x04 \x03(\x0b\x32\x12.modelyard.v1.Node\x12\x31\n\x07outputs\x18\x05 \x03(\x0b\x32 .modelyard.v1.Graph.OutputsEntry\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\nGraphInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12\x10\n\x08required\x18\x03 \x01(\x08\x12$\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x0b\x32\x13.modelyard.v1.ValueJ\x04\x08\x02\x10\x03\"\xb0\x02\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05model\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCallH\x00\x12$\n\x03map\x18\x03 \x01(\x0b\x32\x15.modelyard.v1.MapNodeH\x00\x12*\n\x06switch\x18\x04 \x01(\x0b\x32\x18.modelyard.v1.SwitchNodeH\x00\x12\x30\n\taggregate\x18\x05 \x01(\x0b\x32\x1b.modelyard.v1.AggregateNodeH\x00\x12\x10\n\x08optional\x18\x06 \x01(\x08\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07retries\x18\x08 \x01(\x05\x42\x06\n\x04kindJ\x04\x08\x07\x10\x08R\x0ftimeout_seconds\"\xdb\x02\n\tModelCall\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x06inputs\x18\x02 \x03(\x0b\x32#.modelyard.v1.ModelCall.InputsEntry\x12;\n\nparameters\x18\x03 \x03(\x0b\x32\'.modelyard.v1.ModelCall.ParametersEntry\x12\x10\n\x08selector\x18\x04 \x01(\t\x12(\n\x06stream\x18\x05 \x01(\x0e\x32\x18.modelyard.v1.StreamMode\x12\x1a\n\x12segment_delimiters\x18\x06 \x01(\t\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"S\n\x07MapNode\x12\x0c\n\x04over\x18\x01 \x01(\t\x12%\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCall\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x05\"m\n\tCondition\x12\r\n\x05value\x18\x01 \x01(\t\x12%\n\x02op\x18\x04 \x01(\x0e\x32\x19.modelyard.v1.ConditionOp\x12$\n\x07operand\x18\x03 \x01(\x0b\x32\x13.modelyard.v1.ValueJ\x04\x08\x02\x10\x03\"Z\n\nSwitchCase\x12%\n\x04when\x18\x01 \x01(\x0b\x32\x17.modelyard.v1.Condition\x12%\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCall\"_\n\nSwitchNode\x12\'\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.SwitchCase\x12(\n\x07\x64\x65\x66\x61ult\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCall\"e\n\rAggregateNode\x12-\n\x06method\x18\x04 \x01(\x0e\x32\x1d.modelyard.v1.AggregateMethod\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x0f\n\x07weights\x18\x03 \x03(\x01J\x04\x08\x01\x10\x02*Y\n\nStreamMode\x12\x1b\n\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11STREAM_MODE_CHUNK\x10\x01\x12\x17\n\x13STREAM_MODE_SEGMENT\x10\x02*\xd7\x01\n\x0b\x43onditionOp\x12\x1c\n\x18\x43ONDITION_OP_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ONDITION_OP_EQ\x10\x01\x12\x13\n\x0f\x43ONDITION_OP_NE\x10\x02\x12\x13\n\x0f\x43ONDITION_OP_GT\x10\x03\x12\x13\n\x0f\x43ONDITION_OP_GE\x10\x04\x12\x13\n\x0f\x43ONDITION_OP_LT\x10\x05\x12\x13\n\x0f\x43ONDITION_OP_LE\x10\x06\x12\x13\n\x0f\x43ONDITION_OP_IN\x10\x07\x12\x17\n\x13\x43ONDITION_OP_NOT_IN\x10\x08*\xd4\x01\n\x0f\x41ggregateMethod\x12 \n\x1c\x41GGREGATE_METHOD_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41GGREGATE_METHOD_MAJORITY_VOTE\x10\x01\x12%\n!AGGREGATE_METHOD_WEIGHTED_AVERAGE\x10\x02\x12\x1b\n\x17\x41GGREGATE_METHOD_CONCAT\x10\x03\x12\x1c\n\x18\x41GGREGATE_METHOD_COLLECT\x10\x04\x12\x19\n\x15\x41GGREGATE_METHOD_LIST\x10\x05\x42\x94\x01\n\x10\x64\x65v.modelyard.v1B\nGraphProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelyard/v1/graph.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18modelyard/v1/value.proto\"\xda\x01\n\x05Graph\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x06inputs\x18\x03 \x03(\x0b\x32\x18.modelyard.v1.GraphInput\x12!\n\x05nodes\x18\x04 \x03(\x0b\x32\x12.modelyard.v1.Node\x12\x31\n\x07outputs\x18\x05 \x03(\x0b\x32 .modelyard.v1.Graph.OutputsEntry\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\nGraphInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12\x10\n\x08required\x18\x03 \x01(\x08\x12$\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x0b\x32\x13.modelyard.v1.ValueJ\x04\x08\x02\x10\x03\"\xe0\x02\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05model\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCallH\x00\x12$\n\x03map\x18\x03 \x01(\x0b\x32\x15.modelyard.v1.MapNodeH\x00\x12*\n\x06switch\x18\x04 \x01(\x0b\x32\x18.modelyard.v1.SwitchNodeH\x00\x12\x30\n\taggregate\x18\x05 \x01(\x0b\x32\x1b.modelyard.v1.AggregateNodeH\x00\x12\x10\n\x08optional\x18\x06 \x01(\x08\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07retries\x18\x08 \x01(\x05\x12.\n\x0bhedge_after\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\x06\n\x04kindJ\x04\x08\x07\x10\x08R\x0ftimeout_seconds\"\xdb\x02\n\tModelCall\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x06inputs\x18\x02 \x03(\x0b\x32#.modelyard.v1.ModelCall.InputsEntry\x12;\n\nparameters\x18\x03 \x03(\x0b\x32\'.modelyard.v1.ModelCall.ParametersEntry\x12\x10\n\x08selector\x18\x04 \x01(\t\x12(\n\x06stream\x18\x05 \x01(\x0e\x32\x18.modelyard.v1.StreamMode\x12\x1a\n\x12segment_delimiters\x18\x06 \x01(\t\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"S\n\x07MapNode\x12\x0c\n\x04over\x18\x01 \x01(\t\x12%\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCall\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x05\"m\n\tCondition\x12\r\n\x05value\x18\x01 \x01(\t\x12%\n\x02op\x18\x04 \x01(\x0e\x32\x19.modelyard.v1.ConditionOp\x12$\n\x07operand\x18\x03 \x01(\x0b\x32\x13.modelyard.v1.ValueJ\x04\x08\x02\x10\x03\"Z\n\nSwitchCase\x12%\n\x04when\x18\x01 \x01(\x0b\x32\x17.modelyard.v1.Condition\x12%\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCall\"_\n\nSwitchNode\x12\'\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.SwitchCase\x12(\n\x07\x64\x65\x66\x61ult\x18\x02 \x01(\x0b\x32\x17.modelyard.v1.ModelCall\"e\n\rAggregateNode\x12-\n\x06method\x18\x04 \x01(\x0e\x32\x1d.modelyard.v1.AggregateMethod\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x0f\n\x07weights\x18\x03 \x03(\x01J\x04\x08\x01\x10\x02*Y\n\nStreamMode\x12\x1b\n\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11STREAM_MODE_CHUNK\x10\x01\x12\x17\n\x13STREAM_MODE_SEGMENT\x10\x02*\xd7\x01\n\x0b\x43onditionOp\x12\x1c\n\x18\x43ONDITION_OP_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ONDITION_OP_EQ\x10\x01\x12\x13\n\x0f\x43ONDITION_OP_NE\x10\x02\x12\x13\n\x0f\x43ONDITION_OP_GT\x10\x03\x12\x13\n\x0f\x43ONDITION_OP_GE\x10\x04\x12\x13\n\x0f\x43ONDITION_OP_LT\x10\x05\x12\x13\n\x0f\x43ONDITION_OP_LE\x10\x06\x12\x13\n\x0f\x43ONDITION_OP_IN\x10\x07\x12\x17\n\x13\x43ONDITION_OP_NOT_IN\x10\x08*\xd4\x01\n\x0f\x41ggregateMethod\x12 \n\x1c\x41GGREGATE_METHOD_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41GGREGATE_METHOD_MAJORITY_VOTE\x10\x01\x12%\n!AGGREGATE_METHOD_WEIGHTED_AVERAGE\x10\x02\x12\x1b\n\x17\x41GGREGATE_METHOD_CONCAT\x10\x03\x12\x1c\n\x18\x41GGREGATE_METHOD_COLLECT\x10\x04\x12\x19\n\x15\x41GGREGATE_METHOD_LIST\x10\x05\x42\x94\x01\n\x10\x64\x65v.modelyard.v1B\nGraphProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,12 +40,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELCALL_INPUTSENTRY']._serialized_options = b'8\001'
   _globals['_MODELCALL_PARAMETERSENTRY']._loaded_options = None
   _globals['_MODELCALL_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_STREAMMODE']._serialized_start=1595
-  _globals['_STREAMMODE']._serialized_end=1684
-  _globals['_CONDITIONOP']._serialized_start=1687
-  _globals['_CONDITIONOP']._serialized_end=1902
-  _globals['_AGGREGATEMETHOD']._serialized_start=1905
-  _globals['_AGGREGATEMETHOD']._serialized_end=2117
+  _globals['_STREAMMODE']._serialized_start=1643
+  _globals['_STREAMMODE']._serialized_end=1732
+  _globals['_CONDITIONOP']._serialized_start=1735
+  _globals['_CONDITIONOP']._serialized_end=1950
+  _globals['_AGGREGATEMETHOD']._serialized_start=1953
+  _globals['_AGGREGATEMETHOD']._serialized_end=2165
   _globals['_GRAPH']._serialized_start=101
   _globals['_GRAPH']._serialized_end=319
   _globals['_GRAPH_OUTPUTSENTRY']._serialized_start=273
@@ -53,21 +53,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRAPHINPUT']._serialized_start=321
   _globals['_GRAPHINPUT']._serialized_end=448
   _globals['_NODE']._serialized_start=451
-  _globals['_NODE']._serialized_end=755
-  _globals['_MODELCALL']._serialized_start=758
-  _globals['_MODELCALL']._serialized_end=1105
-  _globals['_MODELCALL_INPUTSENTRY']._serialized_start=988
-  _globals['_MODELCALL_INPUTSENTRY']._serialized_end=1033
-  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_start=1035
-  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_end=1105
-  _globals['_MAPNODE']._serialized_start=1107
-  _globals['_MAPNODE']._serialized_end=1190
-  _globals['_CONDITION']._serialized_start=1192
-  _globals['_CONDITION']._serialized_end=1301
-  _globals['_SWITCHCASE']._serialized_start=1303
-  _globals['_SWITCHCASE']._serialized_end=1393
-  _globals['_SWITCHNODE']._serialized_start=1395
-  _globals['_SWITCHNODE']._serialized_end=1490
-  _globals['_AGGREGATENODE']._serialized_start=1492
-  _globals['_AGGREGATENODE']._serialized_end=1593
+  _globals['_NODE']._serialized_end=803
+  _globals['_MODELCALL']._serialized_start=806
+  _globals['_MODELCALL']._serialized_end=1153
+  _globals['_MODELCALL_INPUTSENTRY']._serialized_start=1036
+  _globals['_MODELCALL_INPUTSENTRY']._serialized_end=1081
+  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_start=1083
+  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_end=1153
+  _globals['_MAPNODE']._serialized_start=1155
+  _globals['_MAPNODE']._serialized_end=1238
+  _globals['_CONDITION']._serialized_start=1240
+  _globals['_CONDITION']._serialized_end=1349
+  _globals['_SWITCHCASE']._serialized_start=1351
+  _globals['_SWITCHCASE']._serialized_end=1441
+  _globals['_SWITCHNODE']._serialized_start=1443
+  _globals['_SWITCHNODE']._serialized_end=1538
+  _globals['_AGGREGATENODE']._serialized_start=1540
+  _globals['_AGGREGATENODE']._serialized_end=1641
 # @@protoc_insertion_point(module_scope)

@@ -259,6 +259,7 @@ class Node(_message.Message):
     OPTIONAL_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
+    HEDGE_AFTER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Its name, unique in the graph; referenced as "<name>" or "<name>.<field>"."""
     optional: _builtins.bool
@@ -287,6 +288,14 @@ class Node(_message.Message):
     def timeout(self) -> _duration_pb2.Duration:
         """Per-attempt timeout (unset or zero: the run's deadline only)."""
 
+    @_builtins.property
+    def hedge_after(self) -> _duration_pb2.Duration:
+        """Hedging (unset or zero: none): when a Predict call of this node has no answer after
+        this long, a second attempt goes to another replica and the first answer wins (the
+        other attempt is cancelled). For models whose calls may be repeated; streamed calls
+        are not hedged.
+        """
+
     def __init__(
         self,
         *,
@@ -298,10 +307,11 @@ class Node(_message.Message):
         optional: _builtins.bool = ...,
         timeout: _duration_pb2.Duration | None = ...,
         retries: _builtins.int = ...,
+        hedge_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "kind", b"kind", "map", b"map", "model", b"model", "switch", b"switch", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "hedge_after", b"hedge_after", "kind", b"kind", "map", b"map", "model", b"model", "switch", b"switch", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "kind", b"kind", "map", b"map", "model", b"model", "name", b"name", "optional", b"optional", "retries", b"retries", "switch", b"switch", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "hedge_after", b"hedge_after", "kind", b"kind", "map", b"map", "model", b"model", "name", b"name", "optional", b"optional", "retries", b"retries", "switch", b"switch", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["model", "map", "switch", "aggregate"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

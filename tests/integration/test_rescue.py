@@ -274,3 +274,26 @@ async def test_a_call_is_abandoned_for_silence_once_at_most(setup: Setup) -> Non
         plane.publish("echo", [Endpoint(HUNG, hung_address), endpoint(worker, "w0")])
         result = await asyncio.wait_for(call, timeout=10)  # h2 left the set: rescued
     assert result.worker == "w0" and hung.cancelled == 2
+
+
+async def test_a_hedged_call_is_answered_by_the_second_replica_and_the_first_called_off(
+    setup: Setup,
+) -> None:
+    plane, address, worker, hung, _ = setup
+    plane.publish("echo", both(setup))
+    clock = FakeClock()
+    async with routed_client(address, policy="round_robin", clock=clock, rescue=False) as client:
+        call = asyncio.create_task(client.predict("echo", x=1, hedge_after=0.5))
+        await eventually(lambda: hung.taken == 1, timeout=10)
+        await clock.advance(0.4)
+        await asyncio.sleep(0.05)
+        assert not call.done() and calls(worker, "echo") == 0
+        await clock.advance(0.1)  # no answer after 0.5 s: a second attempt, on w0
+        result = await asyncio.wait_for(call, timeout=10)
+        assert result.outputs == {"x": 1} and result.worker == "w0"
+        await eventually(lambda: hung.cancelled == 1, timeout=10)
+        # a hedge is not a refusal: the slow replica is not ejected, its turn comes again
+        again = asyncio.create_task(client.predict("echo", x=2, hedge_after=0.5))
+        await eventually(lambda: hung.taken == 2, timeout=10)
+        await clock.advance(0.5)
+        assert (await asyncio.wait_for(again, timeout=10)).worker == "w0"

@@ -59,6 +59,7 @@ class Call:
     parameters: dict[str, Any]
     selector: str
     timeout: float | None
+    hedge_after: float | None = None
 
 
 @dataclass
@@ -86,8 +87,10 @@ class FakeInvoker:
         parameters: Mapping[str, Any],
         selector: str,
         timeout: float | None,
+        hedge_after: float | None = None,
     ) -> Prediction:
-        self.calls.append(Call(model, dict(inputs), dict(parameters), selector, timeout))
+        call = Call(model, dict(inputs), dict(parameters), selector, timeout, hedge_after)
+        self.calls.append(call)
         self.active[model] += 1
         self.peak[model] = max(self.peak[model], self.active[model])
         async with self.changed:

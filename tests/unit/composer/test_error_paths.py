@@ -29,6 +29,7 @@ class Refusing:
         parameters: Mapping[str, Any],
         selector: str,
         timeout: float | None,
+        hedge_after: float | None = None,
     ) -> Prediction:
         if model == self.refused:
             raise self.error

@@ -53,6 +53,7 @@ class Invoker:
         parameters: Mapping[str, Any],
         selector: str,
         timeout: float | None,
+        hedge_after: float | None = None,
     ) -> Prediction:
         if model == "broken":
             raise InvalidArgument("broken on purpose")
