@@ -329,3 +329,28 @@ async def test_a_health_check_passes_on_2xx_or_a_connect_to_an_allowed_address(
         await prober.stop()
     [(registration_id, health)] = reports
     assert (registration_id, health.reachable, health.registration) == ("api-1", healthy, 7)
+
+
+async def test_every_replica_serves_the_same_sets_from_etcd(
+    etcd: EtcdServer, control_plane: ControlPlane, api: ApiServer
+) -> None:
+    await eventually(control_plane.is_leader, timeout=10)
+    follower = ControlPlane(settings(etcd))
+    await follower.start()
+    try:
+        async with grpc.aio.insecure_channel(follower.address) as channel:
+            await follower.synced.wait()
+            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+            # registered through the follower; the leader checks it, the follower reads
+            # the leader's result back from etcd
+            registered = await stub.RegisterModel(request(api.url))
+            api_id = registered.registration.registration_id
+            on_follower = Watcher(follower.address, "echo")
+            on_leader = Watcher(control_plane.address, "echo")
+            await on_follower.until([api_id], timeout=10)
+            await on_leader.until([api_id], timeout=10)
+            assert not follower.is_leader()
+            await on_follower.close()
+            await on_leader.close()
+    finally:
+        await follower.stop()
