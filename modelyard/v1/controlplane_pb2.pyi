@@ -522,7 +522,7 @@ class Registration(_message.Message):
     online: _builtins.bool
     """False after SetRegistrationOnline(online=false): kept, but in no endpoint set."""
     healthy: _builtins.bool
-    """Whether the last active health check passed."""
+    """Whether the last active health check passed (false until the first one did)."""
     @_builtins.property
     def http_api(self) -> Global___HttpApi:
         """How to call it; in ListRegistrations header values are replaced by "<redacted>"

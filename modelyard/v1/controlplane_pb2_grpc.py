@@ -118,9 +118,13 @@ class ControlPlaneServicer:
     def RegisterModel(self, request, context):
         """Registers a third-party inference API under a model name (admin). Same-name
         registrations and workers are balanced together: each online, healthy registration is
-        an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
-        placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
-        does not compile, a secret header given as a literal value).
+        an endpoint of the model. The leader checks its health actively (health_url, else a
+        TCP connect) and it joins the sets once a check passed. Errors: INVALID_ARGUMENT
+        naming the bad field (unknown placeholder, no {USER_PROMPT}, a scheme other than
+        http/https, an extraction path that does not compile, a secret header given as a
+        literal value, a host that is or resolves to a loopback, private, link-local,
+        multicast or cloud-metadata address the control plane's http_api.allowed_networks
+        does not list); UNAVAILABLE when etcd does not take the write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

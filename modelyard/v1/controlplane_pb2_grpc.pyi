@@ -52,9 +52,13 @@ class ControlPlaneStub:
     RegisterModel: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.RegisterModelRequest, _controlplane_pb2.RegisterModelResponse]
     """Registers a third-party inference API under a model name (admin). Same-name
     registrations and workers are balanced together: each online, healthy registration is
-    an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
-    placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
-    does not compile, a secret header given as a literal value).
+    an endpoint of the model. The leader checks its health actively (health_url, else a
+    TCP connect) and it joins the sets once a check passed. Errors: INVALID_ARGUMENT
+    naming the bad field (unknown placeholder, no {USER_PROMPT}, a scheme other than
+    http/https, an extraction path that does not compile, a secret header given as a
+    literal value, a host that is or resolves to a loopback, private, link-local,
+    multicast or cloud-metadata address the control plane's http_api.allowed_networks
+    does not list); UNAVAILABLE when etcd does not take the write.
     """
     ListRegistrations: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListRegistrationsRequest, _controlplane_pb2.ListRegistrationsResponse]
     """Lists registrations, optionally of one model. Header values are never echoed back."""
@@ -89,9 +93,13 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     RegisterModel: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.RegisterModelRequest, _controlplane_pb2.RegisterModelResponse]  # type: ignore[assignment]
     """Registers a third-party inference API under a model name (admin). Same-name
     registrations and workers are balanced together: each online, healthy registration is
-    an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
-    placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
-    does not compile, a secret header given as a literal value).
+    an endpoint of the model. The leader checks its health actively (health_url, else a
+    TCP connect) and it joins the sets once a check passed. Errors: INVALID_ARGUMENT
+    naming the bad field (unknown placeholder, no {USER_PROMPT}, a scheme other than
+    http/https, an extraction path that does not compile, a secret header given as a
+    literal value, a host that is or resolves to a loopback, private, link-local,
+    multicast or cloud-metadata address the control plane's http_api.allowed_networks
+    does not list); UNAVAILABLE when etcd does not take the write.
     """
     ListRegistrations: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListRegistrationsRequest, _controlplane_pb2.ListRegistrationsResponse]  # type: ignore[assignment]
     """Lists registrations, optionally of one model. Header values are never echoed back."""
@@ -153,9 +161,13 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_controlplane_pb2.RegisterModelResponse, _abc.Awaitable[_controlplane_pb2.RegisterModelResponse]]:
         """Registers a third-party inference API under a model name (admin). Same-name
         registrations and workers are balanced together: each online, healthy registration is
-        an endpoint of the model. Errors: INVALID_ARGUMENT naming the bad field (unknown
-        placeholder, no {USER_PROMPT}, a scheme other than http/https, an extraction path that
-        does not compile, a secret header given as a literal value).
+        an endpoint of the model. The leader checks its health actively (health_url, else a
+        TCP connect) and it joins the sets once a check passed. Errors: INVALID_ARGUMENT
+        naming the bad field (unknown placeholder, no {USER_PROMPT}, a scheme other than
+        http/https, an extraction path that does not compile, a secret header given as a
+        literal value, a host that is or resolves to a loopback, private, link-local,
+        multicast or cloud-metadata address the control plane's http_api.allowed_networks
+        does not list); UNAVAILABLE when etcd does not take the write.
         """
 
     @_abc_1.abstractmethod
