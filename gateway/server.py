@@ -77,6 +77,11 @@ class Gateway:
         )
         self.health = Health()
         keys = ApiKeys(settings.auth.keys())
+        if keys.required and not settings.tls.enabled:
+            log.warning(
+                "API keys are required over plain HTTP: they cross the network in the clear "
+                "unless TLS ends in front of the gateway (or set tls.cert_file)"
+            )
         app = build_app(
             service, max_body_bytes=settings.max_body_bytes, health=self.health, keys=keys
         )

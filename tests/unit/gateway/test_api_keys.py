@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.api_keys import ApiKeys
 from gateway.errors import from_modelyard
-from gateway.settings import GatewaySettings
+from gateway.server import Gateway
+from gateway.settings import GatewayAuth, GatewaySettings
 from modelyard.errors import PermissionDenied, Unauthenticated
 
 
@@ -44,3 +46,11 @@ def test_a_refusal_of_the_gateway_itself_is_a_server_error_not_a_bad_key(
     answer = from_modelyard(refusal)
     assert (answer.status, answer.type) == (500, "server_error")
     assert "auth.token" in answer.message
+
+
+def test_keys_over_plain_http_are_warned_about_without_showing_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    Gateway(GatewaySettings(auth=GatewayAuth(api_keys=[SecretStr("sk-secret-key")])))
+    assert "cross the network in the clear" in caplog.text
+    assert "sk-secret-key" not in caplog.text
