@@ -125,7 +125,12 @@ class Rescues:
         try:
             async with timeout_on(self._clock, timeout) as timed, asyncio.timeout(None) as scope:
                 guard.scope, guard.silence = scope, timed
-                yield
+                try:
+                    yield
+                finally:
+                    # the scopes are closing: an abandon from now on has nothing to cancel
+                    # (and a closing asyncio.Timeout refuses to be rescheduled)
+                    guard.scope = None
         except asyncio.CancelledError:
             raise  # our scopes turn their own cancellation into TimeoutError: this is the caller's
         except BaseException:

@@ -162,3 +162,26 @@ async def test_what_a_cancelled_call_raises_instead_still_reads_as_abandoned() -
     rescues.abandon("a", "left the endpoint set")
     await asyncio.wait({task}, timeout=5)
     assert isinstance(task.exception(), Abandoned)
+
+
+async def test_abandoning_attempts_that_are_finishing_is_harmless() -> None:
+    # an endpoint set may drop a replica while an answered attempt is still closing its
+    # scopes: the abandon must find nothing to cancel, not fail the set's update
+    rescues = Rescues(FakeClock())
+    finished = False
+
+    async def drop_the_replica_all_the_time() -> int:
+        turns = 0
+        while not finished:
+            rescues.abandon("a", "left the endpoint set")
+            turns += 1
+            await asyncio.sleep(0)
+        return turns
+
+    dropping = asyncio.create_task(drop_the_replica_all_the_time())
+    await asyncio.sleep(0)
+    for _ in range(20):
+        async with rescues.guard("a", 2.0):  # answered at once: closing awaits its watchdog
+            pass
+    finished = True
+    assert await dropping > 20
