@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "composer_soak": ("bench.composer", "--smoke", "--only", "soak"),
     "composer_tls": ("bench.composer", "--smoke", "--only", "tls"),
     "gateway": ("bench.gateway", "--smoke"),
+    "http_api": ("bench.http_api", "--smoke"),
     "profile_worker": ("bench.experiments.profile_worker", "whatif", "--target", "echo", "--smoke"),
 }
 _RUNS: dict[str, SmokeRun] = {}
