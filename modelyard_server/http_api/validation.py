@@ -185,9 +185,9 @@ def _check_headers(headers: Mapping[str, str]) -> None:
             )
         field = f"{API}.headers.{name}"
         _at_most(value, MAX_HEADER_VALUE, field, f"header {name}")
-        if _HEADER_VALUE_FORBIDDEN.search(value):
+        if _HEADER_VALUE_FORBIDDEN.search(value) or not value.isascii():
             raise InvalidArgument(
-                f"header {name} holds a line break or control character", field=field
+                f"header {name} may hold only printable ASCII (no line breaks)", field=field
             )
         if carries_credentials(name) and not is_reference_only(value):
             # the value itself is never quoted: it may be the very secret

@@ -7,6 +7,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelyard.endpoints import HttpApi
 from modelyard.errors import InvalidArgument
@@ -128,6 +130,7 @@ def test_a_credential_value_by_reference_passes(value: str) -> None:
 def test_header_names_values_and_count_are_checked() -> None:
     assert refused(headers={"Bad Name": "x"}).field == "http_api.headers"
     assert refused(headers={"X-Note": "a\r\nInjected: 1"}).field == "http_api.headers.X-Note"
+    assert refused(headers={"X-Note": "café"}).field == "http_api.headers.X-Note"
     many = {f"X-H{i}": "v" for i in range(33)}
     error = refused(headers=many)
     assert (error.field, error.message) == ("http_api.headers", "at most 32 headers, not 33")
@@ -162,3 +165,33 @@ def test_the_address_is_the_urls_host_and_port() -> None:
     assert host_port(urlsplit("http://127.0.0.1:8080/x")) == "127.0.0.1:8080"
     assert host_port(urlsplit("http://[::1]/x")) == "[::1]:80"
     assert url_for("http://h/{MODEL_NAME}/x", "gpt.v1") == "http://h/gpt.v1/x"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.text(max_size=200),
+    owner=st.text(max_size=300),
+    url=st.one_of(st.text(max_size=300), st.just("https://h/{MODEL_NAME}")),
+    body=st.one_of(st.text(max_size=300), st.just('{"q": {USER_PROMPT}}')),
+    path=st.text(max_size=200),
+    headers=st.dictionaries(st.text(max_size=40), st.text(max_size=80), max_size=40),
+    timeout=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_any_input_passes_or_is_invalid_argument_with_a_short_message(
+    model: str,
+    owner: str,
+    url: str,
+    body: str,
+    path: str,
+    headers: dict[str, str],
+    timeout: float,
+) -> None:
+    api = HttpApi(url, body, path, headers=headers, timeout_s=timeout)
+    refusal: InvalidArgument | None = None
+    try:
+        check_registration(model, owner, api)
+    except InvalidArgument as error:  # anything else fails the test
+        refusal = error
+    if refusal is not None:
+        assert refusal.field
+        assert len(refusal.message) < 600  # client text is quoted short
