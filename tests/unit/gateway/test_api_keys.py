@@ -48,9 +48,10 @@ def test_a_refusal_of_the_gateway_itself_is_a_server_error_not_a_bad_key(
     assert "auth.token" in answer.message
 
 
-def test_keys_over_plain_http_are_warned_about_without_showing_them(
+async def test_keys_over_plain_http_are_warned_about_without_showing_them(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    Gateway(GatewaySettings(auth=GatewayAuth(api_keys=[SecretStr("sk-secret-key")])))
+    gateway = Gateway(GatewaySettings(auth=GatewayAuth(api_keys=[SecretStr("sk-secret-key")])))
+    await gateway.abort()  # it opened nothing yet but its clients
     assert "cross the network in the clear" in caplog.text
     assert "sk-secret-key" not in caplog.text
