@@ -18,10 +18,12 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard_cli.etcd_server import EtcdTls
-from modelyard_cli.throwaway_ca import ServiceCertificate, make_throwaway_ca
+
+if TYPE_CHECKING:  # cryptography costs every process the CLI starts 8 MB: only under --tls
+    from modelyard_cli.throwaway_ca import ServiceCertificate
 
 TLS_FOLDER = "tls"
 CLI = "cli"  # the certificate commands present (etcd requires one)
@@ -81,6 +83,8 @@ def certificate_name(service: str) -> str:
 def make_stack_tls(work_dir: Path, services: list[str]) -> StackTls:
     """A fresh CA, a certificate for each of `services` (the stack's names) and for the
     CLI, and a new admin token, in `<work_dir>/tls`."""
+    from modelyard_cli.throwaway_ca import make_throwaway_ca
+
     folder = work_dir / TLS_FOLDER
     names = [certificate_name(service) for service in services]
     ca = make_throwaway_ca(folder, [*names, CLI])
