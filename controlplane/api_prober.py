@@ -27,8 +27,8 @@ from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
 from modelyard_server.http_api.client import GuardedBackend, GuardedTransport
 from modelyard_server.http_api.record import RegistrationRecord
+from modelyard_server.http_api.render import render_url
 from modelyard_server.http_api.settings import HttpApiSettings
-from modelyard_server.http_api.validation import url_for
 from modelyard_server.workerinfo import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ApiProber:
                 raise _Unhealthy(f"GET {urlsplit(url).path or '/'} answered {response.status_code}")
 
     async def _connect(self) -> None:
-        url = urlsplit(url_for(self.record.api.url_template, self.record.model))
+        url = urlsplit(render_url(self.record.api.url_template, model=self.record.model))
         backend = GuardedBackend(self._allowed)
         stream = await backend.connect_tcp(url.hostname or "", _port(url), timeout=self._timeout)
         await stream.aclose()

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from modelyard.endpoints import Endpoint
 from modelyard.selectors import Selector
 from modelyard_server.http_api.record import RegistrationRecord
-from modelyard_server.http_api.validation import host_port, url_for
+from modelyard_server.http_api.render import render_url
+from modelyard_server.http_api.validation import host_port
 from modelyard_server.informer import Entry
 from modelyard_server.workerinfo import WorkerHealth
 
@@ -36,7 +37,7 @@ class ApiStatus:
 
 def api_address(record: RegistrationRecord) -> str:
     """The host:port calls to `record` connect to."""
-    return host_port(urlsplit(url_for(record.api.url_template, record.model)))
+    return host_port(urlsplit(render_url(record.api.url_template, model=record.model)))
 
 
 def api_tags(record: RegistrationRecord) -> dict[str, str]:

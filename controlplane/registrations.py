@@ -33,7 +33,8 @@ from modelyard_server.http_api.record import (
     RegistrationRecord,
     new_registration_id,
 )
-from modelyard_server.http_api.validation import check_registration, url_for
+from modelyard_server.http_api.render import render_url
+from modelyard_server.http_api.validation import check_registration
 
 #: how long a read of one registration may wait for etcd (as long as a write may)
 READ_WITHIN = WITHIN
@@ -78,7 +79,7 @@ class RegistrationAdmin:
     async def register(self, model: str, owner: str, api: HttpApi) -> RegistrationRecord:
         check_registration(model, owner, api)
         await ssrf.check_url_async(
-            url_for(api.url_template, model), self._allowed, field="http_api.url_template"
+            render_url(api.url_template, model=model), self._allowed, field="http_api.url_template"
         )
         if api.health_url:
             await ssrf.check_url_async(api.health_url, self._allowed, field="http_api.health_url")

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from urllib.parse import SplitResult, quote_plus, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import jmespath
 import jmespath.exceptions
@@ -22,6 +22,7 @@ from modelyard.errors import InvalidArgument
 from modelyard.names import check_name, quote
 from modelyard_server.http_api import placeholders
 from modelyard_server.http_api.header_secrets import carries_credentials, is_reference_only
+from modelyard_server.http_api.render import render_url
 
 MAX_URL = 8 * 1024
 MAX_BODY = 64 * 1024
@@ -85,12 +86,7 @@ def check_url_template(template: str, model: str) -> SplitResult:
         raise InvalidArgument(
             f"the URL template may hold only {allowed}, not {{{misplaced[0]}}}", field=field
         )
-    return check_url(url_for(template, model), field, "the URL")
-
-
-def url_for(template: str, model: str) -> str:
-    """`template` with its placeholders filled in for `model`."""
-    return template.replace(f"{{{placeholders.MODEL_NAME}}}", quote_plus(model))
+    return check_url(render_url(template, model=model), field, "the URL")
 
 
 def check_url(url: str, field: str, what: str) -> SplitResult:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from modelyard.endpoints import HttpApi
 from modelyard.errors import InvalidArgument
 from modelyard_server.http_api.header_secrets import REDACTED, carries_credentials, shown
-from modelyard_server.http_api.validation import check_registration, host_port, url_for
+from modelyard_server.http_api.validation import check_registration, host_port
 
 GOOD = HttpApi(
     url_template="https://api.example.com/v1/{MODEL_NAME}/answer",
@@ -164,7 +164,6 @@ def test_the_address_is_the_urls_host_and_port() -> None:
     assert host_port(urlsplit("https://api.example.com/x")) == "api.example.com:443"
     assert host_port(urlsplit("http://127.0.0.1:8080/x")) == "127.0.0.1:8080"
     assert host_port(urlsplit("http://[::1]/x")) == "[::1]:80"
-    assert url_for("http://h/{MODEL_NAME}/x", "gpt.v1") == "http://h/gpt.v1/x"
 
 
 @settings(max_examples=300, deadline=None)
