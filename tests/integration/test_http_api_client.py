@@ -4,7 +4,9 @@ size limit, redirects, timeouts and the SSRF guard on the address connected to."
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -12,6 +14,7 @@ import pytest_asyncio
 from modelyard.errors import Unavailable
 from modelyard_server.http_api.client import HttpApiClient
 from modelyard_server.http_api.settings import HttpApiSettings
+from tests.integration.tls_certs import make_ca
 from tests.support.http_apis import FakeApi
 
 LOOPBACK_ONLY = HttpApiSettings(allowed_networks=["127.0.0.1/32"], max_response_bytes=64 * 1024)
@@ -126,3 +129,34 @@ async def test_nothing_listening_fails_the_call_as_unavailable(client: HttpApiCl
         url = gone.url("/good")
     with pytest.raises(Unavailable, match=r"could not connect to http://127\.0\.0\.1:\d+$"):
         await client.post_json(url, _body("hi"), {}, timeout_s=5)
+
+
+@pytest.fixture
+def https_api(tmp_path: Path) -> Iterator[FakeApi]:
+    """An HTTPS API whose certificate names only "localhost" (a throwaway CA)."""
+    authority = make_ca(tmp_path)
+    pems = authority.issue("api", "localhost")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(pems.cert, pems.key)
+    with FakeApi("tls", tls=tls) as server:
+        yield server
+
+
+async def test_tls_verifies_the_url_s_name_on_the_checked_address(
+    https_api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard connects to the address it checked, yet the certificate is verified
+    against the URL's host name: "localhost" passes, the bare address it resolved to (which
+    the certificate does not name) does not."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    client = HttpApiClient(HttpApiSettings(allowed_networks=["127.0.0.0/8", "::1/128"]))
+    try:
+        answer = await client.post_json(
+            https_api.url("/good", host="localhost"), _body("hi"), {}, timeout_s=10
+        )
+        assert answer["data"]["items"][0]["attributes"]["answer"] == "tls: hi"
+        with pytest.raises(Unavailable, match="could not connect"):
+            await client.post_json(https_api.url("/good"), _body("hi"), {}, timeout_s=10)
+    finally:
+        await client.aclose()
+    assert len(https_api.requests) == 1

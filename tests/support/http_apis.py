@@ -4,7 +4,8 @@
         url = api.url("/good")      # http://127.0.0.1:<port>/good
 
 Each is a `ThreadingHTTPServer` on 127.0.0.1, port 0, in a daemon thread, so it answers
-whatever event loop the test runs. Paths (all POST, bodies JSON):
+whatever event loop the test runs; with `tls` (a server SSLContext) it speaks HTTPS.
+Paths (all POST, bodies JSON):
 - /good: `{"data": {"items": [{"attributes": {"answer": "<name>: <prompt>"}}]}}`, the
   prompt read from the request body's "prompt" field (the templates in the tests send it);
 - /slow: answers as /good once `release()` is called (or after 30 s);
@@ -19,6 +20,7 @@ Every request is recorded (`requests`: path, headers with lower-case names, pars
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +35,9 @@ class Received:
 
 
 class FakeApi:
-    def __init__(self, name: str, *, big_bytes: int = 2 * 1024 * 1024) -> None:
+    def __init__(
+        self, name: str, *, big_bytes: int = 2 * 1024 * 1024, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.name = name
         self.big_bytes = big_bytes
         self.failing = False
@@ -41,14 +45,17 @@ class FakeApi:
         self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
+        if tls is not None:  # HTTPS with the certificate `tls` holds
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.scheme = "http" if tls is None else "https"
         self.port = self._server.server_address[1]
         # a short poll: shutdown() waits for one, at every test's teardown
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def paths(self) -> list[str]:
         """The paths called so far, in order."""
