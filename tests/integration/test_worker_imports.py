@@ -1,8 +1,9 @@
 """What a real `modelyard worker` process imports: only what its models' tasks need.
 
 torch and transformers cost a worker seconds of start-up and about 300 MB; a worker that
-serves only plain-Python models must not import them. A model served next to the others
-reports its own process's `sys.modules`.
+serves only plain-Python models must not import them. cryptography (8 MB) makes the
+throwaway CA of `modelyard up --tls`, which no worker needs. A model served next to the
+others reports its own process's `sys.modules`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from modelyard.client import Client
 from tests.integration.conftest import worker_process, write_config
 
 HEAVY = ["torch", "transformers"]
+UNNEEDED = ["cryptography"]
 REPORTER = {"name": "imported", "class": "tests.support.models:ImportedModules"}
 
 
 def imported_by_worker(config: Path) -> list[Any]:
     with worker_process(config) as (_, address), Client(address, timeout=30) as client:
         client.predict("echo", text="hello")  # a served call, not just a loaded model
-        return list(client.predict("imported", names=HEAVY).outputs["imported"])
+        return list(client.predict("imported", names=HEAVY + UNNEEDED).outputs["imported"])
 
 
-def test_a_worker_serving_plain_python_models_never_imports_torch_or_transformers(
+def test_a_worker_serving_plain_python_models_imports_neither_torch_nor_transformers(
     tmp_path: Path,
 ) -> None:
     echo = {"name": "echo", "class": "tests.support.models:Echo"}
@@ -31,7 +33,7 @@ def test_a_worker_serving_plain_python_models_never_imports_torch_or_transformer
     assert imported_by_worker(config) == []
 
 
-def test_a_worker_serving_a_transformers_model_imports_them(
+def test_a_worker_serving_a_transformers_model_imports_them_and_nothing_unneeded(
     tmp_path: Path, tiny_checkpoints: dict[str, Path]
 ) -> None:
     # The same probe sees them once a model's task needs them.
