@@ -466,8 +466,8 @@ class RoutedClient:
         self._channels.keep_only(_worker_addresses(self._routes.values()))
 
     def _pick(self, route: _Route, failed: dict[str, str], busy: Collection[str] = ()) -> Endpoint:
-        """A replica for the next attempt: not one that refused this call, nor one that
-        `busy` with another attempt of it (a hedge)."""
+        """A replica for the next attempt: not one that refused this call, nor one `busy`
+        with another attempt of it (a hedge)."""
         try:
             return route.balancer.pick(route.selector, exclude=failed.keys() | set(busy))
         except Unavailable as error:
