@@ -8,8 +8,9 @@ module (layer 1) knows nothing of tracing, only when an attempt starts, runs and
     client = RoutedClient(control_planes, attempts=Printing())
 
 An attempt is tracked from just before its call starts until it ends: answered, failed
-(the exception it raised ends the `with`), or left by its caller (a stream the caller
-stopped reading ends with GeneratorExit, a cancelled one with CancelledError).
+(the exception it raised ends the `with`: `modelyard.rescue.Abandoned` for one given up on
+a hung replica), or left by its caller (a stream the caller stopped reading ends with
+GeneratorExit, a cancelled one, or the loser of a hedge, with CancelledError).
 
 `active()` is entered around each step of the attempt that runs in the caller's task and
 may start work that belongs to the attempt (starting the call, whose client interceptors
@@ -33,7 +34,9 @@ class Attempt:
     model: str
     worker_id: str
     address: str
-    number: int  # 1 for the first replica tried, 2 for the next after an UNAVAILABLE, ...
+    # 1 for the first replica tried, 2 for the next (after an UNAVAILABLE, an attempt
+    # abandoned on a hung replica, or beside a slow one as a hedge), ...
+    number: int
     streaming: bool  # PredictStream rather than Predict
 
 
