@@ -28,6 +28,7 @@ what it is doing.
 from __future__ import annotations
 
 import enum
+import os
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,9 @@ ETCD = "etcd"
 CONTROL_PLANE = "control plane"
 COMPOSER = "composer"
 GATEWAY = "gateway"
+#: The local stack's control plane may register and health-check third-party APIs on this
+#: machine (the SSRF guard's one exception; its own setting in the environment wins).
+LOCAL_APIS = {"MODELYARD_CONTROLPLANE_HTTP_API__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
 
 
 class Phase(enum.Enum):
@@ -172,6 +176,7 @@ class Stack:
             ControlPlaneSettings,
             "MODELYARD_CONTROLPLANE_METRICS_PORT",
             log_file=self.work_dir / "controlplane.log",
+            env={k: v for k, v in LOCAL_APIS.items() if k not in os.environ | self.env},
         )
 
     def _launch_composer(self) -> Launched:
