@@ -47,12 +47,12 @@ from modelyard.clock import Clock, ClockTimeout, timeout_on
 
 
 class Abandoned(Exception):
-    """An attempt given up before any response arrived; `reason` says why, for logs;
-    `silent` when it was for the replica's silence (not for leaving the set)."""
+    """An attempt given up before any response arrived; `message` says why (for logs and
+    traces); `silent` when it was for the replica's silence (not for leaving the set)."""
 
-    def __init__(self, reason: str, *, silent: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, message: str, *, silent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
         self.silent = silent
 
 

@@ -320,8 +320,8 @@ class RoutedClient:
                 continue
             except Abandoned as abandoned:
                 silenced = silenced or abandoned.silent
-                reason = abandoned.reason
-                self._retry_elsewhere(route, endpoint, reason, Reason.UNAVAILABLE, call.failed)
+                why = abandoned.message
+                self._retry_elsewhere(route, endpoint, why, Reason.UNAVAILABLE, call.failed)
                 continue
             finally:
                 call.busy.discard(endpoint.worker_id)
@@ -390,7 +390,9 @@ class RoutedClient:
                 self._retry_or_raise(route, endpoint, error, failed)
             except Abandoned as abandoned:
                 silenced = silenced or abandoned.silent
-                self._retry_elsewhere(route, endpoint, abandoned.reason, Reason.UNAVAILABLE, failed)
+                self._retry_elsewhere(
+                    route, endpoint, abandoned.message, Reason.UNAVAILABLE, failed
+                )
 
     def _selector(self, selector: str | None) -> Selector:
         return self.selector if selector is None else parse_selector(selector)

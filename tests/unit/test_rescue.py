@@ -84,7 +84,7 @@ async def test_abandoning_a_replica_ends_its_unanswered_attempts_and_no_others()
     assert {t.get_name() for t in pending} == {tasks[2].get_name()}
     for name in ("a1", "a2"):
         error = outcomes[name]
-        assert isinstance(error, Abandoned) and error.reason == "left the endpoint set"
+        assert isinstance(error, Abandoned) and error.message == "left the endpoint set"
         assert not error.silent
     assert rescues.abandon("a", "again") == 0  # they are no longer in flight
     tasks[2].cancel()
@@ -108,7 +108,7 @@ async def test_an_attempt_unanswered_for_its_timeout_is_abandoned_on_the_clock()
     await asyncio.wait({task}, timeout=5)
     error = task.exception()
     assert isinstance(error, Abandoned) and error.silent
-    assert error.reason == "nothing heard from the replica for 2s"
+    assert error.message == "nothing heard from the replica for 2s"
 
 
 async def test_an_answer_from_the_replica_starts_the_silence_over() -> None:
