@@ -58,7 +58,7 @@ class Composer:
         runs = ComposerTelemetry(self.telemetry.tracer, self.telemetry.registry)
         self.client = EtcdClient(settings.etcd)
         self.store = GraphStore(self.client, Keys(settings.etcd.prefix))
-        self.outside_apis = HttpApiCaller(settings.http_api)
+        self.outside_apis = HttpApiCaller(settings.http_api, tracer=self.telemetry.tracer)
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,

@@ -19,6 +19,9 @@ Errors, as the routed client expects a worker's:
 - a call this service cannot make at all (no prompt, a temperature that is not a finite
   number) is INVALID_ARGUMENT, not retried, and says nothing about the registration.
 Messages name the registration and its host, never a header value.
+
+With a `tracer` each call is a client span "POST" (method, server address and port, the
+model and the registration as replica), failed when the call failed; none without one.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
+from opentelemetry import trace
+from opentelemetry.util.types import Attributes
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint, HttpApi
@@ -44,6 +49,7 @@ from modelyard_server.http_api.extract import extract_text
 from modelyard_server.http_api.render import render_body, render_headers, render_url
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.http_api.signature import OUTPUT, prompt_of, temperature_of
+from modelyard_server.telemetry import spans
 
 #: The ErrorInfo reason of a call a registered API failed (UNAVAILABLE).
 API_FAILED = "API_FAILED"
@@ -61,8 +67,10 @@ class HttpApiCaller:
         *,
         clock: Clock = SYSTEM_CLOCK,
         environ: Mapping[str, str] = os.environ,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self._tracer = tracer
         self.cooldowns = Cooldowns(
             allowed_fails=settings.allowed_fails, cooldown_s=settings.cooldown_s, clock=clock
         )
@@ -84,6 +92,16 @@ class HttpApiCaller:
         api = endpoint.http_api
         if api is None:
             raise ValueError(f"{endpoint.worker_id} is a worker, not a registered API")
+        if self._tracer is None:
+            return await self._answer(endpoint, api, request, timeout)
+        with self._tracer.start_as_current_span(
+            "POST", kind=trace.SpanKind.CLIENT, attributes=_span_attributes(endpoint, api, request)
+        ):
+            return await self._answer(endpoint, api, request, timeout)
+
+    async def _answer(
+        self, endpoint: Endpoint, api: HttpApi, request: PredictCall, timeout: float | None
+    ) -> pb.PredictResponse:
         try:
             prompt = prompt_of(request.inputs)
             temperature = temperature_of(request.parameters, self.settings.default_temperature)
@@ -154,6 +172,20 @@ class _OneMessageCall:
     def cancel(self) -> bool:
         self._done = True
         return True
+
+
+def _span_attributes(endpoint: Endpoint, api: HttpApi, request: PredictCall) -> Attributes:
+    """OpenTelemetry's HTTP client attributes (no URL: a query may hold what is not for
+    traces), and modelyard's model and replica."""
+    parts = urlsplit(api.url_template)
+    default_port = 443 if parts.scheme == "https" else 80
+    return {
+        "http.request.method": "POST",
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or default_port,
+        spans.MODEL: request.model,
+        spans.REPLICA: endpoint.worker_id,
+    }
 
 
 def _limit(api: HttpApi, timeout: float | None) -> float:

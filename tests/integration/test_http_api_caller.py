@@ -16,6 +16,10 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.routed_client import RoutedClient
@@ -233,3 +237,30 @@ async def test_the_ssrf_guard_refuses_the_call_and_it_goes_to_another_registrati
     async with routed({"answers": endpoints}, caller) as client:
         for _ in range(4):
             assert (await client.predict("answers", prompt="hi")).worker == "api-good"
+
+
+async def test_with_a_tracer_each_call_is_a_client_span(apis: dict[str, FakeApi]) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    caller = HttpApiCaller(SETTINGS, tracer=provider.get_tracer("test"))
+    sets = {
+        "answers": [registration("api-good", apis["good"].url("/good"))],
+        "broken": [registration("api-error", apis["error"].url("/error"))],
+    }
+    async with routed(sets, caller) as client:
+        await client.predict("answers", prompt="hi")
+        with pytest.raises(Unavailable):
+            await client.predict("broken", prompt="hi")
+    good, bad = exporter.get_finished_spans()
+    assert (good.name, good.kind) == ("POST", SpanKind.CLIENT)
+    assert dict(good.attributes or {}) == {
+        "http.request.method": "POST",
+        "server.address": "127.0.0.1",
+        "server.port": apis["good"].port,
+        "modelyard.model": "answers",
+        "modelyard.replica": "api-good",
+    }
+    assert good.status.status_code == StatusCode.UNSET
+    assert bad.status.status_code == StatusCode.ERROR
+    assert "HTTP 500" in (bad.status.description or "")
