@@ -38,6 +38,8 @@ from modelyard_server.http_api.validation import check_registration
 
 #: how long a read of one registration may wait for etcd (as long as a write may)
 READ_WITHIN = WITHIN
+#: how long the lookup of a registration's host may take
+RESOLVE_WITHIN = 5.0
 #: attempts at a compare-and-swap that another admin's change keeps beating
 _SWAPS = 5
 
@@ -78,11 +80,9 @@ class RegistrationAdmin:
 
     async def register(self, model: str, owner: str, api: HttpApi) -> RegistrationRecord:
         check_registration(model, owner, api)
-        await ssrf.check_url_async(
-            render_url(api.url_template, model=model), self._allowed, field="http_api.url_template"
-        )
+        await self._check_address(render_url(api.url_template, model=model), "url_template")
         if api.health_url:
-            await ssrf.check_url_async(api.health_url, self._allowed, field="http_api.health_url")
+            await self._check_address(api.health_url, "health_url")
         record = RegistrationRecord(
             registration_id=self._unused_id(),
             model=model,
@@ -94,6 +94,17 @@ class RegistrationAdmin:
         what = f"register {record.registration_id} for model {model}"
         await retried(lambda: self._store.put(key, record.to_json()), what=what)
         return record
+
+    async def _check_address(self, url: str, field: str) -> None:
+        """The SSRF guard on `url`'s host (a literal address, or what the name resolves to
+        here; a name that does not resolve passes, as the callers check every call)."""
+        try:
+            async with asyncio.timeout(RESOLVE_WITHIN):
+                await ssrf.check_url_async(url, self._allowed, field=f"http_api.{field}")
+        except TimeoutError:
+            raise Unavailable(
+                f"the host of http_api.{field} did not resolve within {RESOLVE_WITHIN:g} s; retry"
+            ) from None
 
     async def set_online(self, registration_id: str, online: bool) -> RegistrationRecord:
         key = self._keys.registration(registration_id)
@@ -111,6 +122,8 @@ class RegistrationAdmin:
         raise Unavailable(f"registration {registration_id} kept changing; retry")
 
     async def _swap(self, key: bytes, old: bytes, new: bytes, what: str) -> bool:
+        # safe to send again: a swap etcd applied but whose answer was lost fails the
+        # second time, and the next read finds the value already changed
         return await retried(lambda: self._store.replace(key, old, new), what=what)
 
     async def remove(self, registration_id: str) -> None:
