@@ -43,7 +43,7 @@ class FakeApi:
         self.failing = False
         self.requests: list[Received] = []
         self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         if tls is not None:  # HTTPS with the certificate `tls` holds
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
@@ -97,6 +97,11 @@ class FakeApi:
         if path == "/redirect-other":
             return 307, {"location": f"http://127.0.0.2:{self.port}/good"}, b""
         return _json(200, good)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up (the timeout tests do): nothing to print
 
 
 def _prompt(body: Any) -> Any:
