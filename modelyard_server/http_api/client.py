@@ -110,11 +110,13 @@ class HttpApiClient:
     ) -> Any:
         """The JSON document `url` answers a POST of `body` with (a 2xx status)."""
         connect_s = min(self.settings.connect_timeout_s, timeout_s)
+        sent = httpx.Headers({"content-type": "application/json"})
+        sent.update(headers)  # by name whatever its case: a registration's Content-Type wins
         request = self._http.build_request(
             "POST",
             url,
             content=body,
-            headers={"content-type": "application/json", **headers},
+            headers=sent,
             timeout=httpx.Timeout(timeout_s, connect=connect_s),
         )
         try:

@@ -50,6 +50,14 @@ async def test_posts_the_body_with_the_headers_and_returns_the_parsed_answer(
     assert received.headers["content-type"] == "application/json"
 
 
+async def test_a_registration_s_content_type_replaces_the_default_one(
+    client: HttpApiClient, api: FakeApi
+) -> None:
+    own = {"Content-Type": "application/json; charset=utf-8"}
+    await client.post_json(api.url("/good"), _body("hi"), own, timeout_s=10)
+    assert api.requests[0].headers["content-type"] == "application/json; charset=utf-8"
+
+
 @pytest.mark.parametrize(
     ("path", "failure"),
     [

@@ -14,7 +14,8 @@ Paths (all POST, bodies JSON):
 - /flaky: as /good while `failing` is False, HTTP 500 while it is True;
 - /redirect-same: 307 to /good;  /redirect-loop: 307 to itself;
 - /redirect-other: 307 to the same port on 127.0.0.2 (another host; nothing listens).
-Every request is recorded (`requests`: path, headers with lower-case names, parsed body).
+Every request is recorded (`requests`: path, headers with lower-case names, a repeated
+one's values joined by ", ", parsed body).
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode(errors="replace")
-            headers = {name.lower(): value for name, value in self.headers.items()}
+            headers: dict[str, str] = {}
+            for name, value in self.headers.items():  # a repeated one as HTTP joins them
+                joined = headers.get(name.lower())
+                headers[name.lower()] = value if joined is None else f"{joined}, {value}"
             api.requests.append(Received(self.path, headers, body))
             status, headers, content = api.answer(self.path, body)
             self.send_response(status)
