@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from modelyard.clock import Clock, ClockTimeout, timeout_on
+from modelyard.clock import Clock
 
 
 class Abandoned(Exception):
@@ -95,23 +95,33 @@ class AttemptTimeouts:
 
 
 class _Guard:
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self.scope: asyncio.Timeout | None = None
-        self.silence: ClockTimeout | None = None
+    """One guarded attempt: how to cancel it, and until when its replica may stay silent."""
 
-    def abandon(self, reason: str) -> None:
-        if self.reason is None and self.scope is not None:
-            self.reason = reason
+    def __init__(self, worker_id: str, silence_s: float | None, now: float) -> None:
+        self.worker_id = worker_id
+        self.silence_s = silence_s
+        self.due = None if silence_s is None else now + silence_s
+        self.why: str | None = None  # set once abandoned
+        self.silent = False
+        self.scope: asyncio.Timeout | None = None  # None once the attempt is closing
+
+    def abandon(self, why: str, *, silent: bool = False) -> None:
+        if self.why is None and self.scope is not None:
+            self.why, self.silent = why, silent
             self.scope.reschedule(asyncio.get_running_loop().time())  # cancels the body now
 
 
 class Rescues:
-    """The guarded attempts in flight of one route, by replica."""
+    """The guarded attempts in flight of one route, by replica. One watchdog task per
+    route (not one per attempt: an attempt costs no task) abandons those whose replica
+    stayed silent too long; it runs only while some attempt has a timeout."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._by_worker: dict[str, set[_Guard]] = {}
+        self._timed: set[_Guard] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._wakes_at = math.inf
 
     @contextlib.asynccontextmanager
     async def guard(self, worker_id: str, timeout: float | None) -> AsyncIterator[None]:
@@ -119,40 +129,44 @@ class Rescues:
         replica is abandoned, or nothing is heard from the replica for `timeout` seconds
         on the clock (None: never); the last two raise `Abandoned`. The caller's own
         cancellation passes through as is."""
-        guard = _Guard()
+        guard = _Guard(worker_id, timeout, self._clock.now())
         guards = self._by_worker.setdefault(worker_id, set())
         guards.add(guard)
+        if guard.due is not None:
+            self._timed.add(guard)
+            self._watch_until(guard.due)
         try:
-            async with timeout_on(self._clock, timeout) as timed, asyncio.timeout(None) as scope:
-                guard.scope, guard.silence = scope, timed
+            async with asyncio.timeout(None) as scope:
+                guard.scope = scope
                 try:
                     yield
                 finally:
-                    # the scopes are closing: an abandon from now on has nothing to cancel
+                    # the scope is closing: an abandon from now on has nothing to cancel
                     # (and a closing asyncio.Timeout refuses to be rescheduled)
                     guard.scope = None
         except asyncio.CancelledError:
-            raise  # our scopes turn their own cancellation into TimeoutError: this is the caller's
+            raise  # our scope turns its own cancellation into TimeoutError: this is the caller's
         except BaseException:
-            # TimeoutError from our scopes, or whatever the cancelled call raised instead
+            # TimeoutError from our scope, or whatever the cancelled call raised instead
             # (an interceptor may turn the cancellation into a CANCELLED AioRpcError)
-            if guard.reason is not None:
-                raise Abandoned(guard.reason) from None
-            if timed.expired():
-                reason = f"nothing heard from the replica for {timeout:.3g}s"
-                raise Abandoned(reason, silent=True) from None
+            if guard.why is not None:
+                raise Abandoned(guard.why, silent=guard.silent) from None
             raise
         finally:
             guards.discard(guard)
             if not guards:
                 del self._by_worker[worker_id]
+            self._timed.discard(guard)
+            if not self._timed:
+                self._stop_watching()
 
     def heard_from(self, worker_id: str) -> None:
         """`worker_id` answered (a call, a stream message): it is alive, so the attempts
         waiting on it start their silence over."""
+        now = self._clock.now()
         for guard in self._by_worker.get(worker_id, ()):
-            if guard.silence is not None:
-                guard.silence.restart()
+            if guard.silence_s is not None:
+                guard.due = now + guard.silence_s
 
     def abandon(self, worker_id: str, reason: str) -> int:
         """Abandons every guarded attempt on `worker_id`; returns how many there were."""
@@ -160,3 +174,40 @@ class Rescues:
         for guard in guards:
             guard.abandon(reason)
         return len(guards)
+
+    def close(self) -> None:
+        """Stops the watchdog (the client is closing; its attempts end with it)."""
+        self._stop_watching()
+
+    def _watch_until(self, due: float) -> None:
+        """Makes sure the watchdog wakes by `due` (a new attempt may be due before it)."""
+        if self._watchdog is not None and not self._watchdog.done() and self._wakes_at <= due:
+            return
+        self._stop_watching()
+        self._watchdog = asyncio.get_running_loop().create_task(
+            self._watch(), name="rescue watchdog"
+        )
+        self._wakes_at = due  # at the latest: it wakes at the earliest due it finds
+
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._wakes_at = math.inf
+
+    async def _watch(self) -> None:
+        # answers only move due times later, so waking at the earliest one planned is
+        # never late; waking early costs one look
+        while self._timed:
+            now = self._clock.now()
+            for guard in [g for g in self._timed if g.due is not None and g.due <= now]:
+                self._timed.discard(guard)
+                guard.abandon(
+                    f"nothing heard from the replica for {guard.silence_s:.3g}s", silent=True
+                )
+            dues = [g.due for g in self._timed if g.due is not None]
+            if not dues:
+                break
+            self._wakes_at = min(dues)
+            await self._clock.sleep(self._wakes_at - now)
+        self._wakes_at = math.inf

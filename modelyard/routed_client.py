@@ -240,6 +240,8 @@ class RoutedClient:
         """Stops every endpoint watch and closes every channel."""
         routes = list(self._routes.values())
         self._routes.clear()
+        for route in routes:
+            route.rescues.close()
         await asyncio.gather(*(route.watcher.stop() for route in routes), *self._retiring)
         await self._channels.close()
 

@@ -164,24 +164,44 @@ async def test_what_a_cancelled_call_raises_instead_still_reads_as_abandoned() -
     assert isinstance(task.exception(), Abandoned)
 
 
-async def test_abandoning_attempts_that_are_finishing_is_harmless() -> None:
-    # an endpoint set may drop a replica while an answered attempt is still closing its
-    # scopes: the abandon must find nothing to cancel, not fail the set's update
-    rescues = Rescues(FakeClock())
-    finished = False
+async def test_one_watchdog_serves_every_attempt_and_wakes_for_the_earliest() -> None:
+    clock = FakeClock()
+    rescues = Rescues(clock)
 
-    async def drop_the_replica_all_the_time() -> int:
-        turns = 0
-        while not finished:
-            rescues.abandon("a", "left the endpoint set")
-            turns += 1
-            await asyncio.sleep(0)
-        return turns
+    async def attempt(timeout: float) -> None:
+        async with rescues.guard("a", timeout):
+            await asyncio.Event().wait()
 
-    dropping = asyncio.create_task(drop_the_replica_all_the_time())
+    slow = [asyncio.create_task(attempt(5.0)) for _ in range(4)]
     await asyncio.sleep(0)
-    for _ in range(20):
-        async with rescues.guard("a", 2.0):  # answered at once: closing awaits its watchdog
-            pass
-    finished = True
-    assert await dropping > 20
+    await clock.advance(0)  # the watchdog starts
+    assert clock.sleepers == 1  # one sleep for four attempts, not four
+    quick = asyncio.create_task(attempt(1.0))  # due before the watchdog meant to wake
+    await asyncio.sleep(0)
+    await clock.advance(1.0)
+    await asyncio.wait({quick}, timeout=5)
+    assert isinstance(quick.exception(), Abandoned)
+    assert not any(task.done() for task in slow)
+    await clock.advance(4.0)
+    await asyncio.wait(slow, timeout=5)
+    assert all(isinstance(task.exception(), Abandoned) for task in slow)
+    assert clock.sleepers == 0  # no attempt left: no watchdog
+
+
+async def test_closing_stops_the_watchdog() -> None:
+    clock = FakeClock()
+    rescues = Rescues(clock)
+
+    async def attempt() -> None:
+        async with rescues.guard("a", 5.0):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(attempt())
+    await asyncio.sleep(0)
+    await clock.advance(0)
+    assert clock.sleepers == 1
+    rescues.close()
+    await asyncio.sleep(0)
+    assert clock.sleepers == 0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
