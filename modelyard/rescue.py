@@ -59,17 +59,36 @@ class Abandoned(Exception):
 class LatencyWindow:
     """The latencies of the last `size` answered attempts, with when each was recorded."""
 
+    #: `recent` sorts again once this long has passed or a sixteenth of the window is new:
+    #: sorting 256 numbers on every call would cost more than routing the call
+    REFRESH_S = 0.25
+
     def __init__(self, clock: Clock, size: int = 256) -> None:
         self._clock = clock
         self._samples: deque[tuple[float, float]] = deque(maxlen=size)  # (recorded at, s)
+        self._sorted: list[float] | None = None
+        self._sorted_at = -math.inf
+        self._sorted_for = math.nan  # the max_age_s it was sorted for
+        self._new = 0  # samples recorded since
 
     def record(self, seconds: float) -> None:
         self._samples.append((self._clock.now(), seconds))
+        self._new += 1
 
     def recent(self, max_age_s: float) -> list[float]:
-        """The latencies recorded within the last `max_age_s` seconds, sorted."""
-        oldest = self._clock.now() - max_age_s
-        return sorted(seconds for at, seconds in self._samples if at >= oldest)
+        """The latencies recorded within the last `max_age_s` seconds, sorted (at most
+        REFRESH_S or a sixteenth of the window out of date). Do not change the list."""
+        now = self._clock.now()
+        if (
+            self._sorted is None
+            or max_age_s != self._sorted_for
+            or now - self._sorted_at >= self.REFRESH_S
+            or self._new > len(self._samples) // 16
+        ):
+            oldest = now - max_age_s
+            self._sorted = sorted(seconds for at, seconds in self._samples if at >= oldest)
+            self._sorted_at, self._sorted_for, self._new = now, max_age_s, 0
+        return self._sorted
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,20 @@ def test_the_window_keeps_only_the_latest_answers() -> None:
     assert small.recent(60.0) == [7.0, 8.0, 9.0]
 
 
+async def test_the_sorted_view_is_renewed_by_time_or_by_a_sixteenth_of_new_answers() -> None:
+    clock = FakeClock()
+    window = window_of(clock, [1.0] * 160)
+    assert window.recent(60.0)[-1] == 1.0
+    for _ in range(10):  # 160 // 16: not more than a sixteenth yet
+        window.record(9.0)
+    assert window.recent(60.0)[-1] == 1.0
+    window.record(9.0)
+    assert window.recent(60.0)[-10:] == [9.0] * 10  # 11 new ones: sorted again
+    window.record(5.0)
+    await clock.advance(LatencyWindow.REFRESH_S)
+    assert 5.0 in window.recent(60.0)  # one new answer, but the view had grown old
+
+
 async def test_abandoning_a_replica_ends_its_unanswered_attempts_and_no_others() -> None:
     rescues = Rescues(FakeClock())
     never = asyncio.Event()
