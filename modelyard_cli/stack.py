@@ -54,8 +54,12 @@ CONTROL_PLANE = "control plane"
 COMPOSER = "composer"
 GATEWAY = "gateway"
 #: The local stack's control plane may register and health-check third-party APIs on this
-#: machine (the SSRF guard's one exception; its own setting in the environment wins).
-LOCAL_APIS = {"MODELYARD_CONTROLPLANE_HTTP_API__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
+#: machine, and its composer and gateway call them (the SSRF guard's one exception; each
+#: service's own setting in the environment wins).
+LOCAL_APIS = {
+    service: {f"MODELYARD_{service.upper()}_HTTP_API__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
+    for service in ("controlplane", "composer", "gateway")
+}
 
 
 class Phase(enum.Enum):
@@ -176,7 +180,7 @@ class Stack:
             ControlPlaneSettings,
             "MODELYARD_CONTROLPLANE_METRICS_PORT",
             log_file=self.work_dir / "controlplane.log",
-            env={k: v for k, v in LOCAL_APIS.items() if k not in os.environ | self.env},
+            env=self._local_apis("controlplane"),
         )
 
     def _launch_composer(self) -> Launched:
@@ -190,6 +194,7 @@ class Stack:
             ComposerSettings,
             "MODELYARD_COMPOSER_METRICS_PORT",
             log_file=self.work_dir / "composer.log",
+            env=self._local_apis("composer"),
         )
 
     def _launch_gateway(self) -> Launched:
@@ -202,7 +207,12 @@ class Stack:
             GatewaySettings,
             "",  # no metrics port of its own
             log_file=self.work_dir / "gateway.log",
+            env=self._local_apis("gateway"),
         )
+
+    def _local_apis(self, service: str) -> dict[str, str]:
+        already = os.environ | self.env
+        return {k: v for k, v in LOCAL_APIS[service].items() if k not in already}
 
     def _secured(self, service: str) -> list[str]:
         """`--config` of a settings file with the service's TLS, etcd certificate and

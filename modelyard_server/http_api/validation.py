@@ -44,6 +44,11 @@ SAMPLES = {
 #: An HTTP header name (RFC 9110 token).
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: What no header value may hold: line breaks would start another header.
+#: Headers the HTTP client sets itself: a registration setting them could smuggle a second
+#: request (Content-Length, Transfer-Encoding) or aim the call at another virtual host.
+_CLIENT_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade"}
+)
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 API = "http_api"
@@ -180,6 +185,11 @@ def _check_headers(headers: Mapping[str, str]) -> None:
                 field=f"{API}.headers",
             )
         field = f"{API}.headers.{name}"
+        if name.lower() in _CLIENT_HEADERS:
+            raise InvalidArgument(
+                f"header {name} is set by modelyard's HTTP client and may not be registered",
+                field=field,
+            )
         _at_most(value, MAX_HEADER_VALUE, field, f"header {name}")
         if _HEADER_VALUE_FORBIDDEN.search(value) or not value.isascii():
             raise InvalidArgument(

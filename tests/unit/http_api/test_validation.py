@@ -136,6 +136,13 @@ def test_header_names_values_and_count_are_checked() -> None:
     assert (error.field, error.message) == ("http_api.headers", "at most 32 headers, not 33")
 
 
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection"])
+def test_headers_the_http_client_sets_itself_are_refused(name: str) -> None:
+    error = refused(headers={name: "x"})
+    assert error.field == f"http_api.headers.{name}"
+    assert "set by modelyard's HTTP client" in error.message
+
+
 @pytest.mark.parametrize("seconds", [0.0, -1.0, 301.0, float("nan")])
 def test_the_timeout_is_more_than_zero_and_at_most_five_minutes(seconds: float) -> None:
     assert refused(timeout_s=seconds).field == "http_api.timeout"
