@@ -163,6 +163,7 @@ def _endpoint(endpoint: Endpoint) -> pb.Endpoint:
         tags=endpoint.tags,
         load=_load(endpoint.load),
         http_api=http_api_message(endpoint.http_api, redact=False) if endpoint.http_api else None,
+        capacity=endpoint.capacity,
     )
 
 

@@ -145,8 +145,17 @@ class ClusterView:
             if view is None:
                 continue  # gone: its reconcile, queued, takes it out of the index
             info = view.info
-            if not any(m.name == model for m in info.models):
+            served = next((m for m in info.models if m.name == model), None)
+            if served is None:
                 continue  # rewritten with other models, reconcile queued
             if view.serving(model) and selector.matches(info.tags):
-                found.append(Endpoint(info.worker_id, info.address, info.tags, view.load))
+                found.append(
+                    Endpoint(
+                        info.worker_id,
+                        info.address,
+                        info.tags,
+                        view.load,
+                        capacity=served.concurrency,
+                    )
+                )
         return tuple(found)

@@ -60,6 +60,7 @@ def endpoint_set_of(response: cp.WatchEndpointsResponse) -> EndpointSet:
             tags=dict(e.tags),
             load=Load(e.load.in_flight, e.load.queue_depth, seconds(e.load.latency) * 1000.0),
             http_api=http_api_of(e.http_api) if e.HasField("http_api") else None,
+            capacity=e.capacity,
         )
         for e in response.endpoints
     )

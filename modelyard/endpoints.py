@@ -41,6 +41,7 @@ class Endpoint:
     tags: Mapping[str, str] = field(default_factory=dict)
     load: Load = field(default_factory=Load)
     http_api: HttpApi | None = None
+    capacity: int = 0  # calls of the model it serves at once; 0 = unknown
 
 
 @dataclass(frozen=True, slots=True)

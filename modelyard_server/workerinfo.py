@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ModelInfo(BaseModel):
@@ -21,6 +21,9 @@ class ModelInfo(BaseModel):
     name: str  # since 1
     task: str = ""  # since 1
     version: str = ""  # since 1
+    # since 2: calls of this model the worker serves at once (its batch size: each model
+    # has one inference thread); 0 = unknown (written by a worker before 2)
+    concurrency: int = 0
 
 
 class WorkerInfo(BaseModel):

@@ -50,7 +50,15 @@ def describe_worker(
     return WorkerInfo(
         worker_id=worker_id,
         address=address,
-        models=tuple(ModelInfo(name=e.name, task=e.task, version=e.version) for e in ready),
+        models=tuple(
+            ModelInfo(
+                name=e.name,
+                task=e.task,
+                version=e.version,
+                concurrency=e.config.batching.max_batch_size,
+            )
+            for e in ready
+        ),
         tags=tags,
         capacity=sum(e.config.batching.max_queue_size for e in ready),
         started_at=started_at,

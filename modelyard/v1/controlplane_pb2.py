@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelyard/v1/controlplane.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"f\n\x13ListWorkersResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.modelyard.v1.WorkerStatus\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\"L\n\x0bWorkerModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\"\xc7\x02\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.modelyard.v1.WorkerModel\x12\x32\n\x04tags\x18\x04 \x03(\x0b\x32$.modelyard.v1.WorkerStatus.TagsEntry\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12 \n\x04load\x18\x07 \x01(\x0b\x32\x12.modelyard.v1.Load\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\tR\nstarted_at\"l\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\x03\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x03\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationJ\x04\x08\x03\x10\x04R\nlatency_ms\"8\n\x15WatchEndpointsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"\xd6\x01\n\x08\x45ndpoint\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x04tags\x18\x03 \x03(\x0b\x32 .modelyard.v1.Endpoint.TagsEntry\x12 \n\x04load\x18\x04 \x01(\x0b\x32\x12.modelyard.v1.Load\x12\'\n\x08http_api\x18\x05 \x01(\x0b\x32\x15.modelyard.v1.HttpApi\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x16WatchEndpointsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12)\n\tendpoints\x18\x03 \x03(\x0b\x32\x16.modelyard.v1.Endpoint\"\'\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x15\n\x13\x44rainWorkerResponse\")\n\x14UndrainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x17\n\x15UndrainWorkerResponse\"\xf2\x01\n\x07HttpApi\x12\x14\n\x0curl_template\x18\x01 \x01(\t\x12\x15\n\rbody_template\x18\x02 \x01(\t\x12\x33\n\x07headers\x18\x03 \x03(\x0b\x32\".modelyard.v1.HttpApi.HeadersEntry\x12\x15\n\rresponse_path\x18\x04 \x01(\t\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nhealth_url\x18\x06 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x01\n\x0cRegistration\x12\x17\n\x0fregistration_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\'\n\x08http_api\x18\x04 \x01(\x0b\x32\x15.modelyard.v1.HttpApi\x12\x0e\n\x06online\x18\x05 \x01(\x08\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x14RegisterModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\'\n\x08http_api\x18\x03 \x01(\x0b\x32\x15.modelyard.v1.HttpApi\"I\n\x15RegisterModelResponse\x12\x30\n\x0cregistration\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.Registration\")\n\x18ListRegistrationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"N\n\x19ListRegistrationsResponse\x12\x31\n\rregistrations\x18\x01 \x03(\x0b\x32\x1a.modelyard.v1.Registration\"G\n\x1cSetRegistrationOnlineRequest\x12\x17\n\x0fregistration_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\"Q\n\x1dSetRegistrationOnlineResponse\x12\x30\n\x0cregistration\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.Registration\"4\n\x19RemoveRegistrationRequest\x12\x17\n\x0fregistration_id\x18\x01 \x01(\t\"\x1c\n\x1aRemoveRegistrationResponse2\x8a\x06\n\x0c\x43ontrolPlane\x12R\n\x0bListWorkers\x12 .modelyard.v1.ListWorkersRequest\x1a!.modelyard.v1.ListWorkersResponse\x12]\n\x0eWatchEndpoints\x12#.modelyard.v1.WatchEndpointsRequest\x1a$.modelyard.v1.WatchEndpointsResponse0\x01\x12R\n\x0b\x44rainWorker\x12 .modelyard.v1.DrainWorkerRequest\x1a!.modelyard.v1.DrainWorkerResponse\x12X\n\rUndrainWorker\x12\".modelyard.v1.UndrainWorkerRequest\x1a#.modelyard.v1.UndrainWorkerResponse\x12X\n\rRegisterModel\x12\".modelyard.v1.RegisterModelRequest\x1a#.modelyard.v1.RegisterModelResponse\x12\x64\n\x11ListRegistrations\x12&.modelyard.v1.ListRegistrationsRequest\x1a\'.modelyard.v1.ListRegistrationsResponse\x12p\n\x15SetRegistrationOnline\x12*.modelyard.v1.SetRegistrationOnlineRequest\x1a+.modelyard.v1.SetRegistrationOnlineResponse\x12g\n\x12RemoveRegistration\x12\'.modelyard.v1.RemoveRegistrationRequest\x1a(.modelyard.v1.RemoveRegistrationResponseB\x9b\x01\n\x10\x64\x65v.modelyard.v1B\x11\x43ontrolPlaneProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelyard/v1/controlplane.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"f\n\x13ListWorkersResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.modelyard.v1.WorkerStatus\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\"L\n\x0bWorkerModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\"\xc7\x02\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.modelyard.v1.WorkerModel\x12\x32\n\x04tags\x18\x04 \x03(\x0b\x32$.modelyard.v1.WorkerStatus.TagsEntry\x12\x11\n\treachable\x18\x05 \x01(\x08\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12 \n\x04load\x18\x07 \x01(\x0b\x32\x12.modelyard.v1.Load\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\tR\nstarted_at\"l\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\x03\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x03\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationJ\x04\x08\x03\x10\x04R\nlatency_ms\"8\n\x15WatchEndpointsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\"\xe8\x01\n\x08\x45ndpoint\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x04tags\x18\x03 \x03(\x0b\x32 .modelyard.v1.Endpoint.TagsEntry\x12 \n\x04load\x18\x04 \x01(\x0b\x32\x12.modelyard.v1.Load\x12\'\n\x08http_api\x18\x05 \x01(\x0b\x32\x15.modelyard.v1.HttpApi\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x05\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x16WatchEndpointsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12)\n\tendpoints\x18\x03 \x03(\x0b\x32\x16.modelyard.v1.Endpoint\"\'\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x15\n\x13\x44rainWorkerResponse\")\n\x14UndrainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x17\n\x15UndrainWorkerResponse\"\xf2\x01\n\x07HttpApi\x12\x14\n\x0curl_template\x18\x01 \x01(\t\x12\x15\n\rbody_template\x18\x02 \x01(\t\x12\x33\n\x07headers\x18\x03 \x03(\x0b\x32\".modelyard.v1.HttpApi.HeadersEntry\x12\x15\n\rresponse_path\x18\x04 \x01(\t\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nhealth_url\x18\x06 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x01\n\x0cRegistration\x12\x17\n\x0fregistration_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\'\n\x08http_api\x18\x04 \x01(\x0b\x32\x15.modelyard.v1.HttpApi\x12\x0e\n\x06online\x18\x05 \x01(\x08\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x14RegisterModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\'\n\x08http_api\x18\x03 \x01(\x0b\x32\x15.modelyard.v1.HttpApi\"I\n\x15RegisterModelResponse\x12\x30\n\x0cregistration\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.Registration\")\n\x18ListRegistrationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"N\n\x19ListRegistrationsResponse\x12\x31\n\rregistrations\x18\x01 \x03(\x0b\x32\x1a.modelyard.v1.Registration\"G\n\x1cSetRegistrationOnlineRequest\x12\x17\n\x0fregistration_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\"Q\n\x1dSetRegistrationOnlineResponse\x12\x30\n\x0cregistration\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.Registration\"4\n\x19RemoveRegistrationRequest\x12\x17\n\x0fregistration_id\x18\x01 \x01(\t\"\x1c\n\x1aRemoveRegistrationResponse2\x8a\x06\n\x0c\x43ontrolPlane\x12R\n\x0bListWorkers\x12 .modelyard.v1.ListWorkersRequest\x1a!.modelyard.v1.ListWorkersResponse\x12]\n\x0eWatchEndpoints\x12#.modelyard.v1.WatchEndpointsRequest\x1a$.modelyard.v1.WatchEndpointsResponse0\x01\x12R\n\x0b\x44rainWorker\x12 .modelyard.v1.DrainWorkerRequest\x1a!.modelyard.v1.DrainWorkerResponse\x12X\n\rUndrainWorker\x12\".modelyard.v1.UndrainWorkerRequest\x1a#.modelyard.v1.UndrainWorkerResponse\x12X\n\rRegisterModel\x12\".modelyard.v1.RegisterModelRequest\x1a#.modelyard.v1.RegisterModelResponse\x12\x64\n\x11ListRegistrations\x12&.modelyard.v1.ListRegistrationsRequest\x1a\'.modelyard.v1.ListRegistrationsResponse\x12p\n\x15SetRegistrationOnline\x12*.modelyard.v1.SetRegistrationOnlineRequest\x1a+.modelyard.v1.SetRegistrationOnlineResponse\x12g\n\x12RemoveRegistration\x12\'.modelyard.v1.RemoveRegistrationRequest\x1a(.modelyard.v1.RemoveRegistrationResponseB\x9b\x01\n\x10\x64\x65v.modelyard.v1B\x11\x43ontrolPlaneProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,41 +55,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHENDPOINTSREQUEST']._serialized_start=791
   _globals['_WATCHENDPOINTSREQUEST']._serialized_end=847
   _globals['_ENDPOINT']._serialized_start=850
-  _globals['_ENDPOINT']._serialized_end=1064
+  _globals['_ENDPOINT']._serialized_end=1082
   _globals['_ENDPOINT_TAGSENTRY']._serialized_start=618
   _globals['_ENDPOINT_TAGSENTRY']._serialized_end=661
-  _globals['_WATCHENDPOINTSRESPONSE']._serialized_start=1066
-  _globals['_WATCHENDPOINTSRESPONSE']._serialized_end=1165
-  _globals['_DRAINWORKERREQUEST']._serialized_start=1167
-  _globals['_DRAINWORKERREQUEST']._serialized_end=1206
-  _globals['_DRAINWORKERRESPONSE']._serialized_start=1208
-  _globals['_DRAINWORKERRESPONSE']._serialized_end=1229
-  _globals['_UNDRAINWORKERREQUEST']._serialized_start=1231
-  _globals['_UNDRAINWORKERREQUEST']._serialized_end=1272
-  _globals['_UNDRAINWORKERRESPONSE']._serialized_start=1274
-  _globals['_UNDRAINWORKERRESPONSE']._serialized_end=1297
-  _globals['_HTTPAPI']._serialized_start=1300
-  _globals['_HTTPAPI']._serialized_end=1542
-  _globals['_HTTPAPI_HEADERSENTRY']._serialized_start=1496
-  _globals['_HTTPAPI_HEADERSENTRY']._serialized_end=1542
-  _globals['_REGISTRATION']._serialized_start=1545
-  _globals['_REGISTRATION']._serialized_end=1737
-  _globals['_REGISTERMODELREQUEST']._serialized_start=1739
-  _globals['_REGISTERMODELREQUEST']._serialized_end=1832
-  _globals['_REGISTERMODELRESPONSE']._serialized_start=1834
-  _globals['_REGISTERMODELRESPONSE']._serialized_end=1907
-  _globals['_LISTREGISTRATIONSREQUEST']._serialized_start=1909
-  _globals['_LISTREGISTRATIONSREQUEST']._serialized_end=1950
-  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_start=1952
-  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_end=2030
-  _globals['_SETREGISTRATIONONLINEREQUEST']._serialized_start=2032
-  _globals['_SETREGISTRATIONONLINEREQUEST']._serialized_end=2103
-  _globals['_SETREGISTRATIONONLINERESPONSE']._serialized_start=2105
-  _globals['_SETREGISTRATIONONLINERESPONSE']._serialized_end=2186
-  _globals['_REMOVEREGISTRATIONREQUEST']._serialized_start=2188
-  _globals['_REMOVEREGISTRATIONREQUEST']._serialized_end=2240
-  _globals['_REMOVEREGISTRATIONRESPONSE']._serialized_start=2242
-  _globals['_REMOVEREGISTRATIONRESPONSE']._serialized_end=2270
-  _globals['_CONTROLPLANE']._serialized_start=2273
-  _globals['_CONTROLPLANE']._serialized_end=3051
+  _globals['_WATCHENDPOINTSRESPONSE']._serialized_start=1084
+  _globals['_WATCHENDPOINTSRESPONSE']._serialized_end=1183
+  _globals['_DRAINWORKERREQUEST']._serialized_start=1185
+  _globals['_DRAINWORKERREQUEST']._serialized_end=1224
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=1226
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=1247
+  _globals['_UNDRAINWORKERREQUEST']._serialized_start=1249
+  _globals['_UNDRAINWORKERREQUEST']._serialized_end=1290
+  _globals['_UNDRAINWORKERRESPONSE']._serialized_start=1292
+  _globals['_UNDRAINWORKERRESPONSE']._serialized_end=1315
+  _globals['_HTTPAPI']._serialized_start=1318
+  _globals['_HTTPAPI']._serialized_end=1560
+  _globals['_HTTPAPI_HEADERSENTRY']._serialized_start=1514
+  _globals['_HTTPAPI_HEADERSENTRY']._serialized_end=1560
+  _globals['_REGISTRATION']._serialized_start=1563
+  _globals['_REGISTRATION']._serialized_end=1755
+  _globals['_REGISTERMODELREQUEST']._serialized_start=1757
+  _globals['_REGISTERMODELREQUEST']._serialized_end=1850
+  _globals['_REGISTERMODELRESPONSE']._serialized_start=1852
+  _globals['_REGISTERMODELRESPONSE']._serialized_end=1925
+  _globals['_LISTREGISTRATIONSREQUEST']._serialized_start=1927
+  _globals['_LISTREGISTRATIONSREQUEST']._serialized_end=1968
+  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_start=1970
+  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_end=2048
+  _globals['_SETREGISTRATIONONLINEREQUEST']._serialized_start=2050
+  _globals['_SETREGISTRATIONONLINEREQUEST']._serialized_end=2121
+  _globals['_SETREGISTRATIONONLINERESPONSE']._serialized_start=2123
+  _globals['_SETREGISTRATIONONLINERESPONSE']._serialized_end=2204
+  _globals['_REMOVEREGISTRATIONREQUEST']._serialized_start=2206
+  _globals['_REMOVEREGISTRATIONREQUEST']._serialized_end=2258
+  _globals['_REMOVEREGISTRATIONRESPONSE']._serialized_start=2260
+  _globals['_REMOVEREGISTRATIONRESPONSE']._serialized_end=2288
+  _globals['_CONTROLPLANE']._serialized_start=2291
+  _globals['_CONTROLPLANE']._serialized_end=3069
 # @@protoc_insertion_point(module_scope)

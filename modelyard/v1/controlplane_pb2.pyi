@@ -279,10 +279,16 @@ class Endpoint(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     LOAD_FIELD_NUMBER: _builtins.int
     HTTP_API_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id."""
     address: _builtins.str
     """host:port to dial."""
+    capacity: _builtins.int
+    """Calls of this model the replica serves at once (a worker: the model's batch size, as
+    each model has one inference thread); 0 = unknown (a registered third-party API, or a
+    worker older than this field). Composers size their admission limit from it.
+    """
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The worker's tags."""
@@ -306,10 +312,11 @@ class Endpoint(_message.Message):
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         load: Global___Load | None = ...,
         http_api: Global___HttpApi | None = ...,
+        capacity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["http_api", b"http_api", "load", b"load"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "http_api", b"http_api", "load", b"load", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "http_api", b"http_api", "load", b"load", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

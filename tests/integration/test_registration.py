@@ -101,7 +101,9 @@ async def check_registration(client: EtcdClient, worker: Worker) -> None:
     info, lease = found
     assert info.worker_id == worker.worker_id
     assert info.address == worker.address
-    assert info.models == (ModelInfo(name="echo", task="echo", version=info.models[0].version),)
+    assert info.models == (
+        ModelInfo(name="echo", task="echo", version=info.models[0].version, concurrency=1),
+    )
     assert info.models[0].version  # derived from the class when not configured
     assert info.tags["zone"] == "ci" and info.tags["device"] == "cpu"
     assert info.capacity == 32  # the failed model holds no requests

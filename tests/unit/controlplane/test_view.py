@@ -3,9 +3,11 @@ registrations, admin intent, the leader's probe results and the load feeds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelyard.endpoints import Endpoint, Load
 from modelyard.selectors import Selector, parse_selector
-from modelyard_server.workerinfo import DesiredWorker
+from modelyard_server.workerinfo import DesiredWorker, ModelInfo, WorkerInfo
 from tests.unit.controlplane.cluster import Cluster, worker_info
 
 EVERYONE = Selector()
@@ -99,3 +101,27 @@ def test_a_workers_view_combines_registration_intent_health_and_load() -> None:
     assert cluster.view.worker("ghost") is None
     assert cluster.view.worker_ids() == ["w1"]
     assert cluster.view.has_health_record("w1") and not cluster.view.has_health_record("w2")
+
+
+def test_each_replica_says_how_many_calls_of_its_model_it_serves_at_once() -> None:
+    cluster = Cluster()
+    cluster.register("w1", "echo", "gpt2")
+    entry = cluster.workers["w1"]
+    models = (ModelInfo(name="echo", concurrency=8), ModelInfo(name="gpt2", concurrency=1))
+    cluster.workers["w1"] = replace(entry, value=entry.value.model_copy(update={"models": models}))
+
+    (echo,) = cluster.view.endpoints("echo", EVERYONE)
+    (gpt2,) = cluster.view.endpoints("gpt2", EVERYONE)
+
+    assert (echo.capacity, gpt2.capacity) == (8, 1)
+
+
+def test_a_worker_registered_before_schema_2_has_an_unknown_capacity() -> None:
+    old = b'{"schema_version":1,"worker_id":"w1","address":"w:1","models":[{"name":"echo"}]}'
+    cluster = Cluster()
+    cluster.register("w1", "echo")
+    cluster.workers["w1"] = replace(cluster.workers["w1"], value=WorkerInfo.from_json(old))
+
+    (only,) = cluster.view.endpoints("echo", EVERYONE)
+
+    assert only.capacity == 0
