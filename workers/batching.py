@@ -36,6 +36,17 @@ T = TypeVar("T")
 X = TypeVar("X")
 
 
+def queue_full(model: str, waiting: str) -> ResourceExhausted:
+    """The refusal of a call that finds `model`'s queue full (batched or not, unary or
+    stream): one reason, QUEUE_FULL, whichever path refused it. `waiting` says what fills
+    the queue, e.g. "3 requests waiting"."""
+    return ResourceExhausted(
+        f"model '{model}' has {waiting}, its queue limit; retry later or on another replica",
+        reason=Reason.QUEUE_FULL,
+        metadata={"model": model},
+    )
+
+
 @dataclass(slots=True)
 class Pending(Generic[T]):
     """A request waiting for its batch, and the future its caller awaits."""
@@ -101,12 +112,7 @@ class Batcher(Generic[T]):
     def submit(self, item: T) -> asyncio.Future[Any]:
         """Queues an item; await the returned future for its result."""
         if self._live >= self.max_queue_size:
-            raise ResourceExhausted(
-                f"model '{self._name}' has {self._live} requests waiting, its queue limit; "
-                "retry later or on another replica",
-                reason=Reason.QUEUE_FULL,
-                metadata={"model": self._name},
-            )
+            raise queue_full(self._name, f"{self._live} requests waiting")
         if len(self._queue) >= 2 * self.max_queue_size:
             # Mostly given-up entries (live ones are fewer than the limit): drop them, so a
             # client that keeps submitting and cancelling during a long batch cannot grow the

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import ModelError, ResourceExhausted
+from modelyard.errors import ModelError
 from modelyard.model import Model, Outputs, Request
-from workers.batching import Batcher, Pending, similar_lengths
+from workers.batching import Batcher, Pending, queue_full, similar_lengths
 from workers.metrics import WorkerMetrics
 from workers.model_spans import ModelSpans, Served
 from workers.settings import BatchingConfig
@@ -128,10 +128,7 @@ class ModelRunner:
 
     async def _predict_unbatched(self, model: Model, request: Request, served: Served) -> Outputs:
         if self._unbatched >= self.batching.max_queue_size:
-            raise ResourceExhausted(
-                f"model '{self.name}' has {self._unbatched} requests waiting, its queue "
-                "limit; retry later or on another replica"
-            )
+            raise queue_full(self.name, f"{self._unbatched} requests waiting")
         if not model.blocking:
             return self._predict_one(model, request, served)
         self._unbatched += 1
@@ -184,10 +181,7 @@ class ModelRunner:
         model = self._require_model()
         depth = self.queue_depth
         if depth >= self.batching.max_queue_size:
-            raise ResourceExhausted(
-                f"model '{self.name}' has {depth} requests waiting or streaming, its queue "
-                "limit; retry later or on another replica"
-            )
+            raise queue_full(self.name, f"{depth} requests waiting or streaming")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()

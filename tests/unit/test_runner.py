@@ -1,4 +1,5 @@
-"""ModelRunner on its own: exception result slots, and streams that stop before they start."""
+"""ModelRunner on its own: exception result slots, streams that stop before they start,
+and the refusal of a full queue."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, ResourceExhausted
 from modelyard.model import LoadContext, Model, Outputs, Request
 from modelyard.signature import resolve_parameters
 from workers.hf import PipelineModel
@@ -149,3 +150,44 @@ async def test_a_stream_stopped_before_its_first_step_makes_no_model_call(
         await first
     assert model.steps == 0
     assert runner.queue_depth == 0
+
+
+class Held(Model):
+    """Holds every call on the model's thread until `release` is set."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        self.entered.set()
+        self.release.wait(30)
+        return [{"x": 1} for _ in batch]
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        self.entered.set()
+        self.release.wait(30)
+        yield {"tick": 0}
+        return {"ticks": 1}
+
+
+async def test_a_full_queue_says_queue_full_with_batching_off_and_for_streams(
+    runners: list[ModelRunner],
+) -> None:
+    model = Held()
+    runner = make_runner(runners, model, max_batch_size=1, max_queue_size=1)
+    held = asyncio.create_task(runner.predict(Request({}, {})))
+    try:
+        assert await asyncio.to_thread(model.entered.wait, 30)
+        with pytest.raises(ResourceExhausted) as unary:
+            await runner.predict(Request({}, {}))
+        with pytest.raises(ResourceExhausted) as stream:
+            await anext(runner.predict_stream(Request({}, {})))
+    finally:
+        model.release.set()
+    assert await held == {"x": 1}
+    for refused in (unary.value, stream.value):
+        assert (refused.reason, refused.metadata) == ("QUEUE_FULL", {"model": "m"})
+    assert "queue limit" in unary.value.message
