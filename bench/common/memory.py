@@ -26,6 +26,13 @@ def rss_bytes(process: psutil.Process) -> int:
         return 0  # gone (or exited between listing and reading)
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """A process's RSS, PSS (each page shared with n processes counted 1/n) and USS (its
+    pages alone), in MB, from /proc/<pid>/smaps: slower than RSS, so not for sampling."""
+    info = psutil.Process(pid).memory_full_info()
+    return {f"{kind}_mb": round(getattr(info, kind) / MB, 1) for kind in ("rss", "pss", "uss")}
+
+
 def rss_mb(pid: int) -> float:
     with contextlib.suppress(psutil.Error):
         return round(rss_bytes(psutil.Process(pid)) / MB, 1)

@@ -9,6 +9,9 @@ worker` in this process:
 
   nometrics      per-request Prometheus updates become no-ops
   nointerceptor  the gRPC server gets no interceptors (the error mapping)
+  eager          adds a cost instead: imports what every worker imported before issue 12
+                 made those imports lazy (torch, transformers and the pipeline adapter;
+                 cryptography, for the --tls stack's CA): the memory bench's baseline
 
 `inline` (no thread hop) and `directtc` (text classification without the pipeline's
 per-item work) were retired once the worker adopted them (bench/README.md, findings 1
@@ -57,9 +60,16 @@ def patch_nointerceptor() -> None:
     grpc.aio.server = server
 
 
+def patch_eager() -> None:
+    # imported for their cost alone
+    import modelyard_cli.throwaway_ca  # noqa: F401
+    import workers.hf.pipeline_model  # noqa: F401
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "nometrics": patch_nometrics,
     "nointerceptor": patch_nointerceptor,
+    "eager": patch_eager,
 }
 
 

@@ -9,6 +9,9 @@ Scenarios (bench/README.md, "Worker benchmarks"), one module each:
     overhead   serving_overhead: the Echo model through Predict vs a bare grpc.aio server
     batching   batching: dynamic batching on vs off, tiny-bert-sentiment and tiny-gpt2
     rss        peak_rss: one worker serving three tiny models vs a worker serving only Echo
+    memory     memory_worker, memory_stack: RSS/PSS of an Echo worker, a one-tiny-model
+               worker (vs its old eager imports, and torch + transformers alone) and the
+               whole `modelyard up examples/stack.yaml` stack, against issue 12's goals
 
 Servers (`echo_server` and real workers) and the load generator are separate processes on
 127.0.0.1; ports are picked by the servers (port 0); every request loop is bounded by a

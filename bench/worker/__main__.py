@@ -13,13 +13,14 @@ from bench.common.paths import RESULTS_DIR
 from bench.common.quiet import Quiet
 from bench.common.results import machine_info
 from bench.worker.batching import batching
+from bench.worker.memory import memory
 from bench.worker.models import Checkpoints, build_checkpoints
 from bench.worker.overhead import overhead
 from bench.worker.rss import peak_rss
 from bench.worker.run import Run
 
 RESULTS = RESULTS_DIR / "worker.json"
-SCENARIOS = ("overhead", "batching", "rss")
+SCENARIOS = ("overhead", "batching", "rss", "memory")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_scenarios(run: Run, only: list[str]) -> None:
     if "overhead" in only:
         overhead(run)
-    if {"batching", "rss"} & set(only):
+    if {"batching", "rss", "memory"} & set(only):
         checkpoints: Checkpoints = None
         if not run.smoke:
             checkpoints = build_checkpoints(run.workdir / "models")
@@ -65,6 +66,8 @@ def run_scenarios(run: Run, only: list[str]) -> None:
             batching(run, checkpoints)
         if "rss" in only:
             peak_rss(run, checkpoints)
+        if "memory" in only:
+            memory(run, checkpoints)
 
 
 def main(argv: list[str] | None = None) -> int:

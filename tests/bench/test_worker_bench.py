@@ -17,7 +17,16 @@ def run(smoke_result: Callable[[str], Finished]) -> Finished:
 
 
 def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Finished) -> None:
-    assert_run_shape(run, {"serving_overhead": 3, "batching": 6, "peak_rss": 1})
+    assert_run_shape(
+        run,
+        {
+            "serving_overhead": 3,
+            "batching": 6,
+            "peak_rss": 1,
+            "memory_worker": 2,
+            "memory_stack": 1,
+        },
+    )
 
 
 def test_serving_overhead_compares_the_worker_with_the_bare_echo_server(run: Finished) -> None:
@@ -62,3 +71,29 @@ def test_peak_rss_samples_both_workers_from_spawn(run: Finished) -> None:
         assert record[side]["rss_peak_mb"] >= record[side]["rss_ready_mb"] > 0
     assert set(record["worker"]["load"]) == {"sentiment", "nli", "gpt2"}
     assert_has(record, "models_delta_peak_mb", "worker.rss_peak_main_process_mb")
+
+
+def test_memory_measures_each_worker_and_says_what_it_imported(run: Finished) -> None:
+    echo, tiny = run.records("memory_worker")
+    for record in (echo, tiny):
+        for moment in ("at_ready", "after_load"):
+            assert_has(record, *(f"worker.{moment}.{kind}_mb" for kind in ("rss", "pss", "uss")))
+        assert record["worker"]["load"]["ok"] > 0 and record["worker"]["errors"] == 0
+        assert "skipped" in record["baseline"]  # a smoke run has no eager baseline
+    # Echo stands in for the tiny model in a smoke run: neither imports torch
+    assert echo["worker"]["imported"] == tiny["worker"]["imported"] == []
+    assert echo["checks"]["imports neither torch nor transformers"] is True
+    assert "RSS after load <= 350 MB" in tiny["checks"]
+
+
+def test_memory_measures_every_process_of_the_stack(run: Finished) -> None:
+    (record,) = run.records("memory_stack")
+    # the smoke stack: supervisor, etcd, control plane, one worker, composer, gateway
+    assert set(record["after_load_mb"]) == {
+        "supervisor", "etcd", "controlplane", "worker stand-ins", "composer", "gateway",
+    }  # fmt: skip
+    rss = sum(m["rss_mb"] for m in record["after_load_mb"].values())
+    assert record["total_mb"]["rss"]["after_load"] == pytest.approx(rss, abs=0.2)
+    assert record["total_mb"]["pss"]["after_load"] <= record["total_mb"]["rss"]["after_load"]
+    assert record["load"]["errors"] == 0 and record["load"]["ok"] > 0
+    assert_has(record, "rss_peak_total_mb", "without_gateway_rss_mb", "baseline.bentoml_rss_mb")
