@@ -262,6 +262,12 @@ class RoutedClient:
         route = self._routes.get((model, str(self._selector(selector))))
         return () if route is None else route.balancer.endpoints
 
+    def endpoint_sets(self) -> tuple[EndpointSet, ...]:
+        """The last set each watched (model, selector) received: for services that size
+        themselves from the replicas (the composer's admission limit). A set is a new object
+        only when it differs from the last one (loads included)."""
+        return tuple(s for r in self._routes.values() if (s := r.watcher.current) is not None)
+
     async def predict(
         self,
         model: str,
