@@ -6,14 +6,15 @@ p99 reached 14.5 s, goodput fell 40% and gRPC's own pending-call limit answered 
 with a bare CANCELLED (issue 11, finding 3). A refused caller can try another replica, or
 this one after the hint.
 
-The bound is a setting (`max_runs_in_flight`): endpoint sets say nothing of the workers'
-capacity, so the composer has nothing cheap to size it from.
+The bound is fixed (the setting `max_runs_in_flight`) or, by default, sized from the
+workers' capacity in the endpoint sets and read at every admission
+(`composer.admission_limit`): when it falls, runs already admitted go on.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import Reason, ResourceExhausted
@@ -25,6 +26,9 @@ FIRST_HINT = 0.1
 HINT_BOUNDS = (0.01, 5.0)
 #: How much each finished run moves the typical run duration (an exponential moving mean).
 _SMOOTHING = 0.1
+
+#: A fixed limit, or one read at every admission (`composer.admission_limit.SizedLimit`).
+Limit = int | Callable[[], int]
 
 
 class AtLimit(ResourceExhausted):
@@ -44,13 +48,20 @@ class Admission:
     """Counts runs in flight against `limit`. The retry hint is the typical run's duration
     (by then the runs in flight have mostly finished), within `HINT_BOUNDS`."""
 
-    def __init__(self, limit: int, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        if limit < 1:
-            raise ValueError(f"the limit of runs in flight must be at least 1, not {limit}")
-        self.limit = limit
+    def __init__(self, limit: Limit, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        if isinstance(limit, int):
+            if limit < 1:
+                raise ValueError(f"the limit of runs in flight must be at least 1, not {limit}")
+            self._limit: Callable[[], int] = lambda: limit
+        else:
+            self._limit = limit
         self._clock = clock
         self._in_flight = 0
         self._typical_run = FIRST_HINT
+
+    @property
+    def limit(self) -> int:
+        return self._limit()
 
     @property
     def in_flight(self) -> int:
@@ -65,8 +76,9 @@ class Admission:
     def admit(self) -> Iterator[None]:
         """Holds a place for one run while the block runs (however it ends); `AtLimit` at
         once when there is none."""
-        if self._in_flight >= self.limit:
-            raise AtLimit(self.limit, self.retry_after)
+        limit = self._limit()
+        if self._in_flight >= limit:
+            raise AtLimit(limit, self.retry_after)
         self._in_flight += 1
         started = self._clock.now()
         try:

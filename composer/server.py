@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from composer.admission import Admission
+from composer.admission_limit import CEILING, SizedLimit
 from composer.service import ComposerService
 from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
@@ -37,10 +38,10 @@ from modelyard_server.tls import add_port, channel_credentials
 
 log = logging.getLogger(__name__)
 
-#: Calls gRPC takes on beyond the runs admission lets in: the refusals it is answering, and
-#: deploys, lists, health checks and reflection. gRPC's own limit is only a backstop (its
-#: refusal carries no retry hint and health checks would meet it too), so admission must
-#: answer first.
+#: Calls gRPC takes on beyond the most runs admission may let in (the fixed limit, or a sized
+#: limit's CEILING): the refusals it is answering, and deploys, lists, health checks and
+#: reflection. gRPC's own limit is only a backstop (its refusal carries no retry hint and
+#: health checks would meet it too), so admission must answer first.
 CALLS_BEYOND_RUNS = 1024
 
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["Composer"].full_name
@@ -68,7 +69,10 @@ class Composer:
             attempts=runs.attempts,
             outside_apis=self.outside_apis,
         )
-        self.admission = Admission(settings.max_runs_in_flight)
+        fixed = settings.max_runs_in_flight  # None or 0: sized
+        self.admission = Admission(
+            fixed or SizedLimit(self.routed.endpoint_sets, factor=settings.admission_factor)
+        )
         self.service = ComposerService(
             self.store,
             self.routed,
@@ -86,7 +90,7 @@ class Composer:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
             ],
-            maximum_concurrent_rpcs=settings.max_runs_in_flight + CALLS_BEYOND_RUNS,
+            maximum_concurrent_rpcs=(fixed or CEILING) + CALLS_BEYOND_RUNS,
         )
         self.health = health.aio.HealthServicer()
         self.port = 0

@@ -43,12 +43,20 @@ class ComposerSettings(BaseSettings):
         description="Larger requests get RESOURCE_EXHAUSTED before they are read whole; at "
         "most the workers' limit, so the composer never buffers a run no worker would take.",
     )
-    max_runs_in_flight: int = Field(
-        64,
-        ge=1,
+    max_runs_in_flight: int | None = Field(
+        None,
+        ge=0,
         description="Runs (Run and RunStream) in flight at once; past it a run is refused at "
-        "once with RESOURCE_EXHAUSTED and a retry hint. Size it to what the workers behind "
-        "this replica serve at once: endpoint sets do not tell the composer their capacity.",
+        "once with RESOURCE_EXHAUSTED and a retry hint. Unset or 0: sized from the workers' "
+        "capacity as it changes (admission_factor).",
+    )
+    admission_factor: float = Field(
+        1.5,
+        gt=0,
+        description="Without max_runs_in_flight, the limit is this many times the calls the "
+        "replicas of this composer's models serve at once (as their endpoint sets say; one "
+        "of unknown capacity counts 1), at least 2 and at most 10,000. With N composer "
+        "replicas in front of the same workers, give each 1.5 / N.",
     )
     metrics_port: int = Field(
         -1, ge=-1, description="Prometheus /metrics port; -1 is off, 0 picks a free one."
