@@ -22,7 +22,7 @@ Scenarios (bench/README.md, "Composer (issue 4)"), one module each:
             recorded and exported over OTLP to a local receiver, and 10% of them
     soak    admission control (issue 11): a one-node SlowEcho graph, open loop at twice the
             measured capacity for 60 s, on three stacks alike but for the composer's
-            max_runs_in_flight (sized from the workers, the default, off): goodput, p99,
+            max_runs_in_flight (1.5x the workers' calls, unset = sized, off): goodput, p99,
             refusals by code, the composer's RSS, recovery
 
 Every server is a real process on 127.0.0.1 (`stacks`: what `modelyard up` starts); the

@@ -5,9 +5,10 @@ a time: the workers' capacity is 2 x 25 = 50 runs/s, less the serving overhead) 
 composer a one-node graph. Three stacks of that stack file run side by side, alike but for
 the composer's `max_runs_in_flight` (set by MODELYARD_COMPOSER_MAX_RUNS_IN_FLIGHT):
 
-    sized          1.5 x the calls the workers serve at once (3): enough in flight to keep
-                   the workers busy, and a run waits behind at most about one other
-    default        the setting's default (64), which knows nothing of the workers
+    sized          fixed at 1.5 x the calls the workers serve at once (3): enough in flight
+                   to keep the workers busy, and a run waits behind at most about one other
+    default        unset, as an operator leaves it: sized by the composer from the workers'
+                   capacity in the endpoint sets (composer.admission_limit; 3 here too)
     admission_off  1,000,000: nothing refused by the composer (finding 3's composer)
 
 Measured first, on the `admission_off` stack: the unloaded p99 (closed loop, c=1) and the
@@ -40,7 +41,6 @@ from bench.common.memory import MB, RssSampler
 from bench.common.stats import clean, ratio
 from bench.composer.run import Run, without_sample
 from bench.composer.stacks import StackProcs, modelyard_stacks
-from composer.settings import ComposerSettings
 
 GRAPH = "slow-one"
 MODEL = "slow"
@@ -49,9 +49,14 @@ DELAY_MS = 40.0
 WORKERS = ("slow-a", "slow-b")
 AT_ONCE = len(WORKERS)  # batching off: a worker runs one call of a model at a time
 NOMINAL_CAPACITY_RPS = AT_ONCE * 1000.0 / DELAY_MS
-DEFAULT_LIMIT: int = ComposerSettings.model_fields["max_runs_in_flight"].default
-# measured in this order: the admitting stacks before the one whose backlog lingers
-LIMITS = {"sized": math.ceil(1.5 * AT_ONCE), "default": DEFAULT_LIMIT, "admission_off": 1_000_000}
+# each stack's max_runs_in_flight, None: unset (the composer sizes its limit); measured in
+# this order: the admitting stacks before the one whose backlog lingers
+LIMITS: dict[str, int | None] = {
+    "sized": math.ceil(1.5 * AT_ONCE),
+    "default": None,
+    "admission_off": 1_000_000,
+}
+LIMIT_VARIABLE = "MODELYARD_COMPOSER_MAX_RUNS_IN_FLIGHT"
 INPUTS = {"x": "payload"}
 
 UNLOADED = Level(1, 200, 10, 30.0)
@@ -91,8 +96,12 @@ def write_stack(folder: Path) -> Path:
 
 
 def environments(variants: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """Each stack's composer limit, as an operator sets it: the environment."""
-    return {name: {"MODELYARD_COMPOSER_MAX_RUNS_IN_FLIGHT": str(LIMITS[name])} for name in variants}
+    """Each stack's composer limit, as an operator sets it (or leaves it): the environment."""
+    envs: dict[str, dict[str, str]] = {}
+    for name in variants:
+        limit = LIMITS[name]
+        envs[name] = {} if limit is None else {LIMIT_VARIABLE: str(limit)}
+    return envs
 
 
 def run_spec(level: Level, procs: StackProcs) -> dict[str, Any]:
@@ -201,7 +210,7 @@ def record(
     return {
         "bench": "composer_soak",
         "scenario": f"one-node graph at {OVERLOAD:g}x capacity, open loop, "
-        f"max_runs_in_flight={mine['max_runs_in_flight']} ({name})",
+        f"max_runs_in_flight={mine['max_runs_in_flight'] or 'unset: sized'} ({name})",
         "stack": f"{len(WORKERS)} workers serving SlowEcho ({DELAY_MS:g} ms a call, "
         f"batching off): nominal capacity {NOMINAL_CAPACITY_RPS:g} runs/s",
         "unloaded": unloaded,
