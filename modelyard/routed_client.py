@@ -350,7 +350,7 @@ class RoutedClient:
         )
         deadline = self._deadline(timeout)
         route = await self._ready_route(model, selector, deadline)
-        failed: dict[str, str] = {}  # worker id -> why it refused this call
+        failed = _Refusals()
         silenced = False  # an attempt was abandoned for silence: the next ones wait on
         while True:
             endpoint = self._pick(route, failed)
@@ -475,7 +475,7 @@ class RoutedClient:
                     )
         self._channels.keep_only(_worker_addresses(self._routes.values()))
 
-    def _pick(self, route: _Route, failed: dict[str, str], busy: Collection[str] = ()) -> Endpoint:
+    def _pick(self, route: _Route, failed: _Refusals, busy: Collection[str] = ()) -> Endpoint:
         """A replica for the next attempt: not one that refused this call, nor one `busy`
         with another attempt of it (a hedge)."""
         try:
@@ -483,7 +483,8 @@ class RoutedClient:
         except Unavailable as error:
             if failed:  # what the replicas tried said matters more than that none is left
                 raise Unavailable(
-                    f"{error.message}; {_reasons(failed)}", reason=error.reason
+                    f"{error.message}; {_reasons(failed)}",
+                    reason=failed.last_reason or error.reason,
                 ) from None
             raise
 
@@ -491,7 +492,7 @@ class RoutedClient:
         self,
         route: _Route,
         endpoint: Endpoint,
-        failed: dict[str, str],
+        failed: _Refusals,
         deadline: float | None,
         *,
         streaming: bool,
@@ -515,7 +516,7 @@ class RoutedClient:
         route: _Route,
         endpoint: Endpoint,
         error: grpc.aio.AioRpcError,
-        failed: dict[str, str],
+        failed: _Refusals,
     ) -> None:
         if error.code() != grpc.StatusCode.UNAVAILABLE:
             raise _returned_by(endpoint, error) from None
@@ -528,11 +529,12 @@ class RoutedClient:
         endpoint: Endpoint,
         details: str,
         reason: str,
-        failed: dict[str, str],
+        failed: _Refusals,
     ) -> None:
         """Counts the attempt on `endpoint` as refused: ejects the replica, and raises
         Unavailable once `max_attempts` were made."""
         failed[endpoint.worker_id] = details
+        failed.last_reason = reason
         route.balancer.eject(endpoint.worker_id, self.eject_s)
         if len(failed) >= self.max_attempts:
             # the last replica's reason (MODEL_LOADING, WORKER_DRAINING, ...); all are listed
@@ -571,11 +573,19 @@ def _returned_by(endpoint: Endpoint, error: grpc.aio.AioRpcError) -> ModelyardEr
     return returned
 
 
+class _Refusals(dict[str, str]):
+    """Worker id -> why it refused this call, and the last refusal's reason: a call that
+    ran out of replicas says why the last one failed (API_FAILED, MODEL_LOADING, ...), not
+    merely that none is left."""
+
+    last_reason: str = ""
+
+
 @dataclass(slots=True)
 class _Call:
     """What the attempts of one call share (two run side by side when it is hedged)."""
 
-    failed: dict[str, str] = field(default_factory=dict)  # worker id -> why it refused
+    failed: _Refusals = field(default_factory=_Refusals)
     busy: set[str] = field(default_factory=set)  # replicas with an attempt in flight
     attempts: int = 0
 

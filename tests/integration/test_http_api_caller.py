@@ -202,6 +202,19 @@ async def test_a_missing_secret_fails_the_call_naming_the_variable(
     assert apis["good"].requests == []
 
 
+async def test_a_lone_registration_that_fails_says_the_api_failed_not_that_none_is_left(
+    apis: dict[str, FakeApi],
+) -> None:
+    caller = HttpApiCaller(SETTINGS)
+    endpoints = [registration("api-error", apis["error"].url("/error"))]
+    async with routed({"answers": endpoints}, caller) as client:
+        with pytest.raises(Unavailable) as caught:
+            await client.predict("answers", prompt="hi")
+    # the gateway maps API_FAILED to 502; NO_REPLICA would be a 503
+    assert caught.value.reason == "API_FAILED"
+    assert "api-error" in caught.value.message
+
+
 async def test_a_call_without_a_prompt_is_refused_and_not_retried(
     apis: dict[str, FakeApi],
 ) -> None:
