@@ -45,7 +45,6 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -73,11 +72,17 @@ def untraced(details: grpc.HandlerCallDetails | grpc.aio.ClientCallDetails) -> b
 def server_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
     """The server's tracing interceptor; put it first in the server's list, so the calls'
     spans are current in every interceptor after it (metrics exemplars, error logs)."""
+    # Imported only when tracing is on: the instrumentation costs 2 MB of RSS (30 modules)
+    # in every process that never traces.
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
     return _TracingServerInterceptor(aio_server_interceptor(tracer_provider=provider))
 
 
 def client_interceptors(provider: TracerProvider) -> list[grpc.aio.ClientInterceptor]:
     """The interceptors a channel needs for tracing, one per call kind."""
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors  # as above
+
     interceptors: list[grpc.aio.ClientInterceptor] = []
     for upstream in aio_client_interceptors(
         tracer_provider=provider, filter_=lambda details: not untraced(details)
