@@ -17,6 +17,20 @@ from modelyard_server.etcd import EtcdClient
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
+TESTS = Path(__file__).parent
+#: The order the layers run in. The unit tests (one process, one core) come first, while the
+#: benchmarks' smoke runs use the other core in the background (tests/bench/conftest.py);
+#: the real-process layers next; last the bench tests, which read those runs' results.
+LAYERS = ("unit", "integration", "e2e", "bench")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def layer(item: pytest.Item) -> int:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        return LAYERS.index(folder) if folder in LAYERS else len(LAYERS)
+
+    items.sort(key=layer)  # stable: each module's tests stay together, in their order
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ class Finished:
 
 
 class SmokeRun:
-    """`python -m <module> <args> --output <tmp>` started now, finished on `result()`."""
+    """`python -m <module> <args> --output <tmp>`, started by `start()` (at once by
+    `result()` if nobody started it), finished on `result()`."""
 
     def __init__(self, module: str, *args: str, results_file: bool = True) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="bench-smoke-"))
@@ -51,27 +53,54 @@ class SmokeRun:
         if self.output is not None:
             argv += ["--output", str(self.output)]
         self.argv = argv
-        self.started = time.monotonic()
-        with (self.folder / "stderr.log").open("wb") as stderr:  # the child keeps its own
-            self.process = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-                start_new_session=True,  # its own process group, to be killed as one
-            )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.timed_out = False
+        self._cancelled = False
+        self._lock = threading.Lock()
 
-    def result(self) -> Finished:
+    def start(self) -> None:
+        """Starts the run unless it has started already (two threads may ask)."""
+        with self._lock:
+            if self.process is not None or self._cancelled:
+                return
+            self.started = time.monotonic()
+            # files, not pipes: a run that nobody reads yet must never block on a full pipe
+            with (
+                (self.folder / "stdout.log").open("wb") as stdout,
+                (self.folder / "stderr.log").open("wb") as stderr,
+            ):  # the child keeps its own descriptors
+                self.process = subprocess.Popen(
+                    self.argv,
+                    cwd=REPO,
+                    stdout=stdout,
+                    stderr=stderr,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                    start_new_session=True,  # its own process group, to be killed as one
+                )
+
+    def wait(self) -> None:
+        """Until the run has ended (or has run LIMIT_S, then killed); starts it if need be.
+        Returns at once if the run was cancelled before it started."""
+        self.start()
+        if self.process is None:
+            return
         left = LIMIT_S - (time.monotonic() - self.started)
         try:
-            stdout, _ = self.process.communicate(timeout=max(left, 1.0))
+            self.process.wait(timeout=max(left, 1.0))
         except subprocess.TimeoutExpired:
+            self.timed_out = True
             self.kill()
-            raise AssertionError(f"{' '.join(self.argv)} took over {LIMIT_S:.0f} s") from None
+
+    def result(self) -> Finished:
+        self.wait()
+        assert self.process is not None, "the session is over: this run was cancelled"
+        if self.timed_out:
+            raise AssertionError(f"{' '.join(self.argv)} took over {LIMIT_S:.0f} s")
         stderr = (self.folder / "stderr.log").read_text(errors="replace")
         assert self.process.returncode == 0, f"{' '.join(self.argv)} failed:\n{stderr[-4000:]}"
-        lines = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
+        stdout = (self.folder / "stdout.log").read_text()
+        lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
         return Finished(lines, self.output, stderr)
 
     def remove_files(self) -> None:
@@ -80,8 +109,10 @@ class SmokeRun:
     def kill(self) -> None:
         """Kills the run and every process it started, if it is still running (services
         run in process groups of their own, so its group alone would leave them behind)."""
-        if self.process.poll() is not None:
-            return
+        with self._lock:
+            self._cancelled = True  # a run not started yet never starts
+            if self.process is None or self.process.poll() is not None:
+                return
         started: list[psutil.Process] = []
         with contextlib.suppress(psutil.Error):
             started = psutil.Process(self.process.pid).children(recursive=True)
