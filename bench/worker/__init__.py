@@ -12,6 +12,8 @@ Scenarios (bench/README.md, "Worker benchmarks"), one module each:
     memory     memory_worker, memory_stack: RSS/PSS of an Echo worker, a one-tiny-model
                worker (vs its old eager imports, and torch + transformers alone) and the
                whole `modelyard up examples/stack.yaml` stack, against issue 12's goals
+    streaming  streaming: tiny-gpt2's generation through PredictStream vs Predict (worker
+               CPU per request), and its time to first token vs a decoding step + round trip
 
 Servers (`echo_server` and real workers) and the load generator are separate processes on
 127.0.0.1; ports are picked by the servers (port 0); every request loop is bounded by a

@@ -18,9 +18,10 @@ from bench.worker.models import Checkpoints, build_checkpoints
 from bench.worker.overhead import overhead
 from bench.worker.rss import peak_rss
 from bench.worker.run import Run
+from bench.worker.streaming import streaming
 
 RESULTS = RESULTS_DIR / "worker.json"
-SCENARIOS = ("overhead", "batching", "rss", "memory")
+SCENARIOS = ("overhead", "batching", "rss", "memory", "streaming")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_scenarios(run: Run, only: list[str]) -> None:
     if "overhead" in only:
         overhead(run)
-    if {"batching", "rss", "memory"} & set(only):
+    if {"batching", "rss", "memory", "streaming"} & set(only):
         checkpoints: Checkpoints = None
         if not run.smoke:
             checkpoints = build_checkpoints(run.workdir / "models")
@@ -68,6 +69,8 @@ def run_scenarios(run: Run, only: list[str]) -> None:
             peak_rss(run, checkpoints)
         if "memory" in only:
             memory(run, checkpoints)
+        if "streaming" in only:
+            streaming(run, checkpoints)
 
 
 def main(argv: list[str] | None = None) -> int:

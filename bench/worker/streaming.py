@@ -1,0 +1,149 @@
+"""streaming: the same generation streamed (PredictStream) vs unary (Predict).
+
+One worker serves tiny-gpt2 (batching off, greedy, a fixed number of new tokens) and
+Echo. At c=1 and c=4 the rounds alternate the generation through Predict and through
+PredictStream; the worker's CPU per request (psutil, all its threads, over the measured
+phase) is the goal's figure. At c=1 the streamed time to first token is set beside what
+it cannot beat: one decoding step (the N-token generation's unary p50 minus a 1-token
+one's, over N - 1: a step of the loop `generate` runs per token) plus the gRPC round trip
+(Echo through Predict on the same worker, the cheapest call it serves). The 1-token
+generation's own p50 is reported too: the first token also pays for `generate`'s set-up
+and the prompt's forward pass, which no streaming change removes.
+
+In a smoke run `tests.support.models:Ticker` (no pause between ticks) stands in for the
+checkpoint: the same calls and fields, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.common.load.driver import Level, run_load
+from bench.common.servers import Server, serving, worker, write_worker_config
+from bench.common.stats import alternate, clean, ratio
+from bench.worker.models import ECHO_INPUTS, ECHO_MODEL, GPT2_INPUTS, Checkpoints
+from bench.worker.run import Run, load_spec
+
+NEW_TOKENS = 32
+LEVELS = (Level(1, 150, 15), Level(4, 200, 20))
+STEP_LEVEL = Level(1, 150, 15)  # the 1-token generation: the decoding step's other end
+ECHO_LEVEL = Level(1, 1000, 100)  # the round trip
+CPU_EXTRA_MAX = 0.10  # streamed CPU per request <= 1.10x unary
+TTFT_STEP_FACTOR = 1.2  # ttft <= 1.2 x one decoding step + the round trip
+GENERATOR = "gpt2"
+TICKER = "tests.support.models:Ticker"
+
+
+def streaming(run: Run, checkpoints: Checkpoints) -> None:
+    models = [generator_model(checkpoints), *ECHO_MODEL]
+    config = write_worker_config(run.workdir / "streaming.yaml", models)
+    generation = Generation(checkpoints is not None)
+    with serving("streaming-worker", worker(config), run.workdir) as served:
+        for level in map(run.level, LEVELS):
+            measures = {
+                "unary": measure(run, generation.spec(served, level, NEW_TOKENS)),
+                "streamed": measure(run, generation.spec(served, level, NEW_TOKENS, stream=True)),
+            }
+            if level.concurrency == 1:
+                one_token = generation.spec(served, run.level(STEP_LEVEL), 1)
+                echo = load_spec(served, "echo", ECHO_INPUTS, run.level(ECHO_LEVEL))
+                measures["one_token"] = measure(run, one_token)
+                measures["round_trip"] = measure(run, echo)
+            results = alternate(measures, run.rounds)
+            run.recorder.emit(level_record(level, results))
+
+
+class Generation:
+    """The generation's load specs: tiny-gpt2's prompts, or the Ticker's tick counts."""
+
+    def __init__(self, real: bool) -> None:
+        self.real = real
+
+    def spec(
+        self, server: Server, level: Level, tokens: int, *, stream: bool = False
+    ) -> dict[str, Any]:
+        inputs: list[dict[str, Any]]
+        parameters: dict[str, Any]
+        if self.real:
+            inputs, parameters = GPT2_INPUTS, {"max_new_tokens": tokens, "do_sample": False}
+        else:
+            inputs, parameters = [{"count": tokens}], {"interval_ms": 0.0}
+        spec = load_spec(server, GENERATOR, inputs, level, parameters=parameters)
+        if stream:
+            spec["kind"] = "predict_stream"
+        return spec
+
+
+def generator_model(checkpoints: Checkpoints) -> dict[str, Any]:
+    batching = {"max_batch_size": 1}  # the goal compares one generation with itself
+    if checkpoints is None:
+        return {"name": GENERATOR, "class": TICKER, "batching": batching}
+    return {
+        "name": GENERATOR,
+        "source": str(checkpoints["tiny-gpt2"]),
+        "task": "text-generation",
+        "batching": batching,
+    }
+
+
+def measure(run: Run, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: run.quiet.measure(lambda: run_load(spec))
+
+
+def level_record(level: Level, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    unary, streamed = results["unary"], results["streamed"]
+    cpu_ratio = ratio(streamed["server_cpu_ms_per_req"], unary["server_cpu_ms_per_req"])
+    checks = {"no errors": all(clean(result) for result in results.values())}
+    checks[f"streamed CPU/request <= {1 + CPU_EXTRA_MAX:g}x unary"] = (
+        cpu_ratio is not None and cpu_ratio <= 1 + CPU_EXTRA_MAX
+    )
+    goals = [f"streamed worker CPU per request <= {1 + CPU_EXTRA_MAX:g}x unary"]
+    record: dict[str, Any] = {
+        "bench": "streaming",
+        "scenario": f"{NEW_TOKENS} new tokens, streamed vs unary, c={level.concurrency}",
+        "concurrency": level.concurrency,
+        "new_tokens": NEW_TOKENS,
+        "requests_per_round": level.requests,
+        "streamed": streamed,
+        "baseline": {"name": "the same generation through Predict", **unary},
+        "cpu_ms_per_req": {
+            "streamed": streamed["server_cpu_ms_per_req"],
+            "unary": unary["server_cpu_ms_per_req"],
+        },
+        "cpu_ratio": cpu_ratio,
+        "chunks": streamed.get("sample", {}).get("chunks"),
+    }
+    if "one_token" in results:
+        first = first_token(results)
+        record["first_token"] = first
+        goals.append(f"ttft p50 <= {TTFT_STEP_FACTOR:g}x one decoding step + the gRPC round trip")
+        checks[f"ttft p50 <= {TTFT_STEP_FACTOR:g}x step + round trip"] = (
+            first["ttft_p50_ms"] <= first["bound_ms"]
+        )
+    record["goal"] = "; ".join(goals)
+    record["checks"] = checks
+    record["pass"] = all(checks.values())
+    return record
+
+
+def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The streamed time to first token beside the goal's bound and the floor under it."""
+    unary, one = results["unary"]["p50_ms"], results["one_token"]["p50_ms"]
+    step = max(0.0, (unary - one) / (NEW_TOKENS - 1))
+    round_trip = results["round_trip"]["p50_ms"]
+    bound = TTFT_STEP_FACTOR * step + round_trip
+    ttft = results["streamed"]["p50_ms"]
+    return {
+        "ttft_p50_ms": ttft,
+        "decode_step_ms": round(step, 3),
+        "round_trip_p50_ms": round_trip,
+        "bound_ms": round(bound, 3),
+        "ttft_to_bound": ratio(ttft, bound),
+        # the first token's floor: a whole 1-token generation through Predict
+        "one_token_unary_p50_ms": one,
+        "ttft_to_one_token_unary": ratio(ttft, one),
+        "streamed_total_p50_ms": results["streamed"].get("total_p50_ms"),
+        "one_token": results["one_token"],
+        "round_trip": results["round_trip"],
+    }

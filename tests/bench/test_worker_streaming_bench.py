@@ -1,0 +1,44 @@
+"""`python -m bench.worker --smoke --only streaming`: the same generation streamed and
+unary at c=1 and c=4, the worker's CPU per request of each and their ratio, and at c=1 the
+time to first token beside the decoding step and the round trip it is bounded by."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_load, assert_run_shape
+
+pytestmark = [pytest.mark.smoke_run("worker_streaming"), pytest.mark.timeout(LIMIT_S + 30)]
+
+
+@pytest.fixture(scope="module")
+def run(smoke_result: Callable[[str], Finished]) -> Finished:
+    return smoke_result("worker_streaming")
+
+
+def test_each_level_compares_the_streamed_generation_with_the_unary_one(run: Finished) -> None:
+    records = assert_run_shape(run, {"streaming": 2})
+    assert [record["concurrency"] for record in records] == [1, 4]
+    for record in records:
+        assert_load(record, "streamed")
+        assert_load(record, "baseline")
+        assert_has(record, "cpu_ms_per_req.streamed", "cpu_ms_per_req.unary", "cpu_ratio")
+        assert "streamed CPU/request <= 1.1x unary" in record["checks"]
+        # every token of the stand-in's generation arrived as a chunk, then the result
+        assert record["chunks"] == record["new_tokens"]
+        assert record["streamed"]["total_p50_ms"] >= record["streamed"]["p50_ms"]
+
+
+def test_c1_sets_the_time_to_first_token_beside_its_bound(run: Finished) -> None:
+    record = run.records("streaming")[0]
+    first = {**record["first_token"], "scenario": record["scenario"]}
+    assert_load(first, "one_token")
+    assert_load(first, "round_trip")
+    assert first["ttft_p50_ms"] == record["streamed"]["p50_ms"]
+    assert first["bound_ms"] == pytest.approx(
+        1.2 * first["decode_step_ms"] + first["round_trip_p50_ms"], abs=0.01
+    )
+    assert_has(first, "one_token_unary_p50_ms", "ttft_to_bound", "ttft_to_one_token_unary")
+    assert "ttft p50 <= 1.2x step + round trip" in record["checks"]
