@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,11 +41,11 @@ from composer.aggregate import aggregate
 from composer.calls import Calls, Invoker, kind_of
 from composer.conditions import pick_case
 from composer.events import Event, NodeChunk, NodeFinished, NodeStarted, Status
-from composer.plan import Plan, check_inputs, prefixed
+from composer.plan import Plan, Plans, check_inputs, prefixed
 from composer.references import Missing, parse_ref
 from composer.references import resolve as resolve_ref
 from modelyard.backoff import Backoff
-from modelyard.clock import SYSTEM_CLOCK, Clock, timeout_on
+from modelyard.clock import SYSTEM_CLOCK, Clock, ClockTimeout, timeout_on
 from modelyard.enum_names import AGGREGATE_METHODS
 from modelyard.errors import DeadlineExceeded, InvalidArgument, ModelyardError
 from modelyard.v1 import graph_pb2
@@ -101,17 +101,21 @@ async def run_graph(
     on_event: Callable[[Event], None] | None = None,
     clock: Clock = SYSTEM_CLOCK,
     observer: NodeObserver | None = None,
+    plans: Plans | None = None,
 ) -> RunResult:
     """Runs `graph`. Raises InvalidArgument for bad inputs before any call; a failing node's
     error with its code and the message prefixed "node '<name>': "; DeadlineExceeded once
     `deadline` (absolute, on `clock`) passes. `clock` times everything: the deadline, node
-    timeouts, retry backoff, and the timeline. `observer` watches each node's work."""
-    run = _Run(graph, check_inputs(graph, inputs), invoker, deadline, on_event, clock, observer)
+    timeouts, retry backoff, and the timeline. `observer` watches each node's work.
+    `plans` keeps the graph's plan between runs (a deployed graph's); None: made for this run."""
+    checked = check_inputs(graph, inputs)  # before the plan: input errors come first
+    plan = Plan(graph) if plans is None else plans.of(graph)
+    run = _Run(plan, checked, invoker, deadline, on_event, clock, observer)
     left = run.time_left()
     if left is not None and left <= 0:
         raise DeadlineExceeded(f"the deadline passed before graph '{graph.name}' started")
     try:
-        async with timeout_on(clock, left) as scope:
+        async with _deadline_scope(clock, left) as scope:
             await run.run_nodes()
     except TimeoutError:
         if not scope.expired():
@@ -123,12 +127,23 @@ async def run_graph(
     return RunResult(run.outputs(), run.timeline)
 
 
+def _deadline_scope(
+    clock: Clock, seconds: float | None
+) -> AbstractAsyncContextManager[asyncio.Timeout | ClockTimeout]:
+    """The run's deadline. On the system clock, which is the event loop's own (monotonic),
+    asyncio's timeout as is: `timeout_on` runs a watchdog task for any clock, one task and
+    its cancellation per run."""
+    if clock is SYSTEM_CLOCK:
+        return asyncio.timeout(seconds)
+    return timeout_on(clock, seconds)
+
+
 class _Run:
     """One run: the plan (who waits for whom, who streams to whom), then the nodes."""
 
     def __init__(
         self,
-        graph: graph_pb2.Graph,
+        plan: Plan,
         inputs: dict[str, Any],
         invoker: Invoker,
         deadline: float | None,
@@ -136,10 +151,9 @@ class _Run:
         clock: Clock,
         observer: NodeObserver | None,
     ) -> None:
-        self.graph, self.inputs = graph, inputs
+        self.graph, self.inputs = plan.graph, inputs
         self.observer = observer or _Unobserved()
         self.deadline, self.on_event, self.clock = deadline, on_event, clock
-        plan = Plan(graph, inputs)
         self.nodes, self.deps, self.stream_from = plan.nodes, plan.deps, plan.stream_from
         self.values: dict[str, Any] = {}  # finished nodes' outputs
         self.running: set[str] = set()
@@ -166,12 +180,24 @@ class _Run:
         tasks: dict[asyncio.Task[None], str] = {}
         try:
             while waiting or tasks:
-                while ready := [name for name in waiting if self._ready(name)]:
+                ready = [name for name in waiting if self._ready(name)]
+                if len(ready) == 1 and not tasks and ready[0] not in self.relays:
+                    # the one node that can run now (a chain's next): in this task, as a task
+                    # of its own and the wait for it cost more than a cheap node's other work.
+                    # Nothing else can become ready before it ends: nobody streams from it.
+                    name = ready[0]
+                    waiting.remove(name)
+                    self.running.add(name)
+                    await self._node(self.nodes[name])
+                    self.running.discard(name)
+                    continue
+                while ready:
                     for name in ready:  # starting U makes its stream consumers ready: loop
                         waiting.remove(name)
                         self.running.add(name)
                         task = asyncio.create_task(self._node(self.nodes[name]), name=name)
                         tasks[task] = name
+                    ready = [name for name in waiting if self._ready(name)]
                 if not tasks:
                     raise InvalidArgument(f"nodes {', '.join(waiting)} wait on each other")
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

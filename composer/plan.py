@@ -6,7 +6,7 @@ InvalidArgument before any call."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from composer.references import Ref, parse_ref, referenced_nodes, uses
@@ -49,11 +49,14 @@ def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, 
 
 
 class Plan:
-    """A run's plan: who waits for whom, who streams to whom. `inputs` are the run's
-    checked inputs (check_inputs), which references to inputs must name."""
+    """A graph's plan: who waits for whom, who streams to whom. It depends on the graph
+    alone (references to inputs must name one the graph declares, and check_inputs gives
+    every run all of those), so the runs of a deployed graph share one; it is not changed
+    once made."""
 
-    def __init__(self, graph: graph_pb2.Graph, inputs: Mapping[str, Any]) -> None:
-        self.inputs = inputs
+    def __init__(self, graph: graph_pb2.Graph) -> None:
+        self.graph = graph
+        self.inputs = {spec.name for spec in graph.inputs}
         self.nodes = {node.name: node for node in graph.nodes}
         if len(self.nodes) != len(graph.nodes):
             raise InvalidArgument(f"graph '{graph.name}' has two nodes of the same name")
@@ -79,7 +82,7 @@ class Plan:
         return {ref.name for ref in refs if ref.kind == "node"}
 
     def _check_known(self, ref: Ref) -> None:
-        known = {"node": self.nodes, "input": self.inputs}.get(ref.kind)
+        known: Collection[str] | None = {"node": self.nodes, "input": self.inputs}.get(ref.kind)
         if known is not None and ref.name not in known:
             raise InvalidArgument(f"'{ref}' names no {ref.kind}")
 
@@ -94,6 +97,22 @@ class Plan:
                 f"but its inputs reference {', '.join(found)}"
             )
         return found[0] if found else None
+
+
+class Plans:
+    """The plans of the deployed graphs a service runs, each made on its graph's first run.
+    A deployed graph stays one object until it is deployed again (the store then holds a new
+    one), so a plan is reused while its graph is the very object it was made from."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Plan] = {}  # graph name -> the plan of its current object
+
+    def of(self, graph: graph_pb2.Graph) -> Plan:
+        """`graph`'s plan; raises InvalidArgument as Plan does (nothing is kept then)."""
+        plan = self._made.get(graph.name)
+        if plan is None or plan.graph is not graph:
+            plan = self._made[graph.name] = Plan(graph)
+        return plan
 
 
 def prefixed(

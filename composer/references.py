@@ -14,6 +14,7 @@ model calls a node may make (the service describes their models for validation).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -37,8 +38,11 @@ class Ref:
         return ".".join((head, *self.path))
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ref(text: str) -> Ref:
-    """Parses a reference; raises InvalidArgument saying what is wrong with it."""
+    """Parses a reference; raises InvalidArgument saying what is wrong with it. Memoised: a
+    run resolves each of its graph's references once a node, with the same texts run after
+    run (a Ref is immutable; a malformed text raises every time)."""
     parts = text.split(".")
     if not text or any(not SEGMENT.match(p) for p in parts):
         raise InvalidArgument(

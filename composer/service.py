@@ -13,6 +13,7 @@ from typing import Any
 from composer.admission import Admission
 from composer.engine import Event, RunResult, run_graph
 from composer.invoker import RoutedInvoker, fetch_metadata, lookup, served_models
+from composer.plan import Plans
 from composer.references import calls
 from composer.store import GraphStore
 from composer.telemetry import ComposerTelemetry
@@ -47,6 +48,7 @@ class ComposerService:
         self._default_timeout = default_timeout
         self._clock = clock
         self._admission = admission
+        self._plans = Plans()  # the deployed graphs' plans, each made on its first run
 
     async def validate(self, graph: graph_pb2.Graph) -> Report:
         models = {call.model for node in graph.nodes for call in calls(node) if call.model}
@@ -139,6 +141,7 @@ class ComposerService:
                 on_event=on_event,
                 clock=self._clock,
                 observer=observer,
+                plans=None if inline else self._plans,
             )
 
     def _graph_for(self, name: str, inline: graph_pb2.Graph | None) -> graph_pb2.Graph:

@@ -23,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
+from typing import Generic, TypeVar
 
 import grpc
 import grpc.aio
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from modelyard.attempts import Attempt
 from modelyard.clock import SYSTEM_CLOCK, Clock
@@ -38,6 +39,7 @@ from modelyard_server.telemetry.exemplars import observe, seconds_histogram
 from modelyard_server.telemetry.spans import set_attributes, start_span
 
 INLINE = "<inline>"
+M = TypeVar("M", Gauge, Histogram)
 _NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -50,27 +52,30 @@ class ComposerTelemetry:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.tracer = tracer
-        self._clock = clock
-        self._in_flight = Gauge(
+        self.clock = clock
+        in_flight = Gauge(
             "modelyard_composer_runs_in_flight",
             "Graph runs under way, by graph.",
             ["graph"],
             registry=registry,
         )
-        self._run_seconds = seconds_histogram(
+        run_seconds = seconds_histogram(
             "modelyard_composer_run_seconds",
             "Graph runs' latency, by graph and gRPC status code.",
             ["graph", "code"],
             registry,
             buckets=_NODE_BUCKETS,
         )
-        self._node_seconds = seconds_histogram(
+        node_seconds = seconds_histogram(
             "modelyard_composer_node_seconds",
             "Nodes' latency, by graph, node and outcome (ok, failed, skipped, cancelled).",
             ["graph", "node", "status"],
             registry,
             buckets=_NODE_BUCKETS,
         )
+        self._in_flight = _Series(in_flight)
+        self._run_seconds = _Series(run_seconds)
+        self.node_seconds = _Series(node_seconds)
         #: The routed client's attempt spans; None with tracing off.
         self.attempts = AttemptSpans(tracer) if tracer is not None else None
 
@@ -79,9 +84,10 @@ class ComposerTelemetry:
         """One run: its span (current in the block, so the nodes' spans are its children),
         counted in flight, then timed by how it ended."""
         label = INLINE if inline else graph.name
-        started = self._clock.now()
+        started = self.clock.now()
         code = grpc.StatusCode.CANCELLED  # unless shown otherwise (a BaseException)
-        self._in_flight.labels(label).inc()
+        in_flight = self._in_flight.of(label)
+        in_flight.inc()
         try:
             with self._span(f"run {label}") as span:
                 set_attributes(span, graph=label)
@@ -91,24 +97,21 @@ class ComposerTelemetry:
             code = status_code_of(error)
             raise
         finally:
-            self._in_flight.labels(label).dec()
-            observe(self._run_seconds.labels(label, code.name), self._clock.now() - started)
+            in_flight.dec()
+            observe(self._run_seconds.of(label, code.name), self.clock.now() - started)
+
+    def node(self, graph: str, node: graph_pb2.Node, label: str) -> AbstractContextManager[None]:
+        """One node of a run of `graph` (its label); `label` is the node's."""
+        if self.tracer is None:  # no span to make: only the latency
+            return _NodeTiming(self, graph, label, node.optional)
+        return self._traced_node(graph, node, label)
 
     @contextmanager
-    def node(self, graph: str, node: graph_pb2.Node, label: str) -> Iterator[None]:
-        """One node of a run of `graph` (its label); `label` is the node's."""
-        started = self._clock.now()
-        status = "cancelled"  # unless shown otherwise (a BaseException)
-        try:
-            with self._span(f"node {node.name}") as span:
-                set_attributes(span, graph=graph, node=node.name, model=_model_of(node) or None)
-                yield
-                status = "ok"
-        except Exception:
-            status = "skipped" if node.optional else "failed"
-            raise
-        finally:
-            observe(self._node_seconds.labels(graph, label, status), self._clock.now() - started)
+    def _traced_node(self, graph: str, node: graph_pb2.Node, label: str) -> Iterator[None]:
+        timing = _NodeTiming(self, graph, label, node.optional)
+        with timing, self._span(f"node {node.name}") as span:
+            set_attributes(span, graph=graph, node=node.name, model=_model_of(node) or None)
+            yield
 
     def _span(self, name: str) -> AbstractContextManager[Span]:
         if self.tracer is None or unrecorded():
@@ -121,6 +124,53 @@ def unrecorded() -> bool:
     not sampled either); False with no current span (a child would start a trace)."""
     current = trace.get_current_span()
     return current.get_span_context().is_valid and not current.is_recording()
+
+
+class _Series(Generic[M]):
+    """A labelled metric's series, each looked up once: `labels()` takes a lock and builds
+    its key on every call, and every run and every node is counted."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._made: dict[tuple[str, ...], M] = {}
+
+    def of(self, *labels: str) -> M:
+        series = self._made.get(labels)
+        if series is None:
+            series = self._made[labels] = self._metric.labels(*labels)
+        return series
+
+
+class _NodeTiming:
+    """Times one node by how it ended: ok; skipped (an optional node) or failed, by an
+    Exception; cancelled, by any other BaseException. A class rather than a generator-based
+    context manager: it is entered for every node of every run."""
+
+    def __init__(
+        self, telemetry: ComposerTelemetry, graph: str, label: str, optional: bool
+    ) -> None:
+        self._telemetry = telemetry
+        self._graph, self._label, self._optional = graph, label, optional
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = self._telemetry.clock.now()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            status = "ok"
+        elif isinstance(exc, Exception):
+            status = "skipped" if self._optional else "failed"
+        else:
+            status = "cancelled"
+        telemetry = self._telemetry
+        series = telemetry.node_seconds.of(self._graph, self._label, status)
+        observe(series, telemetry.clock.now() - self._started)
 
 
 class RunTelemetry:
