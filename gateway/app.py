@@ -23,11 +23,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.api_keys import ApiKeys, RequireApiKey
 from gateway.errors import INTERNAL_MESSAGE, ApiError, bad_request
@@ -105,13 +105,58 @@ async def _generate(
         first = await unless_disconnected(request, anext(chunks))
     except StopAsyncIteration:
         first = None
-    events = _events(first, chunks)
-    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return EventStream(_events(first, chunks))
+
+
+class EventStream(Response):
+    """A `text/event-stream` response of `events` (framed server-sent events).
+
+    Starlette's StreamingResponse, in fewer steps: no task group (one watcher task, plain
+    asyncio), and `DONE` ends the body in the same write. A client that leaves cancels the
+    stream where it waits (the model's call with it) and ends the response, as there.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers(_SSE_HEADERS)
+        self._sent_all = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.current_task()
+        assert streaming is not None  # awaited by a task: uvicorn's for this request
+        watcher = asyncio.ensure_future(self._cancel_when_disconnected(receive, streaming))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async with contextlib.aclosing(self.events) as events:
+                async for data in events:
+                    last = data is DONE
+                    self._sent_all = last
+                    await send({"type": "http.response.body", "body": data, "more_body": not last})
+            if not self._sent_all:
+                self._sent_all = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled by the server (a shutdown), not by the client leaving
+            streaming.uncancel()
+        finally:
+            watcher.cancel()
+
+    async def _cancel_when_disconnected(
+        self, receive: Receive, streaming: asyncio.Task[Any]
+    ) -> None:
+        await _disconnected(receive)
+        if not self._sent_all:  # (the end of the response reads as a disconnect too)
+            streaming.cancel()
 
 
 async def _events(
     first: dict[str, Any] | None, chunks: AsyncGenerator[dict[str, Any], None]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     # aclosing: a client that left ends the chunks (and so the model's call) at once,
     # not whenever the abandoned generator is collected
     async with contextlib.aclosing(chunks):
@@ -154,7 +199,7 @@ async def read_json(request: Request, limit: int) -> Any:
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """`work`'s result, or (once the client closed the connection) `work` cancelled."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(_disconnected(request.receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -166,10 +211,10 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-async def _disconnected(request: Request) -> None:
+async def _disconnected(receive: Receive) -> None:
     # the body was read: what the server sends next is the disconnect (or the end of
     # the response, after which nothing is waiting here)
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
