@@ -28,7 +28,7 @@ from typing import Any
 from modelyard.errors import InvalidArgument
 from modelyard.function_model import FunctionModel
 from modelyard.model import Model
-from workers.hf.hub import is_hub_id
+from workers.hf.hub import is_hub_id, probe_source
 from workers.settings import ModelConfig
 
 
@@ -41,9 +41,12 @@ def create_model(config: ModelConfig) -> Model:
             model.task = config.task
         return model
     check_source(config.source)
+    # The hub is asked before torch and transformers are imported (seconds, more on a busy
+    # host), so a worker whose hub is out of reach says so at once.
+    hub = probe_source(config.source, config.options)
     from workers.hf.pipeline_model import PipelineModel
 
-    return PipelineModel(task=config.task)
+    return PipelineModel(task=config.task, hub=hub)
 
 
 def check_source(source: str) -> None:

@@ -19,6 +19,8 @@ With HF_HUB_OFFLINE=1 nothing is asked; a model missing from the cache fails at 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from modelyard.errors import InvalidArgument, Unavailable
@@ -27,6 +29,14 @@ log = logging.getLogger(__name__)
 
 #: What huggingface_hub answers with when it would retry: the hub is there but not serving.
 _BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def probe_source(source: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`hub_access` for a source that is a hub id, with the config's `revision` and `token`
+    options; None for a folder (nothing to ask)."""
+    if Path(source).is_dir() or not is_hub_id(source):
+        return None
+    return hub_access(source, options.get("revision"), options.get("token"))
 
 
 def hub_access(repo_id: str, revision: str | None, token: Any = None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from transformers import AutoConfig
 
 from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Model, Outputs, Request
-from workers.hf.hub import hub_access, is_hub_id
+from workers.hf.hub import probe_source
 from workers.hf.task_inference import canonical_task, resolve_task
 from workers.hf.tasks import ADAPTERS, TaskAdapter
 
@@ -36,8 +35,11 @@ _build_pipeline: Callable[..., Any] = transformers.pipeline
 class PipelineModel(Model):
     """Serves one checkpoint with one task; `task=None` infers the task from its config."""
 
-    def __init__(self, task: str | None = None) -> None:
+    def __init__(self, task: str | None = None, hub: dict[str, Any] | None = None) -> None:
+        """`hub`: what `probe_source` answered for the source, when the caller asked the
+        hub already (the worker does, before importing this module); else `load` asks."""
         self._requested_task = task or None
+        self._hub = hub
         self._adapter: TaskAdapter | None = None
         if self._requested_task is not None:
             # a named task fixes the signature now, so metadata is right before loading
@@ -54,9 +56,9 @@ class PipelineModel(Model):
             raise InvalidArgument(
                 "option 'model_kwargs' must be a map of from_pretrained arguments"
             )
-        if not Path(context.source).is_dir() and is_hub_id(context.source):
-            # a hub id: ask the hub once, quickly, first
-            hub |= hub_access(context.source, hub.get("revision"), hub.get("token"))
+        # a hub id: ask the hub once, quickly, first (unless the caller did)
+        access = self._hub if self._hub is not None else probe_source(context.source, options)
+        hub |= access or {}
         # The worker loads one model at a time (workers.registry.LOAD_LOCK): transformers'
         # loading swaps process-wide state and is not thread-safe.
         self._load(context.source, context.device, hub, dtype, model_kwargs)
