@@ -38,8 +38,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 #: Each worker's batch size for the gated model: the calls of it that worker serves at once.
 CAPACITY = {"cap-a": 2, "cap-b": 1}
 SIZED = 5  # ceil(1.5 x (2 + 1))
-#: How long a step may take on a busy host (a worker process starts in seconds).
-PATIENCE = 120.0
+#: How long a step may take on a busy host (a worker process starts in seconds); within
+#: the test's own timeout, so a step that never happens fails with its own message.
+PATIENCE = 60.0
 HELD = {
     "name": "held",
     "inputs": {"x": "string"},
