@@ -5,8 +5,9 @@ Stop sequences are matched on the decoded text with the model's own tokenizer, s
 sequence that spans several tokens (or starts in the middle of one) is found as soon as
 its last character is generated, and generation of that choice ends there.
 
-Text is decoded from all of a choice's tokens at each step, never piece by piece: a prefix
-of the tokens then decodes to a prefix of the final text (bar a trailing unfinished UTF-8
+Text is what decoding all of a choice's tokens gives at each step, never pieces decoded
+apart (`incremental_decoding` gets it from a window of the latest tokens): a prefix of the
+tokens then decodes to a prefix of the final text (bar a trailing unfinished UTF-8
 character), which is what lets a stream send text before the choice is complete.
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 from transformers import StoppingCriteria
+
+from workers.hf.tasks.incremental_decoding import IncrementalDecoder
 
 STOP = "stop"
 LENGTH = "length"
@@ -31,7 +34,9 @@ class ChoiceText:
     def __init__(
         self, tokenizer: Any, stops: Sequence[str], eos_ids: Collection[int], limit: int
     ) -> None:
-        self._tokenizer = tokenizer
+        self._decoder = IncrementalDecoder(
+            tokenizer, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         self._stops = tuple(stops)
         self._longest_stop = max((len(s) for s in stops), default=0)
         self._eos_ids = eos_ids
@@ -56,9 +61,7 @@ class ChoiceText:
         if token in self._eos_ids:
             self.finish_reason = STOP  # an end-of-text token decodes to nothing
             return True
-        self.text = self._tokenizer.decode(
-            self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        self.text = self._decoder.extend((token,))
         cut = _first_stop(self.text, self._stops)
         if cut is not None:
             self.text = self.text[:cut]

@@ -3,12 +3,11 @@
 transformers' TextIteratorStreamer emits empty strings while it waits for a word boundary,
 and after each newline it starts decoding afresh, which drops the space a SentencePiece
 tokenizer (Llama, Mistral) puts before the next word: the streamed text then differs from
-the final one. This one decodes all generated tokens each step and emits only the new text
+the final one. This one keeps the text of all generated tokens (decoded incrementally:
+`incremental_decoding`, a window a step rather than everything) and emits only the new text
 up to the last whitespace, so a word is sent once it is complete and never revised.
 
 It hands each piece to a callback on `generate`'s own thread: no queue, no reader thread.
-Decoding everything each step costs little next to a decoding step (under 1% of a
-streamed tiny-GPT-2 generation's samples, bench/README.md).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 from transformers.generation.streamers import BaseStreamer
 
 from modelyard.model import Outputs
+from workers.hf.tasks.incremental_decoding import IncrementalDecoder
 
 Emit = Callable[[Outputs], None]
 _DONE = object()
@@ -32,9 +32,8 @@ class IncrementalTextStreamer(BaseStreamer):
     of text, on the same thread. The first `put` (the prompt) is skipped."""
 
     def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
-        self._tokenizer = tokenizer
+        self._decoder = IncrementalDecoder(tokenizer, skip_special_tokens=True)
         self._emit_piece = emit
-        self._ids: list[int] = []
         self._sent = 0  # characters of the decoded text already emitted
         self._prompt_seen = False
 
@@ -42,17 +41,12 @@ class IncrementalTextStreamer(BaseStreamer):
         if not self._prompt_seen:
             self._prompt_seen = True
             return
-        self._ids.extend(int(i) for i in value.reshape(-1).tolist())
-        text = self._decode()
-        self._emit(text, _stable_end(text))
+        text = self._decoder.extend(value.reshape(-1).tolist())
+        self._emit(text, _stable_end(text, self._sent))
 
     def end(self) -> None:
-        text = self._decode()
+        text = self._decoder.text
         self._emit(text, len(text))
-
-    def _decode(self) -> str:
-        text: str = self._tokenizer.decode(self._ids, skip_special_tokens=True)
-        return text
 
     def _emit(self, text: str, end: int) -> None:
         if end > self._sent:
@@ -90,14 +84,15 @@ def pulled(push: Callable[[Emit, threading.Event], Outputs]) -> Generator[Output
     return outcome[0]
 
 
-def _stable_end(text: str) -> int:
+def _stable_end(text: str, sent: int) -> int:
     """How much of `text` more tokens cannot change: up to the last whitespace, or all of
     it after a wide (CJK) character, which stands alone as a word; never an unfinished
-    UTF-8 sequence (decoded as U+FFFD until its last byte arrives)."""
+    UTF-8 sequence (decoded as U+FFFD until its last byte arrives). Only the text after
+    `sent` (already emitted, so stable) is searched: 0 when it holds no whitespace."""
     if (
         text
         and not text.endswith("\ufffd")
         and unicodedata.east_asian_width(text[-1]) in ("W", "F")
     ):
         return len(text)
-    return max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
+    return max(text.rfind(" ", sent), text.rfind("\n", sent), text.rfind("\t", sent)) + 1
