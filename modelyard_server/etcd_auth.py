@@ -117,6 +117,11 @@ class RefusalAwareWatcher(watcher.Watcher):  # type: ignore[misc]  # aetcd ships
     stream. Here the create fails with etcd's reason, and with `end_stream_on_refusal` (a
     token may be to blame) the stream ends: its watches fail, their owners watch again,
     and that opens a new stream with a current token.
+
+    A create that times out (WatchTimeoutError, etcd slow to answer) ends the stream too:
+    etcd may still answer it, and aetcd would give that late answer's watch id, and so
+    another prefix's events, to the next watch created on the stream, for good (a
+    composer's worker informer then saw no worker arrive).
     """
 
     def __init__(
@@ -125,6 +130,13 @@ class RefusalAwareWatcher(watcher.Watcher):  # type: ignore[misc]  # aetcd ships
         super().__init__(watchstub, timeout=timeout)
         self._on_refused = on_refused
         self._ending: asyncio.Task[None] | None = None
+
+    async def add_callback(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().add_callback(*args, **kwargs)
+        except exceptions.WatchTimeoutError as error:
+            await self._terminate_stream(error)  # not the stream's task: it may await it
+            raise
 
     async def _handle_response(self, response: Any) -> None:
         if not (response.created and response.canceled):
