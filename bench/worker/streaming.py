@@ -134,16 +134,24 @@ def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     round_trip = results["round_trip"]["p50_ms"]
     bound = TTFT_STEP_FACTOR * step + round_trip
     ttft = results["streamed"]["p50_ms"]
+    cpu_step = (
+        results["unary"]["server_cpu_ms_per_req"] - results["one_token"]["server_cpu_ms_per_req"]
+    ) / (NEW_TOKENS - 1)
+    total = results["streamed"].get("total_p50_ms")
     return {
         "ttft_p50_ms": ttft,
         "decode_step_ms": round(step, 3),
+        # the same step from the worker's CPU, and between the streamed tokens: on a busy
+        # machine the scheduler can stretch a unary call's wall time, not its CPU
+        "decode_step_cpu_ms": round(cpu_step, 3),
+        "streamed_step_ms": None if total is None else round((total - ttft) / (NEW_TOKENS - 1), 3),
         "round_trip_p50_ms": round_trip,
         "bound_ms": round(bound, 3),
         "ttft_to_bound": ratio(ttft, bound),
         # the first token's floor: a whole 1-token generation through Predict
         "one_token_unary_p50_ms": one,
         "ttft_to_one_token_unary": ratio(ttft, one),
-        "streamed_total_p50_ms": results["streamed"].get("total_p50_ms"),
+        "streamed_total_p50_ms": total,
         "one_token": results["one_token"],
         "round_trip": results["round_trip"],
     }
