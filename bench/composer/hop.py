@@ -5,6 +5,15 @@ loop) and a deployed 3-node sequential graph. Target: `Composer.Run` of that gra
 baseline: the client calls the same three worker processes itself, in sequence, each
 response's outputs copied into the next request. The composer path makes 4 RPCs where the
 direct one makes 3, so the figure includes the client -> composer hop, shared by 3 nodes.
+
+The goal at c=1 is machine-neutral (issue 12), both sides measured in the same run:
+- latency: the latency added per node (p50) over one direct Predict round trip (the direct
+  chain's p50 / 3), at most 0.5;
+- CPU: what the composer path adds per node (the whole stack's CPU per graph through the
+  composer minus per direct chain, / 3) over a worker's CPU per Predict (the stack's CPU
+  per direct chain / 3; the idle composer, etcd and control plane count there too), at
+  most 0.7.
+The absolute figure (<= 0.5 ms added per hop, the goal of issue 4) is reported beside them.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ ECHO = "tests.support.models:Echo"
 HOPS = (("echo-a", "echo1"), ("echo-b", "echo2"), ("echo-c", "echo3"))  # worker, model
 INPUTS = {"text": "The quick brown fox"}
 LEVELS = (Level(1, 800, 150), Level(16, 2000, 300))
-GOAL_MS = 0.5
+GOAL_MS = 0.5  # issue 4's absolute goal, kept beside the machine-neutral ones
+GOAL_LATENCY_RATIO = 0.5  # added latency per node / one direct Predict round trip (p50)
+GOAL_CPU_RATIO = 0.7  # the composer's added CPU per node / a worker's CPU per Predict
 GRAPH = "echo-chain"
 
 
@@ -89,15 +100,33 @@ def hop(run: Run, procs: StackProcs) -> None:
 def record(
     level: Level, composer: dict[str, Any], direct: dict[str, Any], procs: StackProcs
 ) -> dict[str, Any]:
+    nodes = len(HOPS)
     per_hop = {
-        q: round((composer[f"{q}_ms"] - direct[f"{q}_ms"]) / len(HOPS), 4)
+        q: round((composer[f"{q}_ms"] - direct[f"{q}_ms"]) / nodes, 4)
         for q in ("p50", "p90", "p99")
+    }
+    direct_predict_ms = direct["p50_ms"] / nodes
+    worker_cpu_ms = direct["server_cpu_ms_per_req"] / nodes
+    composer_cpu_ms = (composer["server_cpu_ms_per_req"] - direct["server_cpu_ms_per_req"]) / nodes
+    latency_ratio = ratio(per_hop["p50"], direct_predict_ms)
+    cpu_ratio = ratio(composer_cpu_ms, worker_cpu_ms)
+    per_node = {
+        "added_latency_p50_ms": per_hop["p50"],
+        "direct_predict_p50_ms": round(direct_predict_ms, 4),
+        "latency_ratio": latency_ratio,
+        "composer_cpu_ms": round(composer_cpu_ms, 4),
+        "worker_cpu_per_predict_ms": round(worker_cpu_ms, 4),
+        "cpu_ratio": cpu_ratio,
     }
     checks = {"no errors": clean(composer) and clean(direct)}
     goal = "informational (pass = no errors)"
     if level.concurrency == 1:
-        goal = f"added latency per hop (p50) <= {GOAL_MS} ms at c=1"
-        checks[f"per-hop p50 <= {GOAL_MS} ms"] = per_hop["p50"] <= GOAL_MS
+        goal = (
+            f"per node at c=1: added latency (p50) <= {GOAL_LATENCY_RATIO}x one direct Predict "
+            f"round trip, composer CPU <= {GOAL_CPU_RATIO}x a worker's per Predict"
+        )
+        checks[f"latency ratio <= {GOAL_LATENCY_RATIO}"] = within(latency_ratio, GOAL_LATENCY_RATIO)
+        checks[f"cpu ratio <= {GOAL_CPU_RATIO}"] = within(cpu_ratio, GOAL_CPU_RATIO)
     return {
         "bench": "composer_hop",
         "scenario": f"3 Echo models in sequence, c={level.concurrency}",
@@ -109,6 +138,9 @@ def record(
             **direct,
         },
         "added_per_hop_ms": per_hop,
+        "per_node": per_node,
+        # issue 4's absolute goal, informational: it moves with the machine's speed and load
+        f"added_per_hop_p50_within_{GOAL_MS}_ms": per_hop["p50"] <= GOAL_MS,
         "throughput_ratio": ratio(composer["throughput_rps"], direct["throughput_rps"]),
         "server_cpu_ms_per_req_added": round(
             composer["server_cpu_ms_per_req"] - direct["server_cpu_ms_per_req"], 3
@@ -118,3 +150,7 @@ def record(
         "checks": checks,
         "pass": all(checks.values()),
     }
+
+
+def within(value: float | None, goal: float) -> bool:
+    return value is not None and value <= goal
