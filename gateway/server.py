@@ -89,6 +89,10 @@ class Gateway:
             uvicorn.Config(
                 app,
                 lifespan="off",
+                # httptools (C) parses requests and frames chunks; uvicorn's other choice,
+                # h11, is pure Python: ~300 us more per streamed answer before its first
+                # token, ~5 us more per chunk
+                http="httptools",
                 log_config=None,  # the process's logging, as configured by the command
                 access_log=False,
                 # whole seconds (uvicorn's type): a grace is never cut short
