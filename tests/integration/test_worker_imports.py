@@ -8,6 +8,10 @@ others reports its own process's `sys.modules`.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +44,33 @@ def test_a_worker_serving_a_transformers_model_imports_them_and_nothing_unneeded
     sentiment = {"name": "echo", "source": str(tiny_checkpoints["tiny-bert-sentiment"])}
     config = write_config(tmp_path / "worker.yaml", [sentiment, REPORTER])
     assert imported_by_worker(config) == HEAVY
+
+
+ASK_THE_HUB = f"""
+import sys
+from modelyard.errors import Unavailable
+from workers.loader import create_model
+from workers.settings import ModelConfig
+try:
+    create_model(ModelConfig(name="remote", source="someone/some-model"))
+except Unavailable:
+    print([name for name in {HEAVY!r} if name in sys.modules])
+else:
+    sys.exit("creating the model asked the hub nothing")
+"""
+
+
+def test_a_hub_id_is_asked_about_before_torch_and_transformers_are_imported(
+    tmp_path: Path,
+) -> None:
+    # An unreachable hub is reported without first paying seconds for the import.
+    with socket.socket() as closed:  # a loopback port nobody listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", ASK_THE_HUB],
+        capture_output=True, text=True, timeout=120, env=env, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stderr
