@@ -8,7 +8,9 @@ it cannot beat: one decoding step (the N-token generation's unary p50 minus a 1-
 one's, over N - 1: a step of the loop `generate` runs per token) plus the gRPC round trip
 (Echo through Predict on the same worker, the cheapest call it serves). The 1-token
 generation's own p50 is reported too: the first token also pays for `generate`'s set-up
-and the prompt's forward pass, which no streaming change removes.
+and the prompt's forward pass, which no streaming change removes. Also at c=1, the same
+tick count from `tests.support.models:Ticker` (no pause) streamed vs unary gives what a
+chunk alone costs the worker (`per_chunk`), set against a decoding step's CPU.
 
 In a smoke run `tests.support.models:Ticker` (no pause between ticks) stands in for the
 checkpoint: the same calls and fields, no torch.
@@ -26,19 +28,23 @@ from bench.worker.models import ECHO_INPUTS, ECHO_MODEL, GPT2_INPUTS, Checkpoint
 from bench.worker.run import Run, load_spec
 
 NEW_TOKENS = 32
-LEVELS = (Level(1, 150, 15), Level(4, 200, 20))
+# Time caps with room for a busy shared machine: a capped round fails "no errors".
+LEVELS = (Level(1, 150, 15, 30.0), Level(4, 200, 20, 40.0))
 STEP_LEVEL = Level(1, 150, 15)  # the 1-token generation: the decoding step's other end
 ECHO_LEVEL = Level(1, 1000, 100)  # the round trip
 CPU_EXTRA_MAX = 0.10  # streamed CPU per request <= 1.10x unary
 TTFT_STEP_FACTOR = 1.2  # ttft <= 1.2 x one decoding step + the round trip
+CHUNK_LEVEL = Level(1, 300, 30)  # the Ticker's ticks: the cost of a chunk alone
 GENERATOR = "gpt2"
+TICKS = "ticks"
 TICKER = "tests.support.models:Ticker"
 
 
 def streaming(run: Run, checkpoints: Checkpoints) -> None:
-    models = [generator_model(checkpoints), *ECHO_MODEL]
+    models = [generator_model(checkpoints), ticker_model(), *ECHO_MODEL]
     config = write_worker_config(run.workdir / "streaming.yaml", models)
-    generation = Generation(checkpoints is not None)
+    generation = Generation(GENERATOR, real=checkpoints is not None)
+    ticks = Generation(TICKS, real=False)
     with serving("streaming-worker", worker(config), run.workdir) as served:
         for level in map(run.level, LEVELS):
             measures = {
@@ -50,14 +56,20 @@ def streaming(run: Run, checkpoints: Checkpoints) -> None:
                 echo = load_spec(served, "echo", ECHO_INPUTS, run.level(ECHO_LEVEL))
                 measures["one_token"] = measure(run, one_token)
                 measures["round_trip"] = measure(run, echo)
+                chunks = run.level(CHUNK_LEVEL)
+                measures["ticks_unary"] = measure(run, ticks.spec(served, chunks, NEW_TOKENS))
+                measures["ticks_streamed"] = measure(
+                    run, ticks.spec(served, chunks, NEW_TOKENS, stream=True)
+                )
             results = alternate(measures, run.rounds)
             run.recorder.emit(level_record(level, results))
 
 
 class Generation:
-    """The generation's load specs: tiny-gpt2's prompts, or the Ticker's tick counts."""
+    """A generation's load specs: tiny-gpt2's prompts, or the Ticker's tick counts."""
 
-    def __init__(self, real: bool) -> None:
+    def __init__(self, model: str, *, real: bool) -> None:
+        self.model = model
         self.real = real
 
     def spec(
@@ -69,7 +81,7 @@ class Generation:
             inputs, parameters = GPT2_INPUTS, {"max_new_tokens": tokens, "do_sample": False}
         else:
             inputs, parameters = [{"count": tokens}], {"interval_ms": 0.0}
-        spec = load_spec(server, GENERATOR, inputs, level, parameters=parameters)
+        spec = load_spec(server, self.model, inputs, level, parameters=parameters)
         if stream:
             spec["kind"] = "predict_stream"
         return spec
@@ -85,6 +97,11 @@ def generator_model(checkpoints: Checkpoints) -> dict[str, Any]:
         "task": "text-generation",
         "batching": batching,
     }
+
+
+def ticker_model() -> dict[str, Any]:
+    """A model whose chunks cost nothing to make: what is left is what a chunk costs."""
+    return {"name": TICKS, "class": TICKER, "batching": {"max_batch_size": 1}}
 
 
 def measure(run: Run, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
@@ -117,6 +134,7 @@ def level_record(level: Level, results: dict[str, dict[str, Any]]) -> dict[str, 
     if "one_token" in results:
         first = first_token(results)
         record["first_token"] = first
+        record["per_chunk"] = per_chunk(results, first["decode_step_cpu_ms"])
         goals.append(f"ttft p50 <= {TTFT_STEP_FACTOR:g}x one decoding step + the gRPC round trip")
         checks[f"ttft p50 <= {TTFT_STEP_FACTOR:g}x step + round trip"] = (
             first["ttft_p50_ms"] <= first["bound_ms"]
@@ -154,4 +172,19 @@ def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "streamed_total_p50_ms": total,
         "one_token": results["one_token"],
         "round_trip": results["round_trip"],
+    }
+
+
+def per_chunk(results: dict[str, dict[str, Any]], step_cpu_ms: float) -> dict[str, Any]:
+    """What one streamed chunk costs the worker beyond the unary answer, measured with the
+    Ticker (chunks that cost nothing to make), and that against a decoding step's CPU: the
+    CPU ratio a generation can reach, whatever the machine's speed."""
+    unary = results["ticks_unary"]["server_cpu_ms_per_req"]
+    streamed = results["ticks_streamed"]["server_cpu_ms_per_req"]
+    chunk_us = 1000 * (streamed - unary) / NEW_TOKENS
+    return {
+        "cpu_us": round(chunk_us, 1),
+        "of_a_decoding_step": ratio(chunk_us / 1000, step_cpu_ms) if step_cpu_ms > 0 else None,
+        "unary": results["ticks_unary"],
+        "streamed": results["ticks_streamed"],
     }

@@ -43,3 +43,12 @@ def test_c1_sets_the_time_to_first_token_beside_its_bound(run: Finished) -> None
     assert_has(first, "one_token_unary_p50_ms", "ttft_to_bound", "ttft_to_one_token_unary")
     assert_has(first, "decode_step_cpu_ms", "streamed_step_ms")
     assert "ttft p50 <= 1.2x step + round trip" in record["checks"]
+
+
+def test_c1_measures_what_a_chunk_alone_costs(run: Finished) -> None:
+    record = run.records("streaming")[0]
+    chunk = {**record["per_chunk"], "scenario": record["scenario"]}
+    assert_load(chunk, "unary")
+    assert_load(chunk, "streamed")
+    assert_has(chunk, "cpu_us", "of_a_decoding_step")
+    assert chunk["streamed"]["sample"]["chunks"] == record["new_tokens"]
