@@ -32,7 +32,9 @@ DOCKER = REPO / "docker"
 COMPOSE_FILE = DOCKER / "docker-compose.yml"
 K8S = REPO / "deploy" / "k8s"
 BIN = Path(sys.executable).parent  # the venv's console scripts: modelyard, hadolint
-pytestmark = pytest.mark.slow
+# The module's stack starts in its first test's setup, which that test's timeout covers:
+# on two busy cores the start alone can take most of the default 120 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def compose_config(compose_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:

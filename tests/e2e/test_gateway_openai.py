@@ -19,7 +19,9 @@ from rich.console import Console
 from modelyard_cli.graph_output import deploy_files
 from modelyard_cli.stack import GATEWAY, Phase, Stack
 
-pytestmark = pytest.mark.slow
+# The module's stack starts in its first test's setup, which that test's timeout covers:
+# on two busy cores the start alone can take most of the default 120 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 ONCE: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Once upon a time"}]

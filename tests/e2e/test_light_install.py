@@ -23,6 +23,9 @@ from modelyard_cli.processes import import_path_env, start_service, stop_service
 
 REPO = Path(__file__).resolve().parents[2]
 LIGHT_CLIENT = Path(__file__).with_name("light_client.py")
+# The test's setup builds the wheel, installs it into a fresh venv and starts the servers,
+# all under its timeout: on two busy cores that alone took 120-240 s (the default is 120).
+pytestmark = pytest.mark.timeout(600)
 MODELS = [
     {"name": "echo", "class": "tests.support.models:Echo"},
     {"name": "ticker", "class": "tests.support.models:Ticker"},

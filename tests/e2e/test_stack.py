@@ -25,6 +25,9 @@ from modelyard_cli.stack import Stack
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 GRAPHS = REPO / "examples" / "graphs"
+# The module's stack starts in its first test's setup, which that test's timeout covers:
+# on two busy cores the start alone can take most of the default 120 s.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,9 @@ from modelyard_cli.demo import REPO
 from modelyard_cli.stack import COMPOSER, CONTROL_PLANE, Stack, worker_service
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 
-pytestmark = pytest.mark.slow
+# The module's stack starts in its first test's setup, which that test's timeout covers:
+# on two busy cores the start alone can take most of the default 120 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 PROMPT = "I have an idea!"

@@ -24,6 +24,9 @@ from modelyard_cli.demo import REPO
 from modelyard_cli.state import StackState, pid_alive, read_state
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
+# The module's stack starts in its first test's setup, which that test's timeout covers:
+# on two busy cores the start alone can take most of the default 120 s.
+pytestmark = pytest.mark.timeout(300)
 
 EXTRA_GRAPH = """\
 name: extra
