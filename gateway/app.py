@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -126,9 +126,10 @@ class EventStream(Response):
         self._sent_all = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        streaming = asyncio.current_task()
-        assert streaming is not None  # awaited by a task: uvicorn's for this request
-        watcher = asyncio.ensure_future(self._cancel_when_disconnected(receive, streaming))
+        streaming = _current_task()
+        watcher = asyncio.ensure_future(
+            _cancel_when_disconnected(receive, streaming, lambda: self._sent_all)
+        )
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async with contextlib.aclosing(self.events) as events:
@@ -140,18 +141,11 @@ class EventStream(Response):
                 self._sent_all = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not watcher.done() or watcher.cancelled():
-                raise  # cancelled by the server (a shutdown), not by the client leaving
+            if not _cancelled_by(watcher):
+                raise  # by the server (a shutdown), not by the client leaving
             streaming.uncancel()
         finally:
             watcher.cancel()
-
-    async def _cancel_when_disconnected(
-        self, receive: Receive, streaming: asyncio.Task[Any]
-    ) -> None:
-        await _disconnected(receive)
-        if not self._sent_all:  # (the end of the response reads as a disconnect too)
-            streaming.cancel()
 
 
 async def _events(
@@ -197,25 +191,44 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`work`'s result, or (once the client closed the connection) `work` cancelled."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request.receive))
+    """`work`'s result, or (once the client closed the connection) `work` cancelled.
+
+    `work` runs in this task (no task of its own to hand its result over: the first chunk
+    reaches the response sooner); a watcher cancels this task if the client leaves first.
+    """
+    waiting = _current_task()
+    watcher = asyncio.ensure_future(_cancel_when_disconnected(request.receive, waiting))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if _cancelled_by(watcher):
+            waiting.uncancel()
+        raise ApiError(_CLIENT_CLOSED, "the client closed the connection") from None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-            raise ApiError(_CLIENT_CLOSED, "the client closed the connection")
-    return task.result()
 
 
-async def _disconnected(receive: Receive) -> None:
+async def _cancel_when_disconnected(
+    receive: Receive, task: asyncio.Task[Any], finished: Callable[[], bool] = lambda: False
+) -> None:
+    """Cancels `task` once the client closes the connection, unless `finished()` by then."""
     # the body was read: what the server sends next is the disconnect (or the end of
-    # the response, after which nothing is waiting here)
+    # the response, which reads as one too)
     while (await receive())["type"] != "http.disconnect":
         pass
+    if not finished():
+        task.cancel()
+
+
+def _cancelled_by(watcher: asyncio.Task[None]) -> bool:
+    """Whether `watcher` cancelled its task (the client left), rather than someone else."""
+    return watcher.done() and not watcher.cancelled()
+
+
+def _current_task() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None  # a request is served by a task of uvicorn's
+    return task
 
 
 def _too_large(limit: int) -> ApiError:
