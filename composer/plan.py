@@ -20,12 +20,15 @@ from modelyard.values import from_value
 def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, Any]:
     """A run's inputs checked against the graph's, and optional ones defaulted (null counts
     as not given for those); raises InvalidArgument naming the input."""
-    takes = ", ".join(spec.name for spec in graph.inputs) or "none"
+
+    def takes() -> str:  # for the messages only: a run that is fine never spells it out
+        return ", ".join(spec.name for spec in graph.inputs) or "none"
+
     declared = {spec.name for spec in graph.inputs}
     for name in given:
         if name not in declared:
             raise InvalidArgument(
-                f"unknown input '{name}'; graph '{graph.name}' takes: {takes}",
+                f"unknown input '{name}'; graph '{graph.name}' takes: {takes()}",
                 reason=Reason.INPUT_UNKNOWN,
                 field=f"inputs.{name}",
             )
@@ -39,7 +42,7 @@ def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, 
             checked[spec.name] = check_value("input", Field(spec.name, kind), value)
         elif spec.required:
             raise InvalidArgument(
-                f"missing input '{spec.name}' ({kind}); graph takes: {takes}",
+                f"missing input '{spec.name}' ({kind}); graph takes: {takes()}",
                 reason=Reason.INPUT_MISSING,
                 field=f"inputs.{spec.name}",
             )

@@ -13,7 +13,8 @@ and the latency of runs and nodes.
 Inline graphs (sent with the run, not deployed) are counted as graph="<inline>" and
 node="<inline>": their names are the client's choice, and must not grow the number of series.
 Latencies carry the trace id as exemplar. With tracing off (no tracer) no span is made at
-all, not even a no-op one: the metrics are all that is left. Nor in a trace that is not
+all, not even a no-op one, nor is an exemplar looked for (no span can be current): the
+metrics are all that is left. Nor in a trace that is not
 recorded (the call's span was not sampled): its children would not be either, as the
 sampler decides by trace id, and each no-op span still costs microseconds.
 """
@@ -98,7 +99,7 @@ class ComposerTelemetry:
             raise
         finally:
             in_flight.dec()
-            observe(self._run_seconds.of(label, code.name), self.clock.now() - started)
+            self.observe(self._run_seconds.of(label, code.name), self.clock.now() - started)
 
     def node(self, graph: str, node: graph_pb2.Node, label: str) -> AbstractContextManager[None]:
         """One node of a run of `graph` (its label); `label` is the node's."""
@@ -112,6 +113,13 @@ class ComposerTelemetry:
         with timing, self._span(f"node {node.name}") as span:
             set_attributes(span, graph=graph, node=node.name, model=_model_of(node) or None)
             yield
+
+    def observe(self, series: Histogram, seconds: float) -> None:
+        """Times a run or node: with the current trace id as exemplar when tracing is on."""
+        if self.tracer is None:
+            series.observe(seconds)
+        else:
+            observe(series, seconds)
 
     def _span(self, name: str) -> AbstractContextManager[Span]:
         if self.tracer is None or unrecorded():
@@ -170,7 +178,7 @@ class _NodeTiming:
             status = "cancelled"
         telemetry = self._telemetry
         series = telemetry.node_seconds.of(self._graph, self._label, status)
-        observe(series, telemetry.clock.now() - self._started)
+        telemetry.observe(series, telemetry.clock.now() - self._started)
 
 
 class RunTelemetry:
