@@ -185,16 +185,15 @@ def _describe_worker(settings: WorkerSettings) -> None:
     console.print(tags)
 
 
-@app.command(rich_help_panel=TOOLS_PANEL)
-def models(
+def served_models(
     address: Annotated[str, typer.Argument(help="host:port of a worker")],
     verbose: Verbose = False,
 ) -> None:
-    """List a worker's models and their state.
+    """List the models a worker serves and their state.
 
     Example:
 
-        modelyard models 127.0.0.1:50051
+        modelyard models served 127.0.0.1:50051
     """
     setup_logging(verbose)
     from modelyard.v1 import predict_pb2 as pb
@@ -335,6 +334,9 @@ def full_app() -> typer.Typer:
     cli_up.register(app)
     cli_status.register(app)
     cli_health.register(app)
+    # `modelyard models` is the registered APIs' group; a worker's own models are one of
+    # its commands (`served`), so every kind of model is listed under one name
+    cli_models.models_app.command("served")(served_models)
     cli_models.register(app)
     return app
 

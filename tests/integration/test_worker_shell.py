@@ -80,7 +80,7 @@ def test_grpcurl_health_check(hf_worker: str) -> None:
 
 
 def test_cli_models_predict_and_metadata(hf_worker: str) -> None:
-    listed = run(MODELYARD, "models", hf_worker)
+    listed = run(MODELYARD, "models", "served", hf_worker)
     assert listed.returncode == 0 and "sentiment" in listed.stdout and "ready" in listed.stdout
     predicted = run(
         MODELYARD,
