@@ -9,6 +9,7 @@ timeout and the run's deadline, all on the run's clock. The calls go through an 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +28,9 @@ from modelyard.v1 import graph_pb2
 from modelyard.values import from_value
 
 T = TypeVar("T")
+#: The retries' jitter, shared: a Random of its own per call would seed itself from the OS's
+#: entropy (a getrandom syscall and ~25 us) on every node call, retried or not.
+_JITTER = random.Random()
 
 
 class Invoker(Protocol):
@@ -217,17 +221,19 @@ class Calls:
         already retries on other replicas; this outer layer rides out a brief outage."""
         timeout = seconds(node.timeout)
         limit = timeout if timeout > 0 else None
-        retry = self.retry_backoff.counter(clock=self.clock)
+        retry = self.retry_backoff.counter(rng=_JITTER, clock=self.clock)
         while True:
             left = self.run.time_left()
             if left is not None and left <= 0:
                 raise DeadlineExceeded(f"the run's deadline passed before calling '{model}'")
             try:
+                if limit is None:  # no node timeout: the run's own deadline scope is enough
+                    return await attempt(left)
                 # the invoker's own timeout may be only advisory
                 async with timeout_on(self.clock, limit) as scope:
                     return await attempt(_tightest(limit, left))
             except TimeoutError:
-                if not scope.expired():
+                if limit is None or not scope.expired():
                     raise
                 raise DeadlineExceeded(f"model '{model}' took over the node's {limit:g}s") from None
             except ModelyardError as error:
