@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -38,6 +38,7 @@ from modelyard.v1 import controlplane_pb2_grpc, value_pb2
 from modelyard.v1 import graph_pb2 as g
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHAT = "llm/v1/chat"
 COMPLETIONS = "llm/v1/completions"
@@ -96,18 +97,27 @@ class ModelSource(Protocol):
         ...
 
 
-class ServedModels:
-    """The served models, from the first control-plane replica that answers ListWorkers."""
+class _FromControlPlanes:
+    """A source read from the first control-plane replica that answers; one channel per
+    replica, kept for the source's life."""
 
     def __init__(
-        self, addresses: Sequence[str], *, credentials: grpc.ChannelCredentials | None = None
+        self,
+        addresses: Sequence[str],
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        what: str,
     ) -> None:
         self.addresses = tuple(addresses)
-        self.what = f"control plane {', '.join(self.addresses)}"
+        self.what = f"{what} {', '.join(self.addresses)}"
         self._credentials = credentials  # None: plaintext
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    async def models(self) -> list[Target]:
+    async def _first_answer(
+        self,
+        ask: Callable[[controlplane_pb2_grpc.ControlPlaneAsyncStub], Awaitable[T]],
+        listing: str,
+    ) -> T:
         problems = []
         for address in self.addresses:
             channel = self._channels.get(address)
@@ -115,14 +125,11 @@ class ServedModels:
                 channel = self._channels[address] = aio_channel(
                     address, credentials=self._credentials
                 )
-            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
             try:
-                reply = await stub.ListWorkers(cp.ListWorkersRequest(), timeout=_LIST_TIMEOUT_S)
+                return await ask(controlplane_pb2_grpc.ControlPlaneStub(channel))
             except grpc.aio.AioRpcError as error:
                 problems.append(f"{address}: {error.code().name}")
-                continue
-            return served_models(reply.workers)
-        raise Unavailable(f"cannot list the served models ({'; '.join(problems)})")
+        raise Unavailable(f"cannot list the {listing} ({'; '.join(problems)})")
 
     async def close(self) -> None:
         channels = list(self._channels.values())
@@ -130,41 +137,39 @@ class ServedModels:
         await asyncio.gather(*(channel.close() for channel in channels))
 
 
-class RegisteredApis:
+class ServedModels(_FromControlPlanes):
+    """The served models, from the first control-plane replica that answers ListWorkers."""
+
+    def __init__(
+        self, addresses: Sequence[str], *, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        super().__init__(addresses, credentials=credentials, what="control plane")
+
+    async def models(self) -> list[Target]:
+        reply = await self._first_answer(
+            lambda stub: stub.ListWorkers(cp.ListWorkersRequest(), timeout=_LIST_TIMEOUT_S),
+            "served models",
+        )
+        return served_models(reply.workers)
+
+
+class RegisteredApis(_FromControlPlanes):
     """The registered names, from the first control-plane replica that answers
     ListRegistrations; a name whose registrations are all offline is not listed."""
 
     def __init__(
         self, addresses: Sequence[str], *, credentials: grpc.ChannelCredentials | None = None
     ) -> None:
-        self.addresses = tuple(addresses)
-        self.what = f"registrations of control plane {', '.join(self.addresses)}"
-        self._credentials = credentials  # None: plaintext
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        super().__init__(addresses, credentials=credentials, what="registrations of control plane")
 
     async def models(self) -> list[Target]:
-        problems = []
-        for address in self.addresses:
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = self._channels[address] = aio_channel(
-                    address, credentials=self._credentials
-                )
-            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
-            try:
-                reply = await stub.ListRegistrations(
-                    cp.ListRegistrationsRequest(), timeout=_LIST_TIMEOUT_S
-                )
-            except grpc.aio.AioRpcError as error:
-                problems.append(f"{address}: {error.code().name}")
-                continue
-            return registered_models(reply.registrations)
-        raise Unavailable(f"cannot list the registered APIs ({'; '.join(problems)})")
-
-    async def close(self) -> None:
-        channels = list(self._channels.values())
-        self._channels.clear()
-        await asyncio.gather(*(channel.close() for channel in channels))
+        reply = await self._first_answer(
+            lambda stub: stub.ListRegistrations(
+                cp.ListRegistrationsRequest(), timeout=_LIST_TIMEOUT_S
+            ),
+            "registered APIs",
+        )
+        return registered_models(reply.registrations)
 
 
 def registered_models(registrations: Sequence[cp.Registration]) -> list[Target]:
