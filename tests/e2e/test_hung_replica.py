@@ -131,8 +131,12 @@ async def test_a_composer_loses_no_run_to_a_stopped_replica(
     _, control = cluster.control_plane()
     cluster.worker("a")
     stopped, _ = cluster.worker("b")
+    # rescue, not admission: two one-call-at-a-time replicas size the limit to 3, and the
+    # 16 callers would be refused at once
     composer, address = start_service(
-        ["composer", "--etcd", etcd.endpoint, "--controlplane", control], timeout=60
+        ["composer", "--etcd", etcd.endpoint, "--controlplane", control],
+        timeout=60,
+        env={"MODELYARD_COMPOSER_MAX_RUNS_IN_FLIGHT": "64"},
     )
     cluster.processes.append(composer)
     graph = GraphBuilder("one-slow-node")
