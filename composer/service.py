@@ -63,8 +63,8 @@ class ComposerService:
         report = await self.validate(graph)
         if report.errors:
             raise _invalid(f"graph '{graph.name}' is invalid: ", report)
-        await self._store.put(graph)
-        self._store.remember(graph)
+        revision = await self._store.put(graph)
+        self._store.remember(graph, revision)
         return list(report.warnings)
 
     def get(self, name: str) -> graph_pb2.Graph:

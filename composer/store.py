@@ -31,9 +31,13 @@ class GraphStore:
             client, keys.graphs, _decode, lambda name: None
         )
 
-    async def put(self, graph: graph_pb2.Graph) -> None:
+    async def put(self, graph: graph_pb2.Graph) -> int:
+        """Stores `graph`; the etcd revision of the write."""
         key, value = self._key(graph.name), json_format.MessageToJson(graph).encode()
-        await retried(lambda: self._client.put(key, value), what=f"deploy graph '{graph.name}'")
+        written = await retried(
+            lambda: self._client.put(key, value), what=f"deploy graph '{graph.name}'"
+        )
+        return int(written.header.revision)
 
     async def delete(self, name: str) -> None:
         self.get(name)  # NOT_FOUND for a graph nobody deployed
@@ -66,13 +70,14 @@ class GraphStore:
         self._require_synced()
         return [self.informer.cache[name].value for name in sorted(self.informer.cache)]
 
-    def remember(self, graph: graph_pb2.Graph) -> None:
-        """Makes a just-deployed graph runnable here before the watch event arrives."""
+    def remember(self, graph: graph_pb2.Graph, revision: int) -> None:
+        """Makes a just-deployed graph runnable here before the watch event arrives (written
+        at `revision`: a listing older than that keeps it, see Informer._list)."""
         from modelyard_server.informer import Entry
 
         current = self.informer.cache.get(graph.name)
-        revision = current.mod_revision if current else 0
-        self.informer.cache[graph.name] = Entry(graph, revision, revision)
+        created = current.create_revision if current else revision
+        self.informer.cache[graph.name] = Entry(graph, created, revision)
 
     def _key(self, name: str) -> bytes:
         return f"{self._keys.graphs}{name}".encode()

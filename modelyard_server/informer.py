@@ -95,10 +95,14 @@ class Informer(Generic[T]):
             if entry is not None:
                 fresh[name] = entry
         old = dict(self.cache)
+        revision = listing.header.revision
+        # an entry this replica wrote after the listing's snapshot (a read-your-writes put,
+        # e.g. a graph just deployed) stays: the watch from `revision` brings its event
+        fresh |= {name: e for name, e in old.items() if e.mod_revision > revision}
         # in place: views hold a reference to this dict
         self.cache.clear()
         self.cache.update(fresh)
-        self.revision = listing.header.revision
+        self.revision = revision
         self.synced.set()
         for name in old.keys() | fresh.keys():
             before, after = old.get(name), fresh.get(name)

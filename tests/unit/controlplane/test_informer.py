@@ -123,6 +123,24 @@ async def test_after_the_watch_breaks_it_lists_again_and_reports_what_changed_me
     assert informer.revision == etcd.revision
 
 
+async def test_a_listing_older_than_a_remembered_write_keeps_it(
+    informer: Informer[str], etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    """A replica that wrote a key remembers it at once (read your writes: a graph just
+    deployed runs here); a relisting whose snapshot predates that write must not undo it."""
+    await watching(etcd)
+    (watch,) = etcd.open_watches()
+    watch.fail(ConnectionError("etcd restarted"))
+    await settle()
+    newer = etcd.revision + 5  # as if written after the relisting's snapshot
+    informer.cache["mine"] = Entry("M", newer, newer)
+
+    await clock.advance(0.1)  # the relisting backoff
+    await watching(etcd)
+
+    assert values(informer) == {"a": "A", "mine": "M"}
+
+
 async def test_while_etcd_is_away_it_retries_with_a_growing_backoff(
     informer: Informer[str], etcd: FakeEtcd, clock: FakeClock
 ) -> None:
