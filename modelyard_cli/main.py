@@ -199,7 +199,7 @@ def served_models(
     from modelyard.v1 import predict_pb2 as pb
     from modelyard_cli.credentials import worker_client
 
-    with _ErrorsAsExit(), worker_client(address, 10) as client:
+    with _ErrorsAsExit(address), worker_client(address, 10) as client:
         statuses = client.list_models()
     table = Table()
     table.add_column("name", no_wrap=True)  # a name to copy: whole, on one line
@@ -229,7 +229,7 @@ def metadata(
 
     from modelyard_cli.credentials import worker_client
 
-    with _ErrorsAsExit(), worker_client(address, 10) as client:
+    with _ErrorsAsExit(address), worker_client(address, 10) as client:
         response = client.metadata(model)
     console.print_json(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
 
@@ -259,7 +259,7 @@ def predict(
     from modelyard_cli.credentials import worker_client
 
     inputs, parameters = _pairs(input or []), _pairs(param or [])
-    with _ErrorsAsExit(), worker_client(address, timeout) as client:
+    with _ErrorsAsExit(address), worker_client(address, timeout) as client:
         if not stream:
             result = client.predict(model, inputs, parameters=parameters)
             console.print_json(json.dumps(result.outputs, default=jsonable))
@@ -286,7 +286,12 @@ def _pairs(items: list[str]) -> dict[str, Any]:
 
 
 class _ErrorsAsExit:
-    """Prints a modelyard error's status and message and exits 1, instead of a traceback."""
+    """Prints a worker's error as the other commands print a service's (`rpc_problem`:
+    the status and message, or "cannot reach the worker at ..." when nothing answers) and
+    exits 1, instead of a traceback."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
 
     def __enter__(self) -> None:
         return None
@@ -295,9 +300,10 @@ class _ErrorsAsExit:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
     ) -> None:
         from modelyard.errors import ModelyardError
+        from modelyard_cli.rpc import rpc_problem
 
         if isinstance(error, ModelyardError):
-            fail(f"{error.code.name}: {error.message}", code=1)
+            fail(rpc_problem(error.code, error.message, self._address, "the worker"), code=1)
 
 
 @app.command(rich_help_panel=TOOLS_PANEL)

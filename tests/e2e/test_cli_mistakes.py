@@ -153,6 +153,8 @@ def test_an_unreachable_etcd_is_one_line(tmp_path: Path, service: str) -> None:
     [
         (["graph", "list", "--composer"], "the composer"),
         (["workers", "--controlplane"], "the control plane"),
+        (["models", "list", "--controlplane"], "the control plane"),
+        (["models", "served"], "the worker"),
     ],
 )
 def test_a_server_that_is_not_there_is_one_line(command: list[str], what: str) -> None:
