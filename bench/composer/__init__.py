@@ -11,7 +11,8 @@
 Scenarios (bench/README.md, "Composer (issue 4)"), one module each:
 
     hop     added latency per hop: 3 Echo models as a sequential graph through the composer
-            vs the client calling the same 3 workers itself, c=1 and c=16
+            vs the client calling the same 3 workers itself, c=1 and c=16, and the floor:
+            a bare grpc.aio relay of the same chain (relay_server) in the same rounds
     graph   the seed inference graph (gpt2 + distilgpt2 in parallel, then bert on each text)
             through the composer vs BentoML 1.4 serving the same graph with the same
             checkpoints (bentoml, bentoml_service/), c=1 and c=16; `probe` calls the

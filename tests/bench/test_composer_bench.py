@@ -35,9 +35,34 @@ def test_hop_compares_the_composer_with_direct_calls(run: Finished) -> None:
         assert_load(record, "composer")
         assert_load(record, "baseline")
         assert_has(record, "added_per_hop_ms.p50", "added_per_hop_ms.p99", "throughput_ratio")
-        assert {"etcd", "controlplane", "composer"} <= set(record["server_processes"])
+        assert {"etcd", "controlplane", "composer", "relay"} <= set(record["server_processes"])
         # the chain's outputs were checked against its inputs before timing
         assert record["composer"]["sample"] == {"text": "The quick brown fox"}
+
+
+def test_hop_measures_the_bare_relay_floor_beside_the_goal(run: Finished) -> None:
+    for record in run.records("composer_hop"):
+        assert_load(record, "relay")
+        # the relay ran the same chain on the same workers: its outputs were checked too
+        assert record["relay"]["sample"] == {"text": "The quick brown fox"}
+        assert_has(
+            record,
+            "per_node.latency_ratio",
+            "per_node.cpu_ratio",
+            "per_node.floor.latency_ratio",
+            "per_node.floor.cpu_ratio",
+            "per_node.floor.added_latency_p50_ms",
+            "per_node.floor.cpu_ms",
+            "per_node.composer_over_floor.added_latency_p50_ms",
+            "per_node.composer_over_floor.cpu_ms",
+            "per_node.composer_over_floor.latency_x_floor",
+            "per_node.composer_over_floor.cpu_x_floor",
+        )
+        floor = record["per_node"]["floor"]
+        assert isinstance(floor["latency_goal_below_floor"], bool)
+        assert isinstance(floor["cpu_goal_below_floor"], bool)
+        # the floor is reported beside the verdict, never part of it
+        assert not any("floor" in check for check in record["checks"])
 
 
 def test_graph_runs_the_seed_graph_and_says_the_baseline_was_skipped(run: Finished) -> None:
