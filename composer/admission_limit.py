@@ -20,9 +20,16 @@ memory on a very large cluster and is what gRPC's own pending-call limit is size
 (composer.server), so that admission always answers first.
 
 The limit follows the sets as they change; lowering it refuses new runs only, and never
-touches runs already admitted. Each composer replica sizes itself to all the replicas it
-routes to: N composers in front of the same workers admit N times as much together, so
-give each `admission_factor` / N (or a fixed `max_runs_in_flight`).
+touches runs already admitted. A model whose route retired (the routed client stops
+watching a model nobody called for a while) keeps its last capacity: an idle model is not a
+smaller cluster, and forgetting it would leave the composer admitting FLOOR runs when
+traffic comes back. Its capacity is replaced when its route watches again. At start the
+composer opens the routes of the deployed graphs' models before it says SERVING
+(`composer.warm_routes`), so its first burst is admitted by a sized limit too.
+
+Each composer replica sizes itself to all the replicas it routes to: N composers in front
+of the same workers admit N times as much together, so give each `admission_factor` / N
+(or a fixed `max_runs_in_flight`).
 """
 
 from __future__ import annotations
@@ -43,7 +50,15 @@ CEILING = 10_000
 
 def sized_limit(sets: Iterable[EndpointSet], *, factor: float) -> int:
     """The limit for the replicas in `sets` (module docstring)."""
-    capacity = {(s.model, e.worker_id): max(e.capacity, 1) for s in sets for e in s.endpoints}
+    return _limit(capacities(sets), factor=factor)
+
+
+def capacities(sets: Iterable[EndpointSet]) -> dict[tuple[str, str], int]:
+    """The calls each replica serves at once, per (model, worker)."""
+    return {(s.model, e.worker_id): max(e.capacity, 1) for s in sets for e in s.endpoints}
+
+
+def _limit(capacity: dict[tuple[str, str], int], *, factor: float) -> int:
     # rounded first: 1.1 x 10 is 11.000000000000002 in floating point, not a reason for 12
     wanted = math.ceil(round(factor * sum(capacity.values()), 6))
     return min(CEILING, max(FLOOR, wanted))
@@ -52,19 +67,24 @@ def sized_limit(sets: Iterable[EndpointSet], *, factor: float) -> int:
 class SizedLimit:
     """`sized_limit` of the sets `sets()` returns (RoutedClient.endpoint_sets), read at
     every admission: recomputed only when a set was replaced (sets are never mutated), and
-    logged when it changes."""
+    logged when it changes. A model missing from `sets()` keeps the capacity it last had
+    (module docstring)."""
 
     def __init__(self, sets: Callable[[], Sequence[EndpointSet]], *, factor: float) -> None:
         self._sets = sets
         self._factor = factor
         self._seen: Sequence[EndpointSet] = ()
-        self._limit = sized_limit((), factor=factor)
+        self._capacity: dict[tuple[str, str], int] = {}
+        self._limit = _limit(self._capacity, factor=factor)
 
     def __call__(self) -> int:
         sets = self._sets()
         if not _same_objects(sets, self._seen):
             self._seen = sets
-            limit = sized_limit(sets, factor=self._factor)
+            watched = {s.model for s in sets}
+            kept = {key: n for key, n in self._capacity.items() if key[0] not in watched}
+            self._capacity = kept | capacities(sets)
+            limit = _limit(self._capacity, factor=self._factor)
             if limit != self._limit:
                 log.info("admission limit: %d runs in flight (was %d)", limit, self._limit)
             self._limit = limit

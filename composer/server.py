@@ -24,6 +24,7 @@ from composer.servicer import ComposerServicer
 from composer.settings import ComposerSettings
 from composer.store import GraphStore
 from composer.telemetry import ComposerTelemetry
+from composer.warm_routes import warm_routes
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import composer_pb2, composer_pb2_grpc
 from modelyard_server.aio import cancel_and_wait
@@ -122,6 +123,7 @@ class Composer:
 
     async def _serve_once_synced(self) -> None:
         await self.store.informer.synced.wait()
+        await warm_routes(self.routed, self.store.list())  # sizes admission before runs
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 

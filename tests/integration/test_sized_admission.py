@@ -3,7 +3,9 @@ capacity, through the real pieces: a real etcd, a control plane, two `modelyard 
 processes whose gated model serves 2 and 1 calls at once (its batch size), and a composer
 that learns those figures from the endpoint sets. It admits 1.5 x 3 = 5 runs, rounded up,
 and refuses the next ones at once with RESOURCE_EXHAUSTED (OVERLOADED) and a retry hint.
-The runs wait at a gate, so nothing depends on how fast the host is."""
+A composer started later, with the graph already deployed, has the same limit before any
+run has asked for the model. The runs wait at a gate, so nothing depends on how fast the
+host is."""
 
 from __future__ import annotations
 
@@ -121,6 +123,7 @@ async def test_the_limit_is_sized_from_the_workers_capacity_and_refuses_past_it(
             await eventually(lambda: capacities() == CAPACITY, timeout=PATIENCE)
             assert composer.admission.limit == SIZED
             await _admits_the_sized_limit_and_refuses_past_it(stack)
+            await _a_composer_started_later_is_sized_before_its_first_run(stack)
 
 
 async def _admits_the_sized_limit_and_refuses_past_it(stack: Stack) -> None:
@@ -144,3 +147,17 @@ async def _admits_the_sized_limit_and_refuses_past_it(stack: Stack) -> None:
     results = await asyncio.gather(*admitted)
     assert [from_value_map(r.outputs)["x"] for r in results] == [str(i) for i in range(SIZED)]
     await eventually(lambda: composer.admission.in_flight == 0, timeout=PATIENCE)
+
+
+async def _a_composer_started_later_is_sized_before_its_first_run(stack: Stack) -> None:
+    settings = stack.composer.settings
+    later = Composer(
+        ComposerSettings(port=0, etcd=settings.etcd, controlplanes=settings.controlplanes)
+    )
+    await later.start()
+    try:
+        # it opens the deployed graph's routes at start: no run has to come first
+        await eventually(lambda: later.admission.limit == SIZED, timeout=PATIENCE)
+        assert later.admission.in_flight == 0
+    finally:
+        await later.stop()

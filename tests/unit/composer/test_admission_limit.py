@@ -102,6 +102,20 @@ def test_the_limit_follows_the_sets_and_lowering_it_keeps_admitted_runs() -> Non
     assert admission.limit == 15
 
 
+def test_a_model_whose_route_retired_keeps_its_capacity_until_it_is_watched_again() -> None:
+    echo = endpoint_set("echo", replica("w1", 2), replica("w2", 2))
+    gpt2 = endpoint_set("gpt2", replica("w3", 4))
+    sets = Sets(echo, gpt2)
+    limit = SizedLimit(sets, factor=1.5)
+    assert limit() == 12  # 1.5 x (2 + 2 + 4)
+    sets.sets = (gpt2,)  # nobody called echo for a while: its route retired
+    assert limit() == 12
+    sets.sets = ()  # every route retired: still the cluster it was, not the floor
+    assert limit() == 12
+    sets.sets = (endpoint_set("echo", replica("w1", 2)),)  # echo watched again, w2 gone
+    assert limit() == 9  # 1.5 x (2 + 4)
+
+
 def test_each_change_of_the_limit_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     sets = Sets(endpoint_set("echo", replica("w1", 2)))
     limit = SizedLimit(sets, factor=1.5)
