@@ -74,7 +74,7 @@ def measured(run: Run) -> None:
         soak.soak(run, soak.write_stack(run.workdir / "soak"))
     if "hop" in run.only:
         with modelyard_stack(
-            hop.write_stack(run.workdir / "hop"), run.workdir / "hop-state"
+            hop.write_stack(run.workdir / "hop"), run.workdir / "hop-state", hop.STACK_ENV
         ) as procs:
             hop.hop(run, procs)
     if not run.only & {"graph", "stream", "tracing", "tls"}:

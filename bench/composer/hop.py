@@ -44,6 +44,10 @@ GOAL_MS = 0.5  # issue 4's absolute goal, kept beside the machine-neutral ones
 GOAL_LATENCY_RATIO = 0.5  # added latency per node / one direct Predict round trip (p50)
 GOAL_CPU_RATIO = 0.7  # the composer's added CPU per node / a worker's CPU per Predict
 GRAPH = "echo-chain"
+# Per-hop cost, not admission: the default limit, sized from the Echo workers (one call at
+# a time each: 1.5 x 3 = 5 runs), refuses most of c=16's callers. A larger factor keeps the
+# sized limit's code path (what a default composer runs per admission) and admits 18.
+STACK_ENV = {"MODELYARD_COMPOSER_ADMISSION_FACTOR": "6"}
 RELAY_NAME = "a bare grpc.aio relay of the same chain (bench/composer/relay_server.py)"
 
 
