@@ -40,7 +40,14 @@ def test_c1_sets_the_time_to_first_token_beside_its_bound(run: Finished) -> None
     assert first["bound_ms"] == pytest.approx(
         1.2 * first["decode_step_ms"] + first["round_trip_p50_ms"], abs=0.01
     )
-    assert_has(first, "one_token_unary_p50_ms", "ttft_to_bound", "ttft_to_one_token_unary")
+    assert_has(
+        first,
+        "one_token_unary_p50_ms",
+        "ttft_to_bound",
+        "ttft_to_one_token_unary",
+        "generate_setup_ms",
+        "goal_holds_from_step_ms",
+    )
     assert_has(first, "decode_step_cpu_ms", "streamed_step_ms")
     assert "ttft p50 <= 1.2x step + round trip" in record["checks"]
 
