@@ -21,21 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from modelyard_cli.mistakes import Commands, fail
 from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Verbose, from_config
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from modelyard_server.logging_setup import LogSettings
     from workers.settings import WorkerSettings
 
@@ -46,8 +47,13 @@ app = typer.Typer(
     help=__doc__,
     pretty_exceptions_show_locals=False,  # a traceback must not print tokens or passwords
 )
-console = Console()
-errors = Console(stderr=True)
+
+
+def _console() -> Console:
+    # imported by the commands that print with rich only: a worker's process never does
+    from rich.console import Console
+
+    return Console()
 
 
 def _print_version(asked: bool) -> None:
@@ -157,6 +163,8 @@ def worker(
 
 
 def _describe_worker(settings: WorkerSettings) -> None:
+    from rich.table import Table
+
     from workers.devices import resolve_device, worker_tags
 
     table = Table(title="models")
@@ -176,6 +184,7 @@ def _describe_worker(settings: WorkerSettings) -> None:
             f"max {batching.max_batch_size}, wait {batching.max_wait_ms} ms",
             str(model.threads),
         )
+    console = _console()
     console.print(table)
     tags = Table(title="device tags")
     tags.add_column("tag")
@@ -196,6 +205,9 @@ def served_models(
         modelyard models served 127.0.0.1:50051
     """
     setup_logging(verbose)
+    from rich.table import Table
+    from rich.text import Text
+
     from modelyard.v1 import predict_pb2 as pb
     from modelyard_cli.credentials import worker_client
 
@@ -209,7 +221,7 @@ def served_models(
         state = pb.ModelState.Name(status.state).removeprefix("MODEL_STATE_").lower()
         cells = (status.model, status.task, status.version, state, status.state_reason)
         table.add_row(*map(Text, cells))  # text, not markup
-    console.print(table)
+    _console().print(table)
 
 
 @app.command(rich_help_panel=TOOLS_PANEL)
@@ -231,7 +243,7 @@ def metadata(
 
     with _ErrorsAsExit(address), worker_client(address, 10) as client:
         response = client.metadata(model)
-    console.print_json(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
+    _console().print_json(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
 
 
 @app.command(rich_help_panel=TOOLS_PANEL)
@@ -259,6 +271,7 @@ def predict(
     from modelyard_cli.credentials import worker_client
 
     inputs, parameters = _pairs(input or []), _pairs(param or [])
+    console = _console()
     with _ErrorsAsExit(address), worker_client(address, timeout) as client:
         if not stream:
             result = client.predict(model, inputs, parameters=parameters)
@@ -320,35 +333,68 @@ def demo(verbose: Verbose = False) -> None:
     from modelyard_cli.demo import run_demo
 
     setup_logging(verbose)
-    raise typer.Exit(run_demo(console))
+    raise typer.Exit(run_demo(_console()))
+
+
+#: Every top-level command, and the module of this package that registers it (None: this
+#: one). A command line that names one imports that module only: a service's process (the
+#: stack starts each as `modelyard <service>`) then holds none of the other commands'
+#: imports, such as the client core's numpy and the local stack's etcd client in a control
+#: plane.
+COMMANDS: dict[str, str | None] = {
+    "worker": None,
+    "metadata": None,
+    "predict": None,
+    "demo": None,
+    "controlplane": "cluster",
+    "workers": "cluster",
+    "drain": "cluster",
+    "undrain": "cluster",
+    "composer": "graph",
+    "run": "graph",
+    "graph": "graph",
+    "gateway": "gateway",
+    "up": "up",
+    "down": "up",
+    "status": "status",
+    "health": "health",
+    "models": "models",
+}
+
+
+@functools.cache
+def _register(module: str) -> None:
+    """Adds the commands of `module` to `app` (once: a second call would list them twice)."""
+    registered = importlib.import_module(f"modelyard_cli.{module}")
+    if module == "models":
+        # `modelyard models` is the registered APIs' group; a worker's own models are one
+        # of its commands (`served`), so every kind of model is listed under one name
+        registered.models_app.command("served")(served_models)
+    registered.register(app)
 
 
 @functools.cache
 def full_app() -> typer.Typer:
-    """`app` with the commands of the other modules too (registered once, on first use)."""
-    from modelyard_cli import cluster as cli_cluster
-    from modelyard_cli import gateway as cli_gateway
-    from modelyard_cli import graph as cli_graph
-    from modelyard_cli import health as cli_health
-    from modelyard_cli import models as cli_models
-    from modelyard_cli import status as cli_status
-    from modelyard_cli import up as cli_up
+    """`app` with the commands of the other modules too, in the order of the help."""
+    for module in dict.fromkeys(m for m in COMMANDS.values() if m is not None):
+        _register(module)
+    return app
 
-    cli_cluster.register(app)
-    cli_graph.register(app)
-    cli_gateway.register(app)
-    cli_up.register(app)
-    cli_status.register(app)
-    cli_health.register(app)
-    # `modelyard models` is the registered APIs' group; a worker's own models are one of
-    # its commands (`served`), so every kind of model is listed under one name
-    cli_models.models_app.command("served")(served_models)
-    cli_models.register(app)
+
+def app_for(args: Sequence[str]) -> typer.Typer:
+    """`app` with what `modelyard <args>` needs: the named command's module, or every
+    command when the first argument names none (the top-level help, `--version`, or a
+    mistyped name, for which the error suggests the nearest commands)."""
+    if not args or args[0] not in COMMANDS:
+        return full_app()
+    module = COMMANDS[args[0]]
+    if module is not None:
+        _register(module)
     return app
 
 
 def main() -> None:
-    full_app()()
+    app_for(sys.argv[1:])()
 
 
 if __name__ == "__main__":

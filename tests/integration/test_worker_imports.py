@@ -2,8 +2,8 @@
 
 torch and transformers cost a worker seconds of start-up and about 300 MB; a worker that
 serves only plain-Python models must not import them. cryptography (8 MB) makes the
-throwaway CA of `modelyard up --tls`, which no worker needs. A model served next to the
-others reports its own process's `sys.modules`.
+throwaway CA of `modelyard up --tls`, which no worker needs, nor the CLI's other commands.
+A model served next to the others reports its own process's `sys.modules`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from modelyard.client import Client
 from tests.integration.conftest import worker_process, write_config
 
 HEAVY = ["torch", "transformers"]
-UNNEEDED = ["cryptography"]
+# the CLI's other commands (their imports: numpy, the stack's etcd client) and rich, which
+# only a command that prints a table needs
+OTHER_COMMANDS = [f"modelyard_cli.{m}" for m in ("cluster", "graph", "status", "up", "models")]
+UNNEEDED = ["cryptography", "rich", *OTHER_COMMANDS]
 REPORTER = {"name": "imported", "class": "tests.support.models:ImportedModules"}
 
 
