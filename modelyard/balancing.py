@@ -42,11 +42,11 @@ generator are injected so tests drive time and choices.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import random
 import statistics
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.endpoints import Endpoint
@@ -153,17 +153,10 @@ class Balancer:
             replica.latency_ms = a * ms + (1 - a) * replica.latency_ms if fresh else ms
             replica.measured_at = now
 
-    @contextlib.contextmanager
-    def track(self, worker_id: str) -> Iterator[None]:
-        """`begin` ... `end`, timing the call by the clock when it succeeds."""
-        ahead = self.begin(worker_id)
-        started = self._clock.now()
-        try:
-            yield
-        except BaseException:
-            self.end(worker_id, None)
-            raise
-        self.end(worker_id, self._clock.now() - started, ahead)
+    def track(self, worker_id: str) -> _Tracked:
+        """`with balancer.track(worker_id):` is `begin` ... `end`, timing the call by the
+        clock when it succeeds."""
+        return _Tracked(self, self._clock, worker_id)
 
     def eject(self, worker_id: str, seconds: float) -> None:
         """Avoids `worker_id` for `seconds` (it just refused a call), unless it is the last."""
@@ -234,3 +227,33 @@ class Balancer:
         if tried:
             detail += f", {tried} already tried"
         return f"{head} ({detail})"
+
+
+class _Tracked:
+    """`Balancer.track`'s context: a plain class rather than a generator-based context
+    manager, as the routed client enters one per attempt."""
+
+    __slots__ = ("_ahead", "_balancer", "_clock", "_started", "_worker_id")
+
+    def __init__(self, balancer: Balancer, clock: Clock, worker_id: str) -> None:
+        self._balancer = balancer
+        self._clock = clock
+        self._worker_id = worker_id
+        self._ahead = 0
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._ahead = self._balancer.begin(self._worker_id)
+        self._started = self._clock.now()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:  # failures are not timed
+            self._balancer.end(self._worker_id, None)
+        else:
+            latency_s = self._clock.now() - self._started
+            self._balancer.end(self._worker_id, latency_s, self._ahead)

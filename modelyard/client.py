@@ -69,14 +69,14 @@ def build_request(
     return request
 
 
-def prediction_of(response: pb.PredictResponse) -> Prediction:
-    return Prediction(response.model, response.version, from_value_map(response.outputs))
+def prediction_of(response: pb.PredictResponse, worker: str = "") -> Prediction:
+    return Prediction(response.model, response.version, from_value_map(response.outputs), worker)
 
 
-def stream_event_of(message: pb.PredictStreamResponse, index: int) -> StreamEvent:
+def stream_event_of(message: pb.PredictStreamResponse, index: int, worker: str = "") -> StreamEvent:
     if message.HasField("result"):
-        return StreamEvent(index, from_value_map(message.result.outputs), final=True)
-    return StreamEvent(message.chunk.index, from_value_map(message.chunk.outputs), final=False)
+        return StreamEvent(index, from_value_map(message.result.outputs), True, worker)
+    return StreamEvent(message.chunk.index, from_value_map(message.chunk.outputs), False, worker)
 
 
 class Client:

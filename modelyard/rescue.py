@@ -37,11 +37,10 @@ its next attempt waits for the caller's deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import TracebackType
 
 from modelyard.clock import Clock
 
@@ -114,12 +113,17 @@ class AttemptTimeouts:
 
 
 class _Guard:
-    """One guarded attempt: how to cancel it, and until when its replica may stay silent."""
+    """One guarded attempt (`Rescues.guard`): how to cancel it, and until when its replica
+    may stay silent. A plain class rather than an async generator: one is entered per
+    attempt."""
 
-    def __init__(self, worker_id: str, silence_s: float | None, now: float) -> None:
+    __slots__ = ("_rescues", "due", "scope", "silence_s", "silent", "why", "worker_id")
+
+    def __init__(self, rescues: Rescues, worker_id: str, silence_s: float | None) -> None:
+        self._rescues = rescues
         self.worker_id = worker_id
         self.silence_s = silence_s
-        self.due = None if silence_s is None else now + silence_s
+        self.due: float | None = None
         self.why: str | None = None  # set once abandoned
         self.silent = False
         self.scope: asyncio.Timeout | None = None  # None once the attempt is closing
@@ -128,6 +132,43 @@ class _Guard:
         if self.why is None and self.scope is not None:
             self.why, self.silent = why, silent
             self.scope.reschedule(asyncio.get_running_loop().time())  # cancels the body now
+
+    async def __aenter__(self) -> None:
+        self._rescues._add(self)
+        scope = asyncio.timeout(None)
+        try:
+            await scope.__aenter__()  # refuses to run outside a task
+        except BaseException:
+            self._rescues._forget(self)
+            raise
+        self.scope = scope
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        scope, self.scope = self.scope, None
+        # the scope is closing: an abandon from now on has nothing to cancel (and a closing
+        # asyncio.Timeout refuses to be rescheduled)
+        try:
+            assert scope is not None
+            try:
+                # raises TimeoutError when the scope cancelled the body (an abandon)
+                await scope.__aexit__(exc_type, exc, traceback)
+            except TimeoutError:
+                if self.why is not None:
+                    raise Abandoned(self.why, silent=self.silent) from None
+                raise
+            # the caller's own cancellation passes through as is; whatever else the body
+            # raised after an abandon (an interceptor may turn the cancellation into a
+            # CANCELLED AioRpcError) reads as abandoned
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            if exc is not None and not cancelled and self.why is not None:
+                raise Abandoned(self.why, silent=self.silent) from None
+        finally:
+            self._rescues._forget(self)
 
 
 class Rescues:
@@ -142,42 +183,29 @@ class Rescues:
         self._watchdog: asyncio.Task[None] | None = None
         self._wakes_at = math.inf
 
-    @contextlib.asynccontextmanager
-    async def guard(self, worker_id: str, timeout: float | None) -> AsyncIterator[None]:
-        """Runs the body (the wait for an attempt's first response) until it finishes, the
-        replica is abandoned, or nothing is heard from the replica for `timeout` seconds
-        on the clock (None: never); the last two raise `Abandoned`. The caller's own
-        cancellation passes through as is."""
-        guard = _Guard(worker_id, timeout, self._clock.now())
-        guards = self._by_worker.setdefault(worker_id, set())
-        guards.add(guard)
+    def guard(self, worker_id: str, timeout: float | None) -> _Guard:
+        """`async with rescues.guard(worker_id, timeout):` runs the body (the wait for an
+        attempt's first response) until it finishes, the replica is abandoned, or nothing
+        is heard from the replica for `timeout` seconds on the clock (None: never); the
+        last two raise `Abandoned`. The caller's own cancellation passes through as is."""
+        return _Guard(self, worker_id, timeout)
+
+    def _add(self, guard: _Guard) -> None:
+        if guard.silence_s is not None:
+            guard.due = self._clock.now() + guard.silence_s
+        self._by_worker.setdefault(guard.worker_id, set()).add(guard)
         if guard.due is not None:
             self._timed.add(guard)
             self._watch_until(guard.due)
-        try:
-            async with asyncio.timeout(None) as scope:
-                guard.scope = scope
-                try:
-                    yield
-                finally:
-                    # the scope is closing: an abandon from now on has nothing to cancel
-                    # (and a closing asyncio.Timeout refuses to be rescheduled)
-                    guard.scope = None
-        except asyncio.CancelledError:
-            raise  # our scope turns its own cancellation into TimeoutError: this is the caller's
-        except BaseException:
-            # TimeoutError from our scope, or whatever the cancelled call raised instead
-            # (an interceptor may turn the cancellation into a CANCELLED AioRpcError)
-            if guard.why is not None:
-                raise Abandoned(guard.why, silent=guard.silent) from None
-            raise
-        finally:
-            guards.discard(guard)
-            if not guards:
-                del self._by_worker[worker_id]
-            self._timed.discard(guard)
-            if not self._timed:
-                self._stop_watching()
+
+    def _forget(self, guard: _Guard) -> None:
+        guards = self._by_worker[guard.worker_id]
+        guards.discard(guard)
+        if not guards:
+            del self._by_worker[guard.worker_id]
+        self._timed.discard(guard)
+        if not self._timed:
+            self._stop_watching()
 
     def heard_from(self, worker_id: str) -> None:
         """`worker_id` answered (a call, a stream message): it is alive, so the attempts

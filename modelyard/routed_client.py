@@ -48,8 +48,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -128,44 +128,72 @@ class _Channels:
         self._wanted: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
-    @contextlib.contextmanager
-    def stub(self, endpoint: Endpoint) -> Iterator[predict_pb2_grpc.PredictAsyncStub]:
+    def stub(self, endpoint: Endpoint) -> _StubInUse:
+        """`with channels.stub(endpoint) as stub:` the stub of `endpoint`, its channel kept
+        open until the `with` ends."""
         if endpoint.http_api is not None and self._outside_apis is not None:
-            yield self._outside_apis.stub(endpoint)
-            return
+            return _StubInUse(self, None, self._outside_apis.stub(endpoint))
         address = endpoint.address
-        if address not in self._stubs:
+        found = self._stubs.get(address)
+        if found is None:
             channel = aio_channel(
                 address,
                 options=CHANNEL_OPTIONS,
                 credentials=self._credentials,
                 interceptors=self._interceptors,
             )
-            self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
+            found = self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
+        return _StubInUse(self, address, found[1])
+
+    def use(self, address: str) -> None:
         self._users[address] = self._users.get(address, 0) + 1
-        try:
-            yield self._stubs[address][1]
-        finally:
-            self._users[address] -= 1
-            self._retire_unused()
+
+    def release(self, address: str) -> None:
+        users = self._users[address] = self._users[address] - 1
+        # every unused channel but this one is wanted already (keep_only retired the rest)
+        if users == 0 and address not in self._wanted:
+            self._retire(address)
 
     def keep_only(self, addresses: set[str]) -> None:
         self._wanted = addresses
-        self._retire_unused()
-
-    def _retire_unused(self) -> None:
-        for address in [a for a in self._stubs if a not in self._wanted]:
+        for address in [a for a in self._stubs if a not in addresses]:
             if self._users.get(address, 0) == 0:
-                channel, _ = self._stubs.pop(address)
-                self._users.pop(address, None)
-                task = asyncio.get_running_loop().create_task(channel.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._retire(address)
+
+    def _retire(self, address: str) -> None:
+        channel, _ = self._stubs.pop(address)
+        self._users.pop(address, None)
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         channels = [channel for channel, _ in self._stubs.values()]
         self._stubs.clear()
         await asyncio.gather(*self._closing, *(channel.close() for channel in channels))
+
+
+class _StubInUse:
+    """`_Channels.stub`'s context (a plain class: one is entered per attempt). A registered
+    API's stub (no address) has no channel to keep open."""
+
+    __slots__ = ("_address", "_channels", "_stub")
+
+    def __init__(
+        self, channels: _Channels, address: str | None, stub: predict_pb2_grpc.PredictAsyncStub
+    ) -> None:
+        self._channels = channels
+        self._address = address
+        self._stub = stub
+
+    def __enter__(self) -> predict_pb2_grpc.PredictAsyncStub:
+        if self._address is not None:
+            self._channels.use(self._address)
+        return self._stub
+
+    def __exit__(self, *exc: object) -> None:
+        if self._address is not None:
+            self._channels.release(self._address)
 
 
 class RoutedClient:
@@ -201,6 +229,7 @@ class RoutedClient:
         self.addresses = tuple(control_plane_addresses)
         self.policy = policy
         self.selector = parse_selector(selector)  # a typo fails here, not at the first call
+        self._selector_text = str(self.selector)  # the routes' key of calls without their own
         self.timeout = timeout
         self.ready_timeout = ready_timeout  # the longest a call waits for a first endpoint set
         self.max_attempts = max_attempts
@@ -259,7 +288,7 @@ class RoutedClient:
 
     def endpoints(self, model: str, selector: str | None = None) -> tuple[Endpoint, ...]:
         """The replicas calls for (model, selector) currently choose from (for tools, tests)."""
-        route = self._routes.get((model, str(self._selector(selector))))
+        route = self._routes.get(self._route_key(model, selector)[0])
         return () if route is None else route.balancer.endpoints
 
     def endpoint_sets(self) -> tuple[EndpointSet, ...]:
@@ -333,7 +362,7 @@ class RoutedClient:
                 continue
             finally:
                 call.busy.discard(endpoint.worker_id)
-            return replace(prediction_of(response), worker=endpoint.worker_id)
+            return prediction_of(response, endpoint.worker_id)
 
     async def predict_stream(
         self,
@@ -379,12 +408,11 @@ class RoutedClient:
                             return
                         route.rescues.heard_from(endpoint.worker_id)
                         route.latencies[True].record(self._clock.now() - started)
-                        yield replace(stream_event_of(first, 0), worker=endpoint.worker_id)
+                        yield stream_event_of(first, 0, endpoint.worker_id)
                         delivered = 1
                         async for message in messages:
                             route.rescues.heard_from(endpoint.worker_id)
-                            event = stream_event_of(message, delivered)
-                            yield replace(event, worker=endpoint.worker_id)
+                            yield stream_event_of(message, delivered, endpoint.worker_id)
                             delivered += 1
                         return
                     except grpc.aio.AioRpcError as error:
@@ -402,35 +430,28 @@ class RoutedClient:
                     route, endpoint, abandoned.message, Reason.UNAVAILABLE, failed
                 )
 
-    def _selector(self, selector: str | None) -> Selector:
-        return self.selector if selector is None else parse_selector(selector)
+    def _route_key(self, model: str, selector: str | None) -> tuple[tuple[str, str], Selector]:
+        """The routes' key for (model, selector), and the selector parsed (equal selectors,
+        however written, share one route); the default's is made once, in __init__."""
+        if selector is None:
+            return (model, self._selector_text), self.selector
+        parsed = parse_selector(selector)
+        return (model, str(parsed)), parsed
 
     async def _ready_route(
         self, model: str, selector: str | None, deadline: float | None
     ) -> _Route:
-        parsed = self._selector(selector)
-        key = (model, str(parsed))
+        """The route of (model, selector), watched from now on if it was not, once it has
+        an endpoint set (waiting for its first within the deadline and `ready_timeout`)."""
+        key, parsed = self._route_key(model, selector)
         route = self._routes.get(key)
         if route is None:
-            balancer = Balancer(self.policy, model=model, clock=self._clock, rng=self._rng)
-            rescues = Rescues(self._clock)
-            watcher = EndpointWatcher(
-                self.addresses,
-                model,
-                str(parsed),
-                on_update=lambda endpoints: self._on_update(balancer, rescues, endpoints),
-                backoff=self._backoff,
-                idle_timeout_s=self.idle_timeout_s,
-                clock=self._clock,
-                interceptors=self.interceptors,
-                credentials=self.credentials,
-            )
-            latencies = {streaming: LatencyWindow(self._clock) for streaming in (False, True)}
-            route = self._routes[key] = _Route(parsed, watcher, balancer, rescues, latencies)
-            watcher.start()
+            route = self._routes[key] = self._new_route(model, parsed)
         route.used_at = self._clock.now()
         self._retire_idle_routes(route.used_at)
         left = self._left(deadline, model)
+        if route.watcher.current is not None:  # it has had a set: wait_ready would return it
+            return route
         wait = self.ready_timeout if left is None else min(left, self.ready_timeout)
         try:
             await route.watcher.wait_ready(wait)
@@ -440,6 +461,25 @@ class RoutedClient:
                     f"deadline exceeded waiting for the endpoints of model {model!r}"
                 ) from None
             raise
+        return route
+
+    def _new_route(self, model: str, selector: Selector) -> _Route:
+        balancer = Balancer(self.policy, model=model, clock=self._clock, rng=self._rng)
+        rescues = Rescues(self._clock)
+        watcher = EndpointWatcher(
+            self.addresses,
+            model,
+            str(selector),
+            on_update=lambda endpoints: self._on_update(balancer, rescues, endpoints),
+            backoff=self._backoff,
+            idle_timeout_s=self.idle_timeout_s,
+            clock=self._clock,
+            interceptors=self.interceptors,
+            credentials=self.credentials,
+        )
+        latencies = {streaming: LatencyWindow(self._clock) for streaming in (False, True)}
+        route = _Route(selector, watcher, balancer, rescues, latencies)
+        watcher.start()
         return route
 
     def _retire_idle_routes(self, now: float) -> None:
