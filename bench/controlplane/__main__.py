@@ -20,6 +20,7 @@ from bench.controlplane.failure import failure
 from bench.controlplane.hung_replica import hung_replica
 from bench.controlplane.run import Run
 from bench.controlplane.scale import scale
+from bench.controlplane.stall import leader_stall
 
 RESULTS = RESULTS_DIR / "controlplane.json"
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "scale": scale,
     "cost": cost,
     "hung_replica": hung_replica,
+    "stall": leader_stall,
 }
 
 

@@ -25,6 +25,7 @@ def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Fini
         "controlplane_scale": 1,
         "controlplane_cost": 1,
         "controlplane_hung_replica": 1,
+        "controlplane_leader_stall": 1,
     }
     assert_run_shape(run, expected)
 
@@ -88,3 +89,23 @@ def test_hung_replica_stops_a_worker_under_load_with_rescue_off_then_on(run: Fin
         assert_has(variant, "retries.silent", "retries.left_set", "retries.before_stop")
         assert variant["ok"] > 0 and variant["replicas_at_start"] == 2
     assert_has(record, "failed_before", "failed_after")
+
+
+def test_leader_stall_stops_the_leader_and_reports_each_trial_beside_the_bound(
+    run: Finished,
+) -> None:
+    (record,) = run.records("controlplane_leader_stall")
+    (at_default,) = record["ttls"]  # the smoke run: the default TTL only
+    assert at_default["election_ttl"] == 5.0 and at_default["lease_ttl_s"] == 5
+    assert_has(at_default, "refresh_every_s", "margin_s", "bound_s.worst", "bound_s.best")
+    assert_has(at_default, "tolerance_s", "first_lost_s")
+    assert at_default["bound_s"]["worst"] < at_default["bound_s"]["best"]
+    (trial,) = at_default["trials"]
+    assert_has(trial, "phase", "stall_s", "stalled_s", "since_refresh_s", "since_refresh_pm_s")
+    assert_has(trial, "phase_error_s", "phase_attempts", "phase_missed")
+    assert_has(trial, "budget_left_s", "predicted_kept", "kept", "stepped_down", "key_changed")
+    assert_has(trial, "step_down_reasons", "leader_before", "leader_after")
+    assert_has(trial, "leader_again_after_stop_s", "second_leader_samples")
+    assert trial["leader_before"] in {"cp-stall-ttl5-a", "cp-stall-ttl5-b"}
+    assert trial["stalled_s"] >= trial["stall_s"]  # the leader really was stopped that long
+    assert_has(record, "loadavg_before", "loadavg_after")
