@@ -83,6 +83,8 @@ def test_probe_and_rss_report_the_generators_and_the_stack(run: Finished) -> Non
     assert_has(rss, "stack.peak_total_mb", "stack.mean_total_mb", "stack.at_ready_total_mb")
     assert rss["stack"]["samples"] > 0
     assert set(rss["stack"]["peak_mb"]) == set(rss["stack"]["processes"])
+    # issue 12's goal; BentoML's side is checked only when it ran (not in a smoke run)
+    assert set(rss["checks"]) == {"sampled during the load", "peak <= 1.4 GB"}
 
 
 def test_stream_times_the_first_downstream_result(run: Finished) -> None:
