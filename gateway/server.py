@@ -11,6 +11,11 @@ serves; stop (SIGTERM) makes /health answer 503, stops accepting connections, le
 requests and streams in flight finish within `grace_seconds`, cancels what is left, and
 closes the clients. uvicorn runs without its own signal handling: the runner owns the
 signals, as for every modelyard service.
+
+Telemetry, as every modelyard service's: with tracing on, a server span per request whose
+context goes on with the gRPC calls to workers and composer (`gateway.tracing`); with
+`metrics_port` set, /metrics on that port (`gateway.metrics`). Off, neither middleware is
+in the request's path.
 """
 
 from __future__ import annotations
@@ -25,17 +30,22 @@ import ssl
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from gateway.api_keys import ApiKeys
 from gateway.app import Health, build_app
+from gateway.metrics import HttpMetrics
 from gateway.models import Catalog, DeployedGraphs, ModelSource, RegisteredApis, ServedModels
 from gateway.service import OpenAIService
 from gateway.settings import GatewaySettings
+from gateway.tracing import traced
 from modelyard.composer_client import AsyncComposerClient
 from modelyard.routed_client import RoutedClient
 from modelyard_server.http_api.caller import HttpApiCaller
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
+from modelyard_server.service_telemetry import ServiceTelemetry
 from modelyard_server.tls import TlsSettings, channel_credentials
 
 log = logging.getLogger(__name__)
@@ -44,20 +54,31 @@ log = logging.getLogger(__name__)
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        # the gateway's own calls: TLS and token as the composer's (tls, auth.token)
+        self.telemetry = ServiceTelemetry(
+            settings.telemetry,
+            service_name="modelyard-gateway",
+            host=settings.host,
+            metrics_port=settings.metrics_port,
+        )
+        # the gateway's own calls: TLS and token as the composer's (tls, auth.token), and
+        # the request's trace carried on
         credentials = channel_credentials(settings.tls)
         token = settings.auth.outgoing_token()
-        self.outside_apis = HttpApiCaller(settings.http_api)
+        tracing = self.telemetry.client_interceptors()
+        self.outside_apis = HttpApiCaller(settings.http_api, tracer=self.telemetry.tracer)
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
             timeout=settings.request_timeout,
+            interceptors=tracing,
             credentials=credentials,
             token=token,
             outside_apis=self.outside_apis,
         )
         self.composer = (
-            AsyncComposerClient(settings.composer, credentials=credentials, token=token)
+            AsyncComposerClient(
+                settings.composer, interceptors=tracing, credentials=credentials, token=token
+            )
             if settings.composer
             else None
         )
@@ -87,7 +108,7 @@ class Gateway:
         )
         self.http = uvicorn.Server(
             uvicorn.Config(
-                app,
+                _observed(app, self.telemetry, counted=settings.metrics_port >= 0),
                 lifespan="off",
                 # httptools (C) parses requests and frames chunks; uvicorn's other choice,
                 # h11, is pure Python: ~300 us more per streamed answer before its first
@@ -122,6 +143,7 @@ class Gateway:
         await self.http.startup(sockets=[self._socket])
         # uvicorn's main loop only refreshes the Date header and watches should_exit
         self._ticking = asyncio.create_task(self.http.main_loop(), name="gateway http")
+        self.telemetry.start_metrics()
         write_port_file(self.settings.port_file, self.port)
         log.info("gateway serving the OpenAI API on %s", self.base_url)
 
@@ -153,6 +175,20 @@ class Gateway:
         if self.composer is not None:
             with contextlib.suppress(Exception):
                 await self.composer.close()
+        await self.telemetry.close()
+
+
+def _observed(app: FastAPI, telemetry: ServiceTelemetry, *, counted: bool) -> ASGIApp:
+    """`app` counted (when /metrics is served: nobody could read counts otherwise) and
+    traced (when tracing is on), the span outermost so that each latency has the request's
+    trace id as exemplar; `app` itself when neither, at no cost per request."""
+    observed: ASGIApp = app
+    if counted:
+        exemplars = telemetry.tracing.enabled
+        observed = HttpMetrics(observed, telemetry.registry, routes=app.routes, exemplars=exemplars)
+    if telemetry.tracing.provider is not None:
+        observed = traced(observed, telemetry.tracing.provider, routes=app.routes)
+    return observed
 
 
 def _https(tls: TlsSettings) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.logging_setup import LogSettings
+from modelyard_server.telemetry.settings import TelemetrySettings
 from modelyard_server.tls import TlsSettings
 
 
@@ -96,6 +97,17 @@ class GatewaySettings(BaseSettings):
     )
     grace_seconds: float = Field(
         5.0, ge=0, description="On SIGTERM, how long requests and streams in flight may finish."
+    )
+    metrics_port: int = Field(
+        -1,
+        ge=-1,
+        description="Prometheus /metrics port (its own, so API keys and the public port "
+        "stay apart from scrapes); -1 is off, 0 picks a free one.",
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=lambda: TelemetrySettings(),
+        description="Tracing (OTLP endpoint, sampler, service name); unset fields fall back "
+        "to the OTEL_* variables, and with no endpoint anywhere tracing is off.",
     )
     logging: LogSettings = Field(
         default_factory=lambda: LogSettings(), description="Log format (text or json), level."

@@ -74,7 +74,7 @@ def gateway(
     except SETTINGS_ERRORS as error:
         fail(f"invalid gateway settings: {settings_problem(error, GatewaySettings)}")
     service_logging(settings.logging, verbose)
-    check_ports(settings.host, settings.port)
+    check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
     raise typer.Exit(asyncio.run(run(settings)))
 
 

@@ -205,7 +205,7 @@ class Stack:
             GATEWAY,
             [*command, *self._secured(GATEWAY)],
             GatewaySettings,
-            "",  # no metrics port of its own
+            "MODELYARD_GATEWAY_METRICS_PORT",
             log_file=self.work_dir / "gateway.log",
             env=self._local_apis("gateway"),
         )

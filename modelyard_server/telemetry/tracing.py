@@ -52,6 +52,12 @@ class Tracing:
     def enabled(self) -> bool:
         return self._provider is not None
 
+    @property
+    def provider(self) -> TracerProvider | None:
+        """The service's own provider (None when off), for instrumentation that takes one
+        (the gateway's ASGI middleware): not set globally, as the module docstring says."""
+        return self._provider
+
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """First in a server's interceptor list (empty when off)."""
         return list(self._server)
