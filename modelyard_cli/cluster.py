@@ -1,6 +1,5 @@
-"""`modelyard` commands for the cluster: run a control plane, list workers, drain/undrain.
+"""`modelyard` commands for the cluster: list workers, drain/undrain.
 
-    modelyard controlplane --etcd 127.0.0.1:2379 --port 50050
     modelyard workers [--model bert] [--selector device=cuda]
     modelyard drain <worker-id>      /   modelyard undrain <worker-id>
 
@@ -11,9 +10,7 @@ MODELYARD_CONTROLPLANE_ADDRESS environment variable, else the running local stac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,8 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from modelyard_cli.mistakes import fail
-from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Verbose, from_config
+from modelyard_cli.options import TOOLS_PANEL, Verbose
 from modelyard_cli.state import default_address
 
 if TYPE_CHECKING:
@@ -42,54 +38,6 @@ ControlPlaneOption = Annotated[
 
 def _address(given: str | None) -> str:
     return given or default_address("controlplane")
-
-
-def controlplane(
-    config: Annotated[
-        Path | None, typer.Option(help="Control-plane config (YAML); the options below win.")
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50050)),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
-    ] = None,
-    etcd: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="etcd endpoint host:port (repeat for several).",
-            show_default=from_config("127.0.0.1:2379"),
-        ),
-    ] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port here once serving.")
-    ] = None,
-    verbose: Verbose = False,
-) -> None:
-    """Run a control-plane replica (several may run; one leads, elected in etcd).
-
-    Example:
-
-        modelyard controlplane --etcd 127.0.0.1:2379 --port 50050
-    """
-    from controlplane.server import run
-    from controlplane.settings import ControlPlaneSettings
-    from modelyard_cli.main import service_logging, setup_logging
-    from modelyard_cli.preflight import check_etcd, check_ports
-    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
-
-    setup_logging(verbose)
-    overrides = {"port": port, "host": host, "port_file": port_file}
-    try:
-        settings = build_settings(ControlPlaneSettings, config, overrides, etcd)
-    except SETTINGS_ERRORS as error:
-        fail(f"invalid control-plane settings: {settings_problem(error, ControlPlaneSettings)}")
-    service_logging(settings.logging, verbose)
-    check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
-    check_etcd(settings.etcd)
-    raise typer.Exit(asyncio.run(run(settings)))
 
 
 def workers(
@@ -207,6 +155,5 @@ def _tag_value(key: str, value: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel=SERVICES_PANEL)(controlplane)
     for command in (workers, drain, undrain):
         app.command(rich_help_panel=TOOLS_PANEL)(command)

@@ -1,6 +1,5 @@
-"""`modelyard` commands for graphs: run a composer, deploy and inspect graphs, run them.
+"""`modelyard` commands for graphs: deploy and inspect graphs, run them.
 
-    modelyard composer --etcd 127.0.0.1:2379 --controlplane 127.0.0.1:50050
     modelyard graph deploy examples/graphs/inference-graph.yaml
     modelyard graph list | show NAME [--format text|yaml|mermaid|dot] | delete NAME
     modelyard run inference-graph -i prompt="I have an idea!"
@@ -11,7 +10,6 @@ the running local stack's, else 127.0.0.1:50070).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelyard_cli.mistakes import fail
-from modelyard_cli.options import SERVICES_PANEL, STACK_PANEL, Verbose, from_config
+from modelyard_cli.options import STACK_PANEL, Verbose
 from modelyard_cli.state import default_address
 
 console = Console()
@@ -63,61 +61,6 @@ def _call(address: str | None, call: Callable[[Any], Any]) -> Any:
         what="the composer",
         option="--composer",
     )
-
-
-def composer(
-    config: Annotated[
-        Path | None, typer.Option(help="Composer config (YAML); the options below win.")
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50070)),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
-    ] = None,
-    etcd: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="etcd endpoint host:port (repeat for several).",
-            show_default=from_config("127.0.0.1:2379"),
-        ),
-    ] = None,
-    controlplane: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Control-plane address (repeat for several).",
-            show_default=from_config("127.0.0.1:50050"),
-        ),
-    ] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port here once serving.")
-    ] = None,
-    verbose: Verbose = False,
-) -> None:
-    """Run a composer replica: stores graphs (in etcd) and runs them.
-
-    Example:
-
-        modelyard composer --etcd 127.0.0.1:2379 --controlplane 127.0.0.1:50050
-    """
-    from composer.server import run
-    from composer.settings import ComposerSettings
-    from modelyard_cli.main import service_logging, setup_logging
-    from modelyard_cli.preflight import check_etcd, check_ports
-    from modelyard_server.settings_file import SETTINGS_ERRORS, build_settings, settings_problem
-
-    setup_logging(verbose)
-    overrides = {"port": port, "host": host, "port_file": port_file, "controlplanes": controlplane}
-    try:
-        settings = build_settings(ComposerSettings, config, overrides, etcd)
-    except SETTINGS_ERRORS as error:
-        fail(f"invalid composer settings: {settings_problem(error, ComposerSettings)}")
-    service_logging(settings.logging, verbose)
-    check_ports(settings.host, settings.port, metrics_port=settings.metrics_port)
-    check_etcd(settings.etcd)
-    raise typer.Exit(asyncio.run(run(settings)))
 
 
 @graph_app.command("deploy")
@@ -281,7 +224,6 @@ def run(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel=SERVICES_PANEL)(composer)
     app.command(rich_help_panel=STACK_PANEL)(run)
     app.add_typer(graph_app, name="graph", rich_help_panel=STACK_PANEL)
 

@@ -21,7 +21,9 @@ from tests.integration.conftest import worker_process, write_config
 HEAVY = ["torch", "transformers"]
 # the CLI's other commands (their imports: numpy, the stack's etcd client) and rich, which
 # only a command that prints a table needs
-OTHER_COMMANDS = [f"modelyard_cli.{m}" for m in ("cluster", "graph", "status", "up", "models")]
+OTHER_COMMANDS = [
+    f"modelyard_cli.{m}" for m in ("controlplane", "cluster", "graph", "status", "up")
+]
 UNNEEDED = ["cryptography", "rich", *OTHER_COMMANDS]
 REPORTER = {"name": "imported", "class": "tests.support.models:ImportedModules"}
 

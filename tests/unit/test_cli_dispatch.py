@@ -42,7 +42,12 @@ def imported_by(*argv: str) -> tuple[str, set[str]]:
 
 @pytest.mark.parametrize(
     ("service", "module"),
-    [("worker", None), ("controlplane", "cluster"), ("composer", "graph"), ("gateway", "gateway")],
+    [
+        ("worker", None),
+        ("controlplane", "controlplane"),
+        ("composer", "composer"),
+        ("gateway", "gateway"),
+    ],
 )
 def test_a_service_command_imports_no_other_command(service: str, module: str | None) -> None:
     output, modules = imported_by(service, "--help")
