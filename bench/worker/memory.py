@@ -8,8 +8,10 @@ transformers or cryptography are in the process. Baseline, in the same run: the 
 worker through `bench.experiments.patched_worker --variants eager`, which imports what
 every worker imported before these imports became lazy. Beside the tiny model, the floor:
 a bare process that imports torch and transformers, loads the same checkpoint in a
-pipeline and calls it as often, with nothing of modelyard (`bench.worker.memory_floor`).
-Goal: a worker serving one tiny model holds <= 350 MB RSS.
+pipeline and calls it as often, with nothing of modelyard (`bench.worker.memory_floor`),
+and what the floor is made of: `import torch` alone, and with torch._dynamo (which
+transformers 5 imports for any model). Goal: a worker serving one tiny model holds
+<= 350 MB RSS.
 
 memory_stack: `modelyard up examples/stack.yaml` as a user starts it (supervisor,
 etcd, control plane, three workers, composer, gateway): every process when the stack is
@@ -105,13 +107,33 @@ def measure_worker(
     }
 
 
-def floor(checkpoint: Path, calls: int) -> dict[str, float]:
+# What the floor is made of, each statement in a bare process. transformers 5 imports
+# torch._dynamo for every model (masking_utils imports one of its modules; decorators in its
+# integrations call it at import), and dynamo brings sympy, torch.distributed.tensor and
+# torch.onnx: no setting of either library turns that off.
+FLOOR_PARTS = ("import torch", "import torch, torch._dynamo")
+PRINT_MEMORY = (
+    "import json, os; from bench.common.memory import memory_mb; "
+    "print(json.dumps(memory_mb(os.getpid())))"
+)
+
+
+def child_memory(argv: list[str]) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.worker.memory_floor", str(checkpoint), str(calls)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
+    )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def floor(checkpoint: Path, calls: int) -> dict[str, Any]:
+    return {
+        **child_memory(["-m", "bench.worker.memory_floor", str(checkpoint), str(calls)]),
+        "parts_rss_mb": {
+            statement: child_memory(["-c", f"{statement}; {PRINT_MEMORY}"])["rss_mb"]
+            for statement in FLOOR_PARTS
+        },
+    }
 
 
 def worker_record(
