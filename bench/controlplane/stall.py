@@ -25,7 +25,7 @@ the leader's refreshes: the bench polls etcd's `etcd_debugging_lease_renewed_tot
 leader's is the only lease: a follower holds none) every 20 ms until it grows, then stops
 the leader by the clock just after that renewal ("best") or 0.1 s before the next is due
 ("worst"), and reads the counter once more: if another renewal slipped in, the leader is
-resumed at once and the stop timed again (up to 3 tries, which also pass over a renewal
+resumed at once and the stop timed again (up to 5 tries, which also pass over a renewal
 seen only to within more than ±50 ms). The true worst case is a stall that begins while a
 refresh is in flight: its answer may lose to the attempt's timer when the loop runs again
 (then the retry comes 0.1 s later), so the tolerance there is about 0.1 s and a round trip
@@ -66,8 +66,8 @@ GOAL_STALL_S = 2.0
 REPLICAS = ("a", "b")
 AFTER_RENEWAL_S = 0.05  # "best": this long after a renewal was seen
 BEFORE_NEXT_S = 0.1  # "worst": this long before the next refresh is due
-PHASE_SLACK_S = 0.1  # a stall that began further from its planned point missed its phase
-PHASE_ATTEMPTS = 3  # tries at a stop with no renewal between the one seen and the stop
+PHASE_SLACK_S = 0.1  # a stall this much earlier than planned (δ's error) missed its phase
+PHASE_ATTEMPTS = 5  # tries at a stop with no renewal between the one seen and the stop
 RENEWAL_PRECISION_S = 0.05  # a renewal seen less precisely is no point to time a stop by
 BAND_S = 0.15  # trials this close to the bound may go either way (refresh round trip, lag)
 OBSERVE_S = 1.5  # after the resume: a step-down comes at once, a lost refresh within 0.5 s
@@ -303,11 +303,14 @@ def record(
         "a leader served again after every stall": all(
             t["leader_again_after_stop_s"] is not None for t in trials
         ),
-        f"outcomes match the lease arithmetic (trials over {BAND_S:g} s from the bound)": all(
-            t["kept"] == t["predicted_kept"] for t in clear
-        ),
-        f"every stall began within {PHASE_SLACK_S:g} s of its planned phase": all(
-            not t["phase_missed"] and abs(t["phase_error_s"]) <= PHASE_SLACK_S for t in trials
+        f"outcomes match the lease arithmetic (budgets clear of 0 by over {BAND_S:g} s "
+        "plus the error of δ)": all(t["kept"] == t["predicted_kept"] for t in clear),
+        # A stop that came late (the bench or the leader lagged) met the leader later in its
+        # cycle, a harsher test; one after another refresh met it early: the goal's trials
+        # must not have. (The comparison's 2 s stall outlasts even the best phase's bound.)
+        "every stall at the default election_ttl began no earlier in the refresh cycle than "
+        "planned": all(
+            not t["phase_missed"] and t["phase_error_s"] >= -PHASE_SLACK_S for t in at_default
         ),
     }
     return {
@@ -328,7 +331,7 @@ def record(
         ),
         "goal": (
             f"the leader survives a {GOAL_STALL_S:g} s event-loop stall without stepping "
-            f"down at the default election_ttl ({DEFAULT_TTL:g} s), at any point of its "
+            f"down at the default election_ttl ({DEFAULT_TTL:g} s), at either end of its "
             "refresh cycle (issue 12)"
         ),
         "checks": checks,
