@@ -75,6 +75,10 @@ class HttpMetrics:
             registry,
             buckets=SECONDS_BUCKETS,
         )
+        # each label set's series, looked up once (the client's `labels()` validates and
+        # locks on every call: a third of this middleware's cost); bounded as the labels are
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._first_chunk_series: dict[str, Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,17 +96,34 @@ class HttpMetrics:
             elif streaming and message["type"] == "http.response.body":
                 streaming = False
                 await send(message)  # the chunk is on its way: then it counts as sent
-                route = route_template(scope, self._routes)
-                self._observe(self._first_chunk.labels(route), started)
+                self._observe(self._first_chunk_of(scope), started)
                 return
             await send(message)
 
         try:
             await self.app(scope, receive, counted)
         finally:
-            labels = (route_template(scope, self._routes), method_label(scope), str(status))
-            self._requests.labels(*labels).inc()
-            self._observe(self._seconds.labels(*labels), started)
+            requests, seconds = self._series_of(scope, status)
+            requests.inc()
+            self._observe(seconds, started)
+
+    def _series_of(self, scope: Scope, status: int) -> tuple[Counter, Histogram]:
+        key = (route_template(scope, self._routes), method_label(scope), status)
+        series = self._series.get(key)
+        if series is None:
+            labels = (key[0], key[1], str(status))
+            series = self._series[key] = (
+                self._requests.labels(*labels),
+                self._seconds.labels(*labels),
+            )
+        return series
+
+    def _first_chunk_of(self, scope: Scope) -> Histogram:
+        route = route_template(scope, self._routes)
+        series = self._first_chunk_series.get(route)
+        if series is None:
+            series = self._first_chunk_series[route] = self._first_chunk.labels(route)
+        return series
 
     def _observe(self, histogram: Histogram, started: float) -> None:
         elapsed = self._clock.now() - started
