@@ -149,7 +149,10 @@ async def cluster(run: Run, election_ttl: float) -> AsyncIterator[Cluster]:
 
 @dataclass(frozen=True)
 class Stop:
-    renewal: Renewal  # the last renewal of the leader's lease before the stop
+    name: str  # the replica stopped: the leader
+    holder: tuple[str, int]  # the election key as it was
+    logged: int  # step-downs in its log before the stop
+    renewal: Renewal  # the last renewal of its lease before the stop
     at: float
     attempts: int
     #: another renewal came between `renewal` and the stop on every attempt: the stall's
@@ -157,33 +160,37 @@ class Stop:
     missed: bool
 
 
-async def stop_at(c: Cluster, name: str, offset: float) -> Stop:
-    """SIGSTOPs replica `name` `offset` seconds after a renewal of its lease. Polling
+async def stop_leader(c: Cluster, offset: float) -> Stop:
+    """SIGSTOPs the serving leader `offset` seconds after a renewal of its lease. Polling
     would make the stop late, so the stop is timed by the clock and the counter read once
     after it: if a renewal slipped in (the stop came late, or the refresh was early), the
-    replica is resumed at once (a stall of milliseconds) and timed again. A renewal seen
-    only roughly (a slow reading on a busy machine) is let pass for the next one; the last
-    attempt goes ahead whatever it saw."""
-    pid = c.replicas[name].pid
+    leader is resumed at once (a stall of one reading, ~5 ms on a calm machine) and, once a
+    leader serves again, the stop tried anew. A renewal seen only roughly (a slow reading
+    on a busy machine) is let pass for the next one; the last attempt goes ahead whatever
+    it saw."""
     attempt = 0
     while True:
         attempt += 1
         last = attempt == PHASE_ATTEMPTS
+        holder = await c.observer.serving_leader(time.monotonic(), 3 * c.lease.ttl + 10)
+        name, leader = holder[0], c.replicas[holder[0]]  # (a Server's name is its command's)
+        logged = len(step_downs(leader.log_path))
         renewal = await c.renewals.next(3 * c.lease.ttl)
         if renewal.within > RENEWAL_PRECISION_S and not last:
             continue
         await asyncio.sleep(max(0.0, renewal.at + offset - time.monotonic()))
         c.observer.stopped.add(name)
-        os.kill(pid, signal.SIGSTOP)
+        os.kill(leader.pid, signal.SIGSTOP)
         stopped = time.monotonic()
         try:
             count, _, _ = await c.renewals.read()  # the stopped replica renews nothing
         except BaseException:
-            os.kill(pid, signal.SIGCONT)
+            os.kill(leader.pid, signal.SIGCONT)
             raise
-        if count == renewal.count or last:
-            return Stop(renewal, stopped, attempt, missed=count != renewal.count)
-        os.kill(pid, signal.SIGCONT)
+        missed = count != renewal.count
+        if not missed or last:
+            return Stop(name, holder, logged, renewal, stopped, attempt, missed)
+        os.kill(leader.pid, signal.SIGCONT)
         c.observer.stopped.discard(name)
         await asyncio.sleep(SETTLE_S)
 
@@ -196,10 +203,8 @@ def step_downs(log: Path) -> list[str]:
 async def trial(c: Cluster, phase: str, stall_s: float) -> dict[str, Any]:
     """One stall of the current leader at `phase` of its refresh cycle, and what followed."""
     lease, observer = c.lease, c.observer
-    holder = await observer.serving_leader(time.monotonic(), 3 * lease.ttl + 10)
-    name, leader = holder[0], c.replicas[holder[0]]  # (a Server's name is its command's)
-    logged = len(step_downs(leader.log_path))
-    stop = await stop_at(c, name, lease.offset(phase))
+    stop = await stop_leader(c, lease.offset(phase))
+    name, holder, leader = stop.name, stop.holder, c.replicas[stop.name]
     try:
         await asyncio.sleep(max(0.0, stop.at + stall_s - time.monotonic()))
     finally:
@@ -209,7 +214,7 @@ async def trial(c: Cluster, phase: str, stall_s: float) -> dict[str, Any]:
     await asyncio.sleep(OBSERVE_S)
     again = await observer.first(lambda s: bool(s.leading), stop.at, 3 * lease.ttl + 10)
     after = observer.since(stop.at)
-    reasons = step_downs(leader.log_path)[logged:]
+    reasons = step_downs(leader.log_path)[stop.logged :]
     key_changed = any(s.holder != holder for s in after)
     since_refresh = stop.at - stop.renewal.at
     budget = lease.ttl - lease.margin - since_refresh - (resumed - stop.at)
