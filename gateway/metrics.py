@@ -6,10 +6,11 @@
                                                              events): arrival to first chunk
 
 `route` is the template the request matched (`/v1/models/{model}`, `<unmatched>` for a
-404: `gateway.request_labels`). For a streamed chat or completion the first chunk is the
-model's first token: the time to first token as the client sees it, less the network.
-A request whose client left is counted with the status it was answered (499 for a call
-cut short); one that failed before any answer with 500, as the server answers it.
+404: `gateway.request_labels`). For a streamed chat or completion from a model that
+streams, the first chunk carries its first token: the time to first token as the client
+sees it, less the network. A request whose client left is counted with the status it was
+answered (a stream: the 200 it began with; a unary call cut short: 499); one that failed
+before any answer with 500, as the server answers it.
 
 Plain ASGI, not Starlette's BaseHTTPMiddleware: that one runs the app in a task of its own
 and relays the response through a memory stream, which costs every request (and every
