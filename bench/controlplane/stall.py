@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -54,7 +55,7 @@ from typing import Any
 import yaml
 
 from bench.common.servers import Server, Service
-from bench.controlplane.election_watch import Observer, Renewal, Renewals
+from bench.controlplane.election_watch import Observer, Renewal, Renewals, Sample
 from bench.controlplane.run import Run, control_plane
 from controlplane.settings import ControlPlaneSettings
 from modelyard_cli.etcd_server import EtcdServer
@@ -236,14 +237,24 @@ async def trial(c: Cluster, phase: str, stall_s: float) -> dict[str, Any]:
         "leader_before": name,
         "leader_after": sorted(again.leading) if again else [],
         "leader_again_after_stop_s": round(again.at - stop.at, 3) if again else None,
-        # a replica said it led while the key, read just before, named another
-        "second_leader_samples": sum(
-            1 for s in after if s.holder is not None and s.leading - {s.holder[0]}
-        ),
+        "second_leader_samples": second_leaders(after),
     }
     await observer.serving_leader(time.monotonic(), 3 * lease.ttl + 10)
     await asyncio.sleep(SETTLE_S)
     return record
+
+
+def second_leaders(samples: list[Sample]) -> int:
+    """Samples in which a replica said it led while the key named another both before it
+    was asked and at the next sample (read only before, a key that moved to it a moment
+    later, while its answer was on the way, would look like a second leader)."""
+    return sum(
+        1
+        for sample, later in itertools.pairwise(samples)
+        if sample.holder is not None
+        and sample.holder == later.holder
+        and sample.leading - {sample.holder[0]}
+    )
 
 
 def tolerance(trials: list[dict[str, Any]], phase: str) -> tuple[float | None, float | None]:

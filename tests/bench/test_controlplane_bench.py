@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from bench.controlplane.election_watch import Sample
+from bench.controlplane.stall import second_leaders, tolerance
 from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_run_shape
 
 pytestmark = [pytest.mark.smoke_run("controlplane"), pytest.mark.timeout(LIMIT_S + 30)]
@@ -109,3 +111,26 @@ def test_leader_stall_stops_the_leader_and_reports_each_trial_beside_the_bound(
     assert trial["leader_before"] in {"cp-stall-ttl5-a", "cp-stall-ttl5-b"}
     assert trial["stalled_s"] >= trial["stall_s"]  # the leader really was stopped that long
     assert_has(record, "loadavg_before", "loadavg_after")
+
+
+def test_a_second_leader_is_one_that_leads_while_the_key_names_another_before_and_after() -> None:
+    a, b = ("a", 1), ("b", 2)
+    taking_over = [Sample(0.0, a, frozenset({"b"})), Sample(0.05, b, frozenset({"b"}))]
+    assert second_leaders(taking_over) == 0  # the key moved to b while b's answer was on the way
+    both = [Sample(0.0, a, frozenset({"a", "b"})), Sample(0.05, a, frozenset({"a"}))]
+    assert second_leaders(both) == 1
+    vacant = [Sample(0.0, None, frozenset({"b"})), Sample(0.05, None, frozenset())]
+    assert second_leaders(vacant) == 0  # b may have won the vacant key a moment before
+
+
+def test_the_tolerance_is_the_longest_stall_kept_below_the_first_lost() -> None:
+    trials = [
+        {"phase": "worst", "stall_s": 3.0, "kept": False},
+        {"phase": "worst", "stall_s": 1.0, "kept": True},
+        {"phase": "worst", "stall_s": 4.0, "kept": True},  # beyond a loss: not a tolerance
+        {"phase": "worst", "stall_s": 2.0, "kept": True},
+        {"phase": "best", "stall_s": 1.0, "kept": False},
+    ]
+    assert tolerance(trials, "worst") == (2.0, 3.0)
+    assert tolerance(trials, "best") == (None, 1.0)
+    assert tolerance([{"phase": "best", "stall_s": 1.0, "kept": True}], "best") == (1.0, None)
