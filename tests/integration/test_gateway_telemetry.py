@@ -4,8 +4,9 @@ real receiver standing in for Jaeger, in front of a control plane, a worker and 
 
 The official `openai` client sends a `traceparent`: the gateway's server span continues
 that trace, and the worker's (and, for a graph, the composer's) spans hang under it, one
-trace from the client to the model. /metrics counts each request under its route template
-and status, refusals and unknown paths too, and times a stream's first chunk.
+trace from the client to the model; a client that leaves a stream still stops the model,
+and the trace shows the cancelled call. /metrics counts each request under its route
+template and status, refusals and unknown paths too, and times a stream's first chunk.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ WORKER = "test-worker"
 COMPOSER = "test-composer"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "a private prompt"}]
 CHAT_ROUTE = "/v1/chat/completions"
+CANCELLED = 1  # grpc.StatusCode.CANCELLED's number, as the spans record it
 # a graph is a model: one string input, a `text` output
 SAY = {
     "name": "say",
@@ -78,8 +80,25 @@ class Hello(Model):
         return self.predict([request])[0]
 
 
+class Endless(Hello):
+    """Streams for a minute (a chunk every 10 ms) unless stopped, holding the model's one
+    thread meanwhile: a call after it answered within 30 s shows the stream was stopped."""
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        choice = {"index": 0, "delta": {"content": " more"}, "finish_reason": None}
+        for _ in range(6_000):
+            if stop.wait(0.01):
+                break
+            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                   "model": "endless", "choices": [choice]}  # fmt: skip
+        return self.predict([request])[0]
+
+
 MODELS = [
     {"name": "hello", "class": "tests.integration.test_gateway_telemetry:Hello"},
+    {"name": "endless", "class": "tests.integration.test_gateway_telemetry:Endless"},
     {"name": "echo", "class": "tests.support.models:Echo"},
 ]
 
@@ -163,7 +182,7 @@ async def client(observed: Observed) -> AsyncIterator[openai.AsyncOpenAI]:
         base_url=observed.base_url, api_key=API_KEY, max_retries=0
     ) as opened:
         async with asyncio.timeout(60):  # until the gateway lists the worker's models
-            while {"hello", "say"} - {m.id async for m in opened.models.list()}:  # noqa: ASYNC110
+            while {"hello", "endless", "say"} - {m.id async for m in opened.models.list()}:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         yield opened
 
@@ -237,6 +256,33 @@ async def test_a_graph_called_as_a_model_traces_through_the_composer(
     assert {span.service for span in composer} == {COMPOSER}
     assert "run say" in [span.name for span in composer]
     assert gateway.name == f"POST {CHAT_ROUTE}"
+
+
+async def test_a_client_that_leaves_a_traced_stream_stops_the_generation(
+    observed: Observed, client: openai.AsyncOpenAI
+) -> None:
+    trace_id, parent_id = "7bf92f3577b34da6a3ce929d0e0e4739", "30f067aa0ba902ba"
+    headers = {"Authorization": f"Bearer {API_KEY}", **traceparent(trace_id, parent_id)}
+    body = {"model": "endless", "messages": HELLO, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=observed.base_url, headers=headers, timeout=60) as http,
+        http.stream("POST", "/chat/completions", json=body) as response,
+    ):
+        events = 0
+        async for line in response.aiter_lines():
+            events += line.startswith("data: ")
+            if events == 3:
+                break  # and the connection closes
+    # the stream held the model's only thread: this is answered once it has stopped
+    answer = await client.chat.completions.create(model="endless", messages=HELLO, timeout=30)
+    assert answer.choices[0].message.content == "hello"
+
+    # and the trace says so: the worker's stream was cancelled under the request's span
+    spans = observed.receiver.wait_for(lambda spans: bool(hop_chain(spans, trace_id, parent_id)))
+    worker, call, gateway = hop_chain(spans, trace_id, parent_id)
+    assert worker.name == call.name == "/modelyard.v1.Predict/PredictStream"
+    assert worker.attributes["rpc.grpc.status_code"] == CANCELLED
+    assert gateway.attributes["http.status_code"] == 200  # what the stream began with
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], Sample]
