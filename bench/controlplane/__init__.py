@@ -1,7 +1,7 @@
 """Benchmarks of the control plane and client-side balancing (issue 3), each held to a goal
 against a baseline measured in the same run.
 
-    python -m bench.controlplane                  # all three, 3-4 minutes on 2 cores
+    python -m bench.controlplane                  # every scenario, about 10 minutes on 2 cores
     python -m bench.controlplane --only scale --profile always      # + py-spy of the CP
     python -m bench.controlplane --only scale --gc-freeze \\
         --output bench/results/controlplane-gc-freeze.json            # a what-if

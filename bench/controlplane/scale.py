@@ -123,7 +123,7 @@ async def measure(
     record["more_subscribers"] = await more_subscribers(
         run, sizes, cp, client, follower, fleet, rng
     )
-    record["leadership_lost"] = log_count(cp.log_path, " is a follower")
+    record["leadership_lost"] = log_count(cp.log_path, " steps down: ")  # election.py says so
     if run.gc_freeze:
         record["bench"] += "_whatif_gc_freeze"
         record["what_if"] = "gc.collect() + gc.freeze() in the control plane after convergence"
