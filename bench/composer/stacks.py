@@ -35,7 +35,7 @@ FAIR_ENV = {
 @dataclass
 class StackProcs:
     stack: Stack
-    pids: dict[str, int]  # "etcd", "controlplane", "worker <id>", "composer" -> pid
+    pids: dict[str, int]  # "etcd", "controlplane", "worker <id>", "composer", "gateway" -> pid
 
     @property
     def composer(self) -> str:
@@ -60,7 +60,7 @@ def _label(process: psutil.Process) -> str:
         return f"pid {process.pid}"
     if argv and Path(argv[0]).name == "etcd":
         return "etcd"
-    for kind in ("controlplane", "composer"):
+    for kind in ("controlplane", "composer", "gateway"):
         if kind in argv:
             return kind
     if "worker" in argv and "--config" in argv:
