@@ -15,7 +15,15 @@ from typing import Annotated
 import typer
 
 from modelyard_cli.mistakes import fail
-from modelyard_cli.options import SERVICES_PANEL, Verbose, from_config
+from modelyard_cli.options import (
+    SERVICES_PANEL,
+    ControlPlanes,
+    EtcdEndpoints,
+    Host,
+    PortFile,
+    Verbose,
+    from_config,
+)
 
 
 def composer(
@@ -26,27 +34,10 @@ def composer(
         int | None,
         typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50070)),
     ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
-    ] = None,
-    etcd: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="etcd endpoint host:port (repeat for several).",
-            show_default=from_config("127.0.0.1:2379"),
-        ),
-    ] = None,
-    controlplane: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Control-plane address (repeat for several).",
-            show_default=from_config("127.0.0.1:50050"),
-        ),
-    ] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port here once serving.")
-    ] = None,
+    host: Host = None,
+    etcd: EtcdEndpoints = None,
+    controlplane: ControlPlanes = None,
+    port_file: PortFile = None,
     verbose: Verbose = False,
 ) -> None:
     """Run a composer replica: stores graphs (in etcd) and runs them.

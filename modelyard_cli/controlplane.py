@@ -16,7 +16,14 @@ from typing import Annotated
 import typer
 
 from modelyard_cli.mistakes import fail
-from modelyard_cli.options import SERVICES_PANEL, Verbose, from_config
+from modelyard_cli.options import (
+    SERVICES_PANEL,
+    EtcdEndpoints,
+    Host,
+    PortFile,
+    Verbose,
+    from_config,
+)
 
 
 def controlplane(
@@ -27,20 +34,9 @@ def controlplane(
         int | None,
         typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50050)),
     ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
-    ] = None,
-    etcd: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="etcd endpoint host:port (repeat for several).",
-            show_default=from_config("127.0.0.1:2379"),
-        ),
-    ] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port here once serving.")
-    ] = None,
+    host: Host = None,
+    etcd: EtcdEndpoints = None,
+    port_file: PortFile = None,
     verbose: Verbose = False,
 ) -> None:
     """Run a control-plane replica (several may run; one leads, elected in etcd).

@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 
 from modelyard_cli.mistakes import fail
-from modelyard_cli.options import SERVICES_PANEL, Verbose, from_config
+from modelyard_cli.options import (
+    SERVICES_PANEL,
+    ControlPlanes,
+    Host,
+    PortFile,
+    Verbose,
+    from_config,
+)
 
 
 def gateway(
@@ -23,17 +30,8 @@ def gateway(
         int | None,
         typer.Option(help="HTTP port; 0 picks a free one.", show_default=from_config(8000)),
     ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
-    ] = None,
-    controlplane: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Control-plane address (repeat for several).",
-            show_default=from_config("127.0.0.1:50050"),
-        ),
-    ] = None,
+    host: Host = None,
+    controlplane: ControlPlanes = None,
     composer: Annotated[
         str | None,
         typer.Option(
@@ -41,9 +39,7 @@ def gateway(
             show_default=from_config("127.0.0.1:50070"),
         ),
     ] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port here once serving.")
-    ] = None,
+    port_file: PortFile = None,
     verbose: Verbose = False,
 ) -> None:
     """Serve the OpenAI API (chat, completions, embeddings, models) over HTTP.

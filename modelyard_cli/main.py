@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard_cli.mistakes import Commands, fail
-from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Verbose, from_config
+from modelyard_cli.options import SERVICES_PANEL, TOOLS_PANEL, Host, PortFile, Verbose, from_config
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -102,13 +102,8 @@ def worker(
         int | None,
         typer.Option(help="gRPC port; 0 picks a free one.", show_default=from_config(50051)),
     ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=from_config("127.0.0.1")),
-    ] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port here once serving.")
-    ] = None,
+    host: Host = None,
+    port_file: PortFile = None,
     strict: Annotated[
         bool | None,
         typer.Option(help="Refuse to start if a model fails.", show_default=from_config("no")),
