@@ -18,18 +18,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
-
-import httpx
 
 from controlplane.api_view import api_address
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
-from modelyard_server.http_api.client import GuardedBackend, GuardedTransport
 from modelyard_server.http_api.record import RegistrationRecord
 from modelyard_server.http_api.render import render_url
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.workerinfo import WorkerHealth
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx and the guarded client are imported when a registration is first probed: httpx
+# 0.28 imports its command-line tool (rich, pygments, click: 4 MB) whenever those are
+# installed, which a control plane with no registration should not hold.
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,10 @@ class ApiProber:
             await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
+        import httpx
+
+        from modelyard_server.http_api.client import GuardedTransport
+
         guarded = HttpApiSettings(allowed_networks=list(self._allowed), max_keepalive_connections=0)
         transport = GuardedTransport(guarded)
         async with httpx.AsyncClient(
@@ -105,6 +114,8 @@ class ApiProber:
 
     async def _connect(self) -> None:
         url = urlsplit(render_url(self.record.api.url_template, model=self.record.model))
+        from modelyard_server.http_api.client import GuardedBackend
+
         backend = GuardedBackend(self._allowed)
         stream = await backend.connect_tcp(url.hostname or "", _port(url), timeout=self._timeout)
         await stream.aclose()

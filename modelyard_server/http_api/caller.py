@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import grpc
@@ -43,13 +43,15 @@ from modelyard.errors import ModelyardError, Unavailable
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 from modelyard_server.error_status import details_metadata
-from modelyard_server.http_api.client import HttpApiClient
 from modelyard_server.http_api.cooldown import Cooldowns
 from modelyard_server.http_api.extract import extract_text
 from modelyard_server.http_api.render import render_body, render_headers, render_url
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.http_api.signature import OUTPUT, prompt_of, temperature_of
 from modelyard_server.telemetry import spans
+
+if TYPE_CHECKING:
+    from modelyard_server.http_api.client import HttpApiClient
 
 #: The ErrorInfo reason of a call a registered API failed (UNAVAILABLE).
 API_FAILED = "API_FAILED"
@@ -74,11 +76,22 @@ class HttpApiCaller:
         self.cooldowns = Cooldowns(
             allowed_fails=settings.allowed_fails, cooldown_s=settings.cooldown_s, clock=clock
         )
-        self._http = HttpApiClient(settings)
+        # made on the first call: httpx 0.28 imports its command-line tool (rich, pygments,
+        # click: 4 MB) whenever those are installed, which a service that never calls a
+        # registered API should not hold
+        self._http: HttpApiClient | None = None
         self._environ = environ
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _client(self) -> HttpApiClient:
+        if self._http is None:
+            from modelyard_server.http_api.client import HttpApiClient
+
+            self._http = HttpApiClient(self.settings)
+        return self._http
 
     def stub(self, endpoint: Endpoint) -> predict_pb2_grpc.PredictAsyncStub:
         # a stub in behaviour (Predict, PredictStream), not in type: the Protocol names the
@@ -120,7 +133,7 @@ class HttpApiCaller:
     async def _call(self, api: HttpApi, model: str, body: bytes, timeout_s: float) -> str:
         headers = render_headers(api.headers, self._environ)
         url = render_url(api.url_template, model=model)
-        document = await self._http.post_json(url, body, headers, timeout_s=timeout_s)
+        document = await self._client().post_json(url, body, headers, timeout_s=timeout_s)
         return extract_text(document, api.response_path)
 
 

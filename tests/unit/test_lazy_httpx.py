@@ -1,0 +1,19 @@
+"""A service that calls no registered API does not import httpx: httpx 0.28 imports its
+command-line tool (rich, pygments, click) whenever those are installed, 4 MB in every
+control plane, composer and gateway. Each import is checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["controlplane.server", "composer.server", "gateway.server"])
+def test_a_service_imports_httpx_only_when_it_calls_a_registered_api(module: str) -> None:
+    probe = f"import sys, {module}; print(sorted(m for m in ('httpx', 'rich') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
