@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, urlsplit
 from controlplane.api_view import api_address
 from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard_server.aio import cancel_and_wait, describe_error
+from modelyard_server.http_api.lazy_import import CLIENT_MODULE, import_off_the_loop
 from modelyard_server.http_api.record import RegistrationRecord
 from modelyard_server.http_api.render import render_url
 from modelyard_server.http_api.settings import HttpApiSettings
@@ -32,9 +33,8 @@ from modelyard_server.workerinfo import WorkerHealth
 if TYPE_CHECKING:
     import httpx
 
-# httpx and the guarded client are imported when a registration is first probed: httpx
-# 0.28 imports its command-line tool (rich, pygments, click: 4 MB) whenever those are
-# installed, which a control plane with no registration should not hold.
+# httpx and the guarded client are imported when a registration is first probed, off the
+# loop (`http_api.lazy_import`): a control plane with no registration never holds them.
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class ApiProber:
             await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
+        await import_off_the_loop(CLIENT_MODULE)
         import httpx
 
         from modelyard_server.http_api.client import GuardedTransport
@@ -114,7 +115,7 @@ class ApiProber:
 
     async def _connect(self) -> None:
         url = urlsplit(render_url(self.record.api.url_template, model=self.record.model))
-        from modelyard_server.http_api.client import GuardedBackend
+        from modelyard_server.http_api.client import GuardedBackend  # imported by _run
 
         backend = GuardedBackend(self._allowed)
         stream = await backend.connect_tcp(url.hostname or "", _port(url), timeout=self._timeout)

@@ -45,6 +45,7 @@ from modelyard.v1 import predict_pb2_grpc
 from modelyard_server.error_status import details_metadata
 from modelyard_server.http_api.cooldown import Cooldowns
 from modelyard_server.http_api.extract import extract_text
+from modelyard_server.http_api.lazy_import import CLIENT_MODULE, import_off_the_loop
 from modelyard_server.http_api.render import render_body, render_headers, render_url
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.http_api.signature import OUTPUT, prompt_of, temperature_of
@@ -86,11 +87,13 @@ class HttpApiCaller:
         if self._http is not None:
             await self._http.aclose()
 
-    def _client(self) -> HttpApiClient:
+    async def _client(self) -> HttpApiClient:
         if self._http is None:
+            await import_off_the_loop(CLIENT_MODULE)
             from modelyard_server.http_api.client import HttpApiClient
 
-            self._http = HttpApiClient(self.settings)
+            if self._http is None:  # another first call may have made it meanwhile
+                self._http = HttpApiClient(self.settings)
         return self._http
 
     def stub(self, endpoint: Endpoint) -> predict_pb2_grpc.PredictAsyncStub:
@@ -133,7 +136,7 @@ class HttpApiCaller:
     async def _call(self, api: HttpApi, model: str, body: bytes, timeout_s: float) -> str:
         headers = render_headers(api.headers, self._environ)
         url = render_url(api.url_template, model=model)
-        document = await self._client().post_json(url, body, headers, timeout_s=timeout_s)
+        document = await (await self._client()).post_json(url, body, headers, timeout_s=timeout_s)
         return extract_text(document, api.response_path)
 
 

@@ -4,6 +4,7 @@ control plane, composer and gateway. Each import is checked in a fresh interpret
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -17,3 +18,15 @@ def test_a_service_imports_httpx_only_when_it_calls_a_registered_api(module: str
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+async def test_the_first_calls_at_once_share_one_http_client() -> None:
+    from modelyard_server.http_api.caller import HttpApiCaller
+    from modelyard_server.http_api.settings import HttpApiSettings
+
+    caller = HttpApiCaller(HttpApiSettings())
+    try:
+        first, second = await asyncio.gather(caller._client(), caller._client())
+        assert first is second  # one connection pool, however the first calls raced
+    finally:
+        await caller.aclose()
