@@ -23,8 +23,6 @@ from composer.settings import ComposerSettings
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
 from modelyard.composer_client import AsyncComposerClient
-from modelyard.model import Model, Outputs, Request
-from modelyard.signature import Field
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_cli.processes import start_service, stop_service
 from modelyard_server.auth import AuthSettings
@@ -47,21 +45,8 @@ SAY = {
 }
 
 
-class Hello(Model):
-    """An llm/v1/chat model that always says hello."""
-
-    task = "llm/v1/chat"
-    inputs = (Field("messages", "list", "The conversation.", element_kind="map"),)
-
-    def predict(self, batch: list[Request]) -> list[Outputs]:
-        message = {"role": "assistant", "content": "hello"}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return [{"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                 "model": "hello", "choices": [choice]} for _ in batch]  # fmt: skip
-
-
 MODELS = [
-    {"name": "hello", "class": "tests.integration.test_gateway_security:Hello"},
+    {"name": "hello", "class": "tests.support.models:HelloChat"},
     {"name": "echo", "class": "tests.support.models:Echo"},
 ]
 

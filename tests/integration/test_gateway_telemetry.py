@@ -31,12 +31,12 @@ from composer.settings import ComposerSettings
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
 from modelyard.composer_client import AsyncComposerClient
-from modelyard.model import Model, Outputs, Request
-from modelyard.signature import Field
+from modelyard.model import Outputs, Request
 from modelyard_cli.etcd_server import EtcdServer, free_port
 from modelyard_cli.processes import start_service, stop_service
 from modelyard_server.telemetry.settings import TelemetrySettings
 from tests.integration.conftest import running_worker
+from tests.support.models import HelloChat
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -57,30 +57,7 @@ SAY = {
 }
 
 
-class Hello(Model):
-    """An llm/v1/chat model that always says hello (streamed: "hel", "lo")."""
-
-    task = "llm/v1/chat"
-    streaming = True
-    inputs = (Field("messages", "list", "The conversation.", element_kind="map"),)
-
-    def predict(self, batch: list[Request]) -> list[Outputs]:
-        message = {"role": "assistant", "content": "hello"}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return [{"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                 "model": "hello", "choices": [choice]} for _ in batch]  # fmt: skip
-
-    def predict_stream(
-        self, request: Request, stop: threading.Event
-    ) -> Generator[Outputs, None, Outputs]:
-        for piece in ("hel", "lo"):
-            choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
-            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                   "model": "hello", "choices": [choice]}  # fmt: skip
-        return self.predict([request])[0]
-
-
-class Endless(Hello):
+class Endless(HelloChat):
     """Streams for a minute (a chunk every 10 ms) unless stopped, holding the model's one
     thread meanwhile: a call after it answered within 30 s shows the stream was stopped."""
 
@@ -97,7 +74,7 @@ class Endless(Hello):
 
 
 MODELS = [
-    {"name": "hello", "class": "tests.integration.test_gateway_telemetry:Hello"},
+    {"name": "hello", "class": "tests.support.models:HelloChat"},
     {"name": "endless", "class": "tests.integration.test_gateway_telemetry:Endless"},
     {"name": "echo", "class": "tests.support.models:Echo"},
 ]

@@ -186,3 +186,27 @@ class BrokenLoad(Model):
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
         raise AssertionError("never loaded")
+
+
+class HelloChat(Model):
+    """An llm/v1/chat model that always says hello (streamed: "hel", "lo"): the gateway's
+    tests' model, with no weights."""
+
+    task = "llm/v1/chat"
+    streaming = True
+    inputs = (Field("messages", "list", "The conversation.", element_kind="map"),)
+
+    def predict(self, batch: list[Request]) -> list[Outputs]:
+        message = {"role": "assistant", "content": "hello"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return [{"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                 "model": "hello", "choices": [choice]} for _ in batch]  # fmt: skip
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        for piece in ("hel", "lo"):
+            choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                   "model": "hello", "choices": [choice]}  # fmt: skip
+        return self.predict([request])[0]
