@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import grpc.aio
+import httpx
 
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
@@ -47,3 +49,16 @@ class EndpointFollower:
         self.call.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.channel.close()
+
+
+async def leave_a_chat_stream(
+    http: httpx.AsyncClient, body: Mapping[str, Any], *, after_events: int = 3
+) -> None:
+    """Streams POST /chat/completions and closes the connection after `after_events`
+    server-sent events: a client that leaves in the middle of an answer."""
+    async with http.stream("POST", "/chat/completions", json=body) as response:
+        events = 0
+        async for line in response.aiter_lines():
+            events += line.startswith("data: ")
+            if events == after_events:
+                return

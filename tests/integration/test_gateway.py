@@ -36,7 +36,7 @@ from modelyard.signature import Field
 from modelyard.v1 import controlplane_pb2 as cp
 from modelyard.v1 import controlplane_pb2_grpc
 from modelyard_cli.etcd_server import EtcdServer
-from tests.helpers import eventually
+from tests.helpers import eventually, leave_a_chat_stream
 from tests.integration.conftest import running_worker
 from tests.support.models import Gate
 from workers.server import Worker
@@ -319,15 +319,8 @@ async def test_a_client_that_leaves_a_stream_stops_the_generation(
     cluster: Cluster, client: openai.AsyncOpenAI
 ) -> None:
     body = {"model": "endless", "messages": HELLO, "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=cluster.base_url, timeout=60) as http,
-        http.stream("POST", "/chat/completions", json=body) as response,
-    ):
-        events = 0
-        async for line in response.aiter_lines():
-            events += line.startswith("data: ")
-            if events == 3:
-                break  # and the connection closes
+    async with httpx.AsyncClient(base_url=cluster.base_url, timeout=60) as http:
+        await leave_a_chat_stream(http, body)
     # the stream held the model's only thread: this is answered once it has stopped
     answer = await client.chat.completions.create(model="endless", messages=HELLO, timeout=30)
     assert answer.choices[0].message.content == "short"

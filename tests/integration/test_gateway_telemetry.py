@@ -35,6 +35,7 @@ from modelyard.model import Outputs, Request
 from modelyard_cli.etcd_server import EtcdServer, free_port
 from modelyard_cli.processes import start_service, stop_service
 from modelyard_server.telemetry.settings import TelemetrySettings
+from tests.helpers import leave_a_chat_stream
 from tests.integration.conftest import running_worker
 from tests.support.models import HelloChat
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
@@ -241,15 +242,8 @@ async def test_a_client_that_leaves_a_traced_stream_stops_the_generation(
     trace_id, parent_id = "7bf92f3577b34da6a3ce929d0e0e4739", "30f067aa0ba902ba"
     headers = {"Authorization": f"Bearer {API_KEY}", **traceparent(trace_id, parent_id)}
     body = {"model": "endless", "messages": HELLO, "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=observed.base_url, headers=headers, timeout=60) as http,
-        http.stream("POST", "/chat/completions", json=body) as response,
-    ):
-        events = 0
-        async for line in response.aiter_lines():
-            events += line.startswith("data: ")
-            if events == 3:
-                break  # and the connection closes
+    async with httpx.AsyncClient(base_url=observed.base_url, headers=headers, timeout=60) as http:
+        await leave_a_chat_stream(http, body)
     # the stream held the model's only thread: this is answered once it has stopped
     answer = await client.chat.completions.create(model="endless", messages=HELLO, timeout=30)
     assert answer.choices[0].message.content == "hello"
