@@ -75,6 +75,23 @@ def test_generation_streams_chunks_that_add_up_to_the_final_text(client: Client)
     assert whole == final.outputs["text"]  # greedy decoding: the same text either way
 
 
+def test_a_stream_interval_sends_tokens_faster_than_it_together(client: Client) -> None:
+    def chunks(interval_ms: float) -> tuple[list[str], str]:
+        parameters = {"max_new_tokens": 24, "stream_interval_ms": interval_ms}
+        events = list(client.predict_stream("generate", text="Once", parameters=parameters))
+        return [e.outputs["text"] for e in events[:-1]], events[-1].outputs["text"]
+
+    each_word, whole = chunks(0)
+    # a minute between chunks: the first piece at once, everything else at the end
+    together, same = chunks(60_000)
+    assert same == whole and "".join(together) == "".join(each_word) == whole
+    assert len(together) == 2 < len(each_word)
+    assert together[0] == each_word[0]
+    with pytest.raises(InvalidArgument) as caught:
+        list(client.predict_stream("generate", text="x", parameters={"stream_interval_ms": -1}))
+    assert "'stream_interval_ms' must be 0 or more" in caught.value.message
+
+
 def test_token_classification_and_fill_mask(client: Client) -> None:
     entities = client.predict("ner", text="Ada Lovelace lived in London.").outputs["entities"]
     assert entities and {"entity", "score", "word", "start", "end"} <= set(entities[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -159,6 +160,7 @@ def test_a_prompt_too_long_for_the_context_is_invalid(gpt2: PipelineModel) -> No
         ({"max_new_tokens": 0}, "'max_new_tokens' must be greater than 0"),
         ({"temperature": 0.0}, "'temperature' must be greater than 0"),
         ({"top_p": 1.5}, "'top_p' must be at most 1"),
+        ({"stream_interval_ms": -5.0}, "'stream_interval_ms' must be 0 or more, got -5.0"),
     ],
 )
 def test_bad_generation_parameters_are_invalid(
@@ -241,6 +243,36 @@ def _stream_ids(tokenizer: Any, ids: list[int]) -> list[str]:
         streamer.put(torch.tensor([token]))
     streamer.end()
     return pieces
+
+
+def _stream_ids_timed(tokenizer: Any, ids: list[int], interval: float) -> list[tuple[float, str]]:
+    """The pieces and when each went out, for a token every 2 ms of a fake clock."""
+    clock = [0.0]
+    sent: list[tuple[float, str]] = []
+    streamer = IncrementalTextStreamer(
+        tokenizer,
+        lambda piece: sent.append((clock[0], piece)),
+        interval=interval,
+        clock=lambda: clock[0],
+    )
+    streamer.put(torch.tensor([[0]]))  # the prompt, which a streamer skips
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+        clock[0] += 0.002
+    streamer.end()
+    return sent
+
+
+def test_pieces_go_out_at_most_once_an_interval(gpt2: PipelineModel) -> None:
+    tokenizer = gpt2.pipeline.tokenizer
+    ids = tokenizer(" one two three four five six seven eight nine ten eleven twelve")["input_ids"]
+    every_word = _stream_ids_timed(tokenizer, ids, interval=0.0)
+    sent = _stream_ids_timed(tokenizer, ids, interval=0.02)  # ten tokens an interval
+    assert "".join(p for _, p in sent) == "".join(p for _, p in every_word) == tokenizer.decode(ids)
+    assert sent[0] == every_word[0] and sent[0][0] == 0.0  # the first piece at once
+    times = [at for at, _ in sent[:-1]]  # the last is end()'s flush
+    assert all(later - earlier >= 0.02 - 1e-9 for earlier, later in itertools.pairwise(times))
+    assert 2 < len(sent) <= len(ids) // 10 + 2 < len(every_word)
 
 
 def test_streamed_pieces_keep_the_space_after_a_newline() -> None:
