@@ -76,9 +76,35 @@ def alternate(
 ) -> dict[str, dict[str, Any]]:
     """Runs each measurement `rounds` times, reversing the order every round (A B, B A, ...)
     so drift in the machine's load hits all alike; returns each one's `rounds_summary`."""
+    return {name: rounds_summary(runs) for name, runs in alternate_rounds(measures, rounds).items()}
+
+
+def alternate_rounds(
+    measures: dict[str, Callable[[], dict[str, Any]]], rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    """`alternate`'s rounds themselves, each measurement's in order: round i of one was
+    measured next to round i of the others."""
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in measures}
     for index in range(rounds):
         order = list(measures) if index % 2 == 0 else list(reversed(measures))
         for name in order:
             results[name].append(measures[name]())
-    return {name: rounds_summary(runs) for name, runs in results.items()}
+    return results
+
+
+def paired_ratio(
+    numerators: list[dict[str, Any]], denominators: list[dict[str, Any]], key: str
+) -> dict[str, Any]:
+    """The median of round-by-round ratios of `key`, with their range. On a machine whose
+    speed drifts over seconds (a shared VM: the same work's CPU varies by a third), a ratio
+    of two rounds measured side by side cancels the drift that a ratio of two medians
+    taken over minutes keeps."""
+    ratios = [n[key] / d[key] for n, d in zip(numerators, denominators, strict=True) if d[key] > 0]
+    if not ratios:
+        return {"median": None, "rounds": []}
+    return {
+        "median": round(statistics.median(ratios), 3),
+        "min": round(min(ratios), 3),
+        "max": round(max(ratios), 3),
+        "rounds": [round(r, 3) for r in ratios],
+    }

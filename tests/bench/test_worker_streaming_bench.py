@@ -4,6 +4,7 @@ time to first token beside the decoding step and the round trip it is bounded by
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 import pytest
@@ -26,6 +27,16 @@ def test_each_level_compares_the_streamed_generation_with_the_unary_one(run: Fin
         assert_load(record, "baseline")
         assert_has(record, "cpu_ms_per_req.streamed", "cpu_ms_per_req.unary", "cpu_ratio")
         assert "streamed CPU/request <= 1.1x unary" in record["checks"]
+        # the verdict's ratio is the median of short rounds measured side by side
+        assert len(record["streamed"]["p50_ms_rounds"]) == 3  # PAIRED_ROUNDS x 1 round
+        # (a smoke round's CPU can read 0, psutil's tick being 10 ms: no ratio then)
+        rounds = record["cpu_ratio_rounds"]["rounds"]
+        assert len(rounds) <= 3
+        if rounds:
+            assert record["cpu_ratio"] == pytest.approx(statistics.median(rounds), abs=0.002)
+        else:
+            assert record["cpu_ratio"] is None
+        assert_has(record, "cpu_ratio_of_medians")
         # every token of the stand-in's generation arrived as a chunk, then the result
         assert record["chunks"] == record["new_tokens"]
         assert record["streamed"]["total_p50_ms"] >= record["streamed"]["p50_ms"]
