@@ -59,7 +59,7 @@ class TextGeneration(TaskAdapter):
         Field(
             "stream_interval_ms",
             "float",
-            "PredictStream: the least time between two chunks (the first goes at once); "
+            "PredictStream: the least time between two chunks (the first word goes at once); "
             "faster tokens are sent together. 0: every word as soon as it is complete.",
             required=False,
         ),
