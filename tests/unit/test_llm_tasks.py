@@ -462,6 +462,41 @@ def test_beam_search_cannot_stream(completions: PipelineModel) -> None:
         _stream(completions, {"prompt": PROMPT}, num_beams=2)
 
 
+def test_the_worker_path_streams_the_same_chunks_on_the_calling_thread(
+    chat: PipelineModel,
+) -> None:
+    request = _request(chat, {"messages": [{"role": "user", "content": "Hi"}]}, max_tokens=12)
+    emitting: set[int] = set()
+    alive: set[threading.Thread] = set()
+    pushed: list[Outputs] = []
+
+    def emit(chunk: Outputs) -> None:
+        emitting.add(threading.get_ident())
+        alive.update(threading.enumerate())
+        pushed.append(chunk)
+
+    before = set(threading.enumerate())
+    final = chat.predict_stream_to(request, threading.Event(), emit)
+    # generated here, on the calling thread: no generation thread in between
+    assert emitting == {threading.get_ident()} and alive <= before
+    pulled, pulled_final = _drain(chat.predict_stream(request, threading.Event()))
+
+    def content(chunks: list[Outputs]) -> list[Any]:  # each chunk's id and time differ
+        return [chunk["choices"] for chunk in chunks]
+
+    assert content(pushed) == content(pulled) and len(pushed) > 2
+    assert final["choices"] == pulled_final["choices"] and final["usage"] == pulled_final["usage"]
+    assert _streamed_text(pushed) == final["choices"][0]["message"]["content"]
+
+
+def test_the_worker_path_stops_when_stopped(completions: PipelineModel) -> None:
+    stop = threading.Event()
+    final = completions.predict_stream_to(
+        _request(completions, {"prompt": PROMPT}), stop, lambda chunk: stop.set()
+    )
+    assert final["usage"]["completion_tokens"] < 100  # it would fill the context otherwise
+
+
 def test_a_cancelled_stream_stops_generating(completions: PipelineModel) -> None:
     stop = threading.Event()
     stream = completions.predict_stream(_request(completions, {"prompt": PROMPT}), stop)

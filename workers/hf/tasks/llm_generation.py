@@ -11,7 +11,6 @@ a time and its stop sequences are applied to the finished beams.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -32,6 +31,7 @@ from workers.hf.tasks.llm_responses import (
     usage,
 )
 from workers.hf.tasks.llm_sampling import request_generator, sampling_processors
+from workers.hf.tasks.text_streaming import Emit, pulled
 
 # A model that states no context length gets at most this many new tokens by default.
 _DEFAULT_MAX_TOKENS_WITHOUT_CONTEXT = 256
@@ -129,16 +129,23 @@ class GenerationTask(TaskAdapter):
 
     def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
         """Yields chunks (one choice each) as text settles; returns the whole response."""
+        return (yield from pulled(lambda emit, closed: self._stream(request, emit, stop, closed)))
+
+    def stream_to(self, request: Request, stop: threading.Event, emit: Emit) -> Outputs:
+        """`stream` with generate on the calling thread (the model's, in a worker): each
+        chunk goes from the decoding loop to `emit`, with no thread in between."""
+        return self._stream(request, emit, stop)
+
+    def _stream(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
         item = self.prepare(request, streaming=True)
         if item.params["stream"] is False:
             return self.run_group([item])[0]
         envelope = self._envelope()
         choices = self._choices(item)
-        chunks: queue.SimpleQueue[Outputs | None] = queue.SimpleQueue()  # None: the end
         finished = [False] * len(choices)
 
         def send(choice: dict[str, Any]) -> None:
-            chunks.put({**envelope.fields(self.chunk_object), "choices": [choice]})
+            emit({**envelope.fields(self.chunk_object), "choices": [choice]})
 
         def send_new_text() -> None:  # on the generation thread, after every token
             for index, choice in enumerate(choices):
@@ -148,32 +155,11 @@ class GenerationTask(TaskAdapter):
                     finished[index] = True
                     send(self.delta(index, "", choice.finish_reason))
 
-        # `closed` ends generation when our consumer goes away without setting `stop`
-        closed = threading.Event()
-        failure: list[BaseException] = []
-
-        def generate() -> None:
-            try:
-                self._generate([item], choices, cancelled=(stop, closed), on_step=send_new_text)
-                send_new_text()  # the choices that ran out of tokens end now
-            except BaseException as error:  # re-raised on the caller's thread below
-                failure.append(error)
-            finally:
-                chunks.put(None)  # the reader must never wait for a generation that died
-
         for index in range(len(choices)):
             if (opening := self.opening(index)) is not None:
-                yield {**envelope.fields(self.chunk_object), "choices": [opening]}
-        thread = threading.Thread(target=generate, name="modelyard-generate", daemon=True)
-        thread.start()
-        try:
-            while (chunk := chunks.get()) is not None:
-                yield chunk
-        finally:
-            closed.set()
-            thread.join()
-        if failure:
-            raise failure[0]
+                send(opening)
+        self._generate([item], choices, cancelled=stops, on_step=send_new_text)
+        send_new_text()  # the choices that ran out of tokens end now
         return self._response(item, choices, envelope)
 
     def _envelope(self) -> Envelope:
