@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from modelyard.v1 import controlplane_pb2_grpc
 from modelyard_cli.etcd_server import EtcdServer
 from tests.helpers import eventually, leave_a_chat_stream
 from tests.integration.conftest import running_worker
+from tests.support import models as support_models
 from tests.support.models import Gate
 from workers.server import Worker
 
@@ -144,31 +144,10 @@ def llm_models(checkpoints: dict[str, Path], minilm: Path) -> list[dict[str, Any
     ]
 
 
-class EndlessChat(Model):
-    """An llm/v1/chat model whose streamed answer goes on for a minute (a chunk every
-    10 ms) unless it is stopped: it holds the model's one thread meanwhile, so a call
-    after it that is answered within 30 s shows the stream was stopped."""
+class EndlessChat(support_models.EndlessChat):
+    """`tests.support.models.EndlessChat`, answering "short" when called unary."""
 
-    task = "llm/v1/chat"
-    streaming = True
-    inputs = (Field("messages", "list", "The conversation.", element_kind="map"),)
-
-    def predict(self, batch: list[Request]) -> list[Outputs]:
-        message = {"role": "assistant", "content": "short"}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return [{"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                 "model": "endless", "choices": [choice]} for _ in batch]  # fmt: skip
-
-    def predict_stream(
-        self, request: Request, stop: threading.Event
-    ) -> Generator[Outputs, None, Outputs]:
-        for _ in range(6_000):
-            if stop.wait(0.01):
-                break
-            choice = {"index": 0, "delta": {"content": " more"}, "finish_reason": None}
-            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                   "model": "endless", "choices": [choice]}  # fmt: skip
-        return self.predict([request])[0]
+    content = "short"
 
 
 def held_models(gates: dict[str, Gate]) -> list[dict[str, Any]]:

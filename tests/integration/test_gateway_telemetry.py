@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -31,13 +30,11 @@ from composer.settings import ComposerSettings
 from controlplane.server import ControlPlane
 from controlplane.settings import ControlPlaneSettings
 from modelyard.composer_client import AsyncComposerClient
-from modelyard.model import Outputs, Request
 from modelyard_cli.etcd_server import EtcdServer, free_port
 from modelyard_cli.processes import start_service, stop_service
 from modelyard_server.telemetry.settings import TelemetrySettings
 from tests.helpers import leave_a_chat_stream
 from tests.integration.conftest import running_worker
-from tests.support.models import HelloChat
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -58,25 +55,9 @@ SAY = {
 }
 
 
-class Endless(HelloChat):
-    """Streams for a minute (a chunk every 10 ms) unless stopped, holding the model's one
-    thread meanwhile: a call after it answered within 30 s shows the stream was stopped."""
-
-    def predict_stream(
-        self, request: Request, stop: threading.Event
-    ) -> Generator[Outputs, None, Outputs]:
-        choice = {"index": 0, "delta": {"content": " more"}, "finish_reason": None}
-        for _ in range(6_000):
-            if stop.wait(0.01):
-                break
-            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                   "model": "endless", "choices": [choice]}  # fmt: skip
-        return self.predict([request])[0]
-
-
 MODELS = [
     {"name": "hello", "class": "tests.support.models:HelloChat"},
-    {"name": "endless", "class": "tests.integration.test_gateway_telemetry:Endless"},
+    {"name": "endless", "class": "tests.support.models:EndlessChat"},
     {"name": "echo", "class": "tests.support.models:Echo"},
 ]
 

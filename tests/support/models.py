@@ -195,18 +195,41 @@ class HelloChat(Model):
     task = "llm/v1/chat"
     streaming = True
     inputs = (Field("messages", "list", "The conversation.", element_kind="map"),)
+    #: its name in responses, and its answer
+    model_name = "hello"
+    content = "hello"
 
     def predict(self, batch: list[Request]) -> list[Outputs]:
-        message = {"role": "assistant", "content": "hello"}
+        message = {"role": "assistant", "content": self.content}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         return [{"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                 "model": "hello", "choices": [choice]} for _ in batch]  # fmt: skip
+                 "model": self.model_name, "choices": [choice]} for _ in batch]  # fmt: skip
 
     def predict_stream(
         self, request: Request, stop: threading.Event
     ) -> Generator[Outputs, None, Outputs]:
         for piece in ("hel", "lo"):
-            choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
-            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                   "model": "hello", "choices": [choice]}  # fmt: skip
+            yield self.chunk(piece)
+        return self.predict([request])[0]
+
+    def chunk(self, piece: str) -> Outputs:
+        choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+        return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                "model": self.model_name, "choices": [choice]}  # fmt: skip
+
+
+class EndlessChat(HelloChat):
+    """Streams for a minute (a chunk every 10 ms) unless stopped, holding the model's one
+    thread meanwhile: a call after it answered within 30 s shows the stream was stopped.
+    Answered unary, it says hello."""
+
+    model_name = "endless"
+
+    def predict_stream(
+        self, request: Request, stop: threading.Event
+    ) -> Generator[Outputs, None, Outputs]:
+        for _ in range(6_000):
+            if stop.wait(0.01):
+                break
+            yield self.chunk(" more")
         return self.predict([request])[0]
