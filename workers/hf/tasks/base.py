@@ -9,6 +9,7 @@ its checks gets its error in its own result slot and the rest of the batch runs 
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,59 @@ class TaskAdapter:
     ) -> Outputs:
         """`stream`, chunks handed to `emit` on the calling thread (`Model.predict_stream_to`)."""
         return push_stream(self.stream(request, stop), stop, emit)
+
+
+Emit = Callable[[Outputs], None]
+_DONE = object()
+
+
+class PushStreamingTask(TaskAdapter):
+    """A streaming task that generates on the calling thread and hands each chunk to a
+    callback: `push` is its one implementation. The worker's path (`stream_to`) is `push`
+    itself; the generator form (`stream`) runs it on a thread of its own (`pulled`)."""
+
+    streaming = True
+
+    def push(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
+        """Sends the chunks to `emit` and returns the final outputs; stops at the next
+        token once any of `stops` is set."""
+        raise NotImplementedError
+
+    def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
+        return (yield from pulled(lambda emit, closed: self.push(request, emit, stop, closed)))
+
+    def stream_to(self, request: Request, stop: threading.Event, emit: Emit) -> Outputs:
+        return self.push(request, emit, stop)
+
+
+def pulled(push: Callable[[Emit, threading.Event], Outputs]) -> Generator[Outputs, None, Outputs]:
+    """The generator form of a stream that pushes its chunks, for callers that iterate
+    (`Model.predict_stream`; the worker uses the push form). `push(emit, closed)` runs on
+    a thread of its own; closing the generator sets `closed`, and `push` must then stop."""
+    chunks: queue.SimpleQueue[object] = queue.SimpleQueue()
+    closed = threading.Event()
+    outcome: list[Outputs] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(push(chunks.put, closed))
+        except BaseException as error:  # re-raised on the caller's thread below
+            failure.append(error)
+        finally:
+            chunks.put(_DONE)  # the reader must never wait for a generation that died
+
+    thread = threading.Thread(target=run, name="modelyard-generate", daemon=True)
+    thread.start()
+    try:
+        while (chunk := chunks.get()) is not _DONE:
+            yield chunk  # type: ignore[misc]  # only push's chunks and _DONE are queued
+    finally:
+        closed.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def group_indices(items: Sequence[Item], key: Callable[[Item], Hashable]) -> list[list[int]]:

@@ -12,7 +12,7 @@ a time and its stop sequences are applied to the finished beams.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -20,7 +20,7 @@ from transformers import StoppingCriteriaList
 
 from modelyard.errors import InvalidArgument
 from modelyard.model import Outputs, Request
-from workers.hf.tasks.base import Item, TaskAdapter, freeze, max_input_tokens
+from workers.hf.tasks.base import Emit, Item, PushStreamingTask, freeze, max_input_tokens
 from workers.hf.tasks.llm_choices import ChoiceText, ChoiceWatcher
 from workers.hf.tasks.llm_params import DEFAULTS, PARAMETERS, check_generation, sampling
 from workers.hf.tasks.llm_params import stop_sequences as parse_stop
@@ -31,7 +31,6 @@ from workers.hf.tasks.llm_responses import (
     usage,
 )
 from workers.hf.tasks.llm_sampling import request_generator, sampling_processors
-from workers.hf.tasks.text_streaming import Emit, pulled
 
 # A model that states no context length gets at most this many new tokens by default.
 _DEFAULT_MAX_TOKENS_WITHOUT_CONTEXT = 256
@@ -41,12 +40,11 @@ _PER_CHOICE = ("max_tokens", "stop", "n", "seed", "stream")
 _PASSED_WHEN_SET = ("min_new_tokens", "no_repeat_ngram_size", "repetition_penalty")
 
 
-class GenerationTask(TaskAdapter):
+class GenerationTask(PushStreamingTask):
     pipeline_task = "text-generation"
     outputs = COMPLETION_OUTPUTS
     parameters = PARAMETERS
     default_parameters = DEFAULTS
-    streaming = True
     #: The id's prefix, and the `object` of a response and of a stream's chunks.
     id_prefix: ClassVar[str]
     object_name: ClassVar[str]
@@ -127,16 +125,8 @@ class GenerationTask(TaskAdapter):
             for item, per_item in zip(items, choices, strict=True)
         ]
 
-    def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
-        """Yields chunks (one choice each) as text settles; returns the whole response."""
-        return (yield from pulled(lambda emit, closed: self._stream(request, emit, stop, closed)))
-
-    def stream_to(self, request: Request, stop: threading.Event, emit: Emit) -> Outputs:
-        """`stream` with generate on the calling thread (the model's, in a worker): each
-        chunk goes from the decoding loop to `emit`, with no thread in between."""
-        return self._stream(request, emit, stop)
-
-    def _stream(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
+    def push(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
+        """Sends chunks (one choice each) as text settles; returns the whole response."""
         item = self.prepare(request, streaming=True)
         if item.params["stream"] is False:
             return self.run_group([item])[0]

@@ -8,7 +8,7 @@ start at the same column), which is done here whatever the tokenizer's padding s
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,8 +17,14 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from modelyard.errors import InvalidArgument
 from modelyard.model import Outputs, Request
 from modelyard.signature import Field
-from workers.hf.tasks.base import Item, TaskAdapter, max_input_tokens, require_positive
-from workers.hf.tasks.text_streaming import Emit, IncrementalTextStreamer, pulled
+from workers.hf.tasks.base import (
+    Emit,
+    Item,
+    PushStreamingTask,
+    max_input_tokens,
+    require_positive,
+)
+from workers.hf.tasks.text_streaming import IncrementalTextStreamer
 
 _SAMPLING = ("temperature", "top_k", "top_p")
 #: A chunk costs the worker 0.2-0.5 ms of CPU (a message, and its event loop woken and the
@@ -38,7 +44,7 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-class TextGeneration(TaskAdapter):
+class TextGeneration(PushStreamingTask):
     task = "text-generation"
     pipeline_task = "text-generation"
     inputs = (Field("text", "string", "The prompt."),)
@@ -74,7 +80,6 @@ class TextGeneration(TaskAdapter):
         "return_full_text": False,
         "stream_interval_ms": STREAM_INTERVAL_MS,
     }
-    streaming = True
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
@@ -116,16 +121,9 @@ class TextGeneration(TaskAdapter):
         full = items[0].params["return_full_text"]
         return [{"text": (p + t) if full else t} for p, t in zip(prompts, texts, strict=True)]
 
-    def stream(self, request: Request, stop: threading.Event) -> Generator[Outputs, None, Outputs]:
-        """Yields {"text": piece} as words complete; returns the whole text."""
-        return (yield from pulled(lambda emit, closed: self._stream(request, emit, stop, closed)))
-
-    def stream_to(self, request: Request, stop: threading.Event, emit: Emit) -> Outputs:
-        """`stream` with generate on the calling thread (the model's): each piece goes from
-        the streamer's callback to `emit`, with no thread in between."""
-        return self._stream(request, emit, stop)
-
-    def _stream(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
+    def push(self, request: Request, emit: Emit, *stops: threading.Event) -> Outputs:
+        """Sends {"text": piece} as words complete (at most one a `stream_interval_ms`);
+        returns the whole text."""
         item = self.prepare(request)
         prompt = item.inputs["text"]
         full = item.params["return_full_text"]

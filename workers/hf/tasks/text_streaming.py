@@ -7,7 +7,8 @@ the final one. This one keeps the text of all generated tokens (decoded incremen
 `incremental_decoding`, a window a step rather than everything) and emits only the new text
 up to the last whitespace, so a word is sent once it is complete and never revised.
 
-It hands each piece to a callback on `generate`'s own thread: no queue, no reader thread.
+It hands each piece to a callback on `generate`'s own thread: no queue, no reader thread
+(`base.PushStreamingTask`).
 
 Pieces are sent at most every `interval` seconds (the first word at once): every piece costs the
 worker a message and a wake-up of its event loop (0.2-0.5 ms of CPU, a fifth of a tiny
@@ -18,20 +19,14 @@ Between pieces the tokens are only kept, not decoded.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 import unicodedata
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 from transformers.generation.streamers import BaseStreamer
 
-from modelyard.model import Outputs
 from workers.hf.tasks.incremental_decoding import IncrementalDecoder
-
-Emit = Callable[[Outputs], None]
-_DONE = object()
 
 
 class IncrementalTextStreamer(BaseStreamer):
@@ -82,36 +77,6 @@ class IncrementalTextStreamer(BaseStreamer):
             if not piece.isspace():  # a lone space before the first word starts no wait
                 self._next_due = self._clock() + self._interval
             self._emit_piece(piece)
-
-
-def pulled(push: Callable[[Emit, threading.Event], Outputs]) -> Generator[Outputs, None, Outputs]:
-    """The generator form of a stream that pushes its chunks, for callers that iterate
-    (`Model.predict_stream`; the worker uses the push form). `push(emit, closed)` runs on
-    a thread of its own; closing the generator sets `closed`, and `push` must then stop."""
-    chunks: queue.SimpleQueue[object] = queue.SimpleQueue()
-    closed = threading.Event()
-    outcome: list[Outputs] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(push(chunks.put, closed))
-        except BaseException as error:  # re-raised on the caller's thread below
-            failure.append(error)
-        finally:
-            chunks.put(_DONE)  # the reader must never wait for a generation that died
-
-    thread = threading.Thread(target=run, name="modelyard-generate", daemon=True)
-    thread.start()
-    try:
-        while (chunk := chunks.get()) is not _DONE:
-            yield chunk  # type: ignore[misc]  # only push's chunks and _DONE are queued
-    finally:
-        closed.set()
-        thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def _stable_end(text: str, sent: int) -> int:
