@@ -174,7 +174,9 @@ class _Guard:
 class Rescues:
     """The guarded attempts in flight of one route, by replica. One watchdog task per
     route (not one per attempt: an attempt costs no task) abandons those whose replica
-    stayed silent too long; it runs only while some attempt has a timeout."""
+    stayed silent too long. It sleeps until the earliest due time it knows of and ends when
+    it wakes to no attempt with a timeout, so attempts that come and go before then cost
+    it nothing; `close` stops it at once."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -203,9 +205,9 @@ class Rescues:
         guards.discard(guard)
         if not guards:
             del self._by_worker[guard.worker_id]
+        # the watchdog is left to find out at its next wake-up: stopping it here would start
+        # and cancel a task for every attempt of a client making one call at a time
         self._timed.discard(guard)
-        if not self._timed:
-            self._stop_watching()
 
     def heard_from(self, worker_id: str) -> None:
         """`worker_id` answered (a call, a stream message): it is alive, so the attempts

@@ -5,6 +5,7 @@ abandoned, when its replica stays silent for the timeout, and when its caller ca
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -152,8 +153,10 @@ async def test_an_answer_in_time_passes_through_and_leaves_nothing_behind() -> N
     rescues = Rescues(clock)
     async with rescues.guard("a", 2.0):
         await clock.sleep(0)
-    assert clock.sleepers == 0  # the timeout's watchdog is gone
     assert rescues.abandon("a", "late") == 0
+    await clock.advance(2.0)  # the watchdog wakes when the attempt would have been due
+    await asyncio.sleep(0)
+    assert clock.sleepers == 0  # and, with no attempt left, it is gone
     with pytest.raises(ValueError, match="the model said no"):
         async with rescues.guard("a", 2.0):
             raise ValueError("the model said no")  # not ours to rename
@@ -219,3 +222,27 @@ async def test_closing_stops_the_watchdog() -> None:
     assert clock.sleepers == 0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_attempts_one_after_another_share_one_watchdog() -> None:
+    # a client making one call at a time must not start and cancel a task per attempt
+    clock = FakeClock()
+    rescues = Rescues(clock)
+    loop = asyncio.get_running_loop()
+    started: list[asyncio.Task[Any]] = []
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        started.append(task)  # named by create_task once this returns
+        return task
+
+    loop.set_task_factory(counting)
+    try:
+        for _ in range(20):
+            async with rescues.guard("a", 2.0):
+                await clock.sleep(0)
+            await clock.advance(0.01)
+    finally:
+        loop.set_task_factory(None)
+    assert [task.get_name() for task in started].count("rescue watchdog") == 1
+    rescues.close()
