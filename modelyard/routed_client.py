@@ -543,13 +543,16 @@ class RoutedClient:
         one was): what was slow on one replica may be slow on the next, and must end."""
         if not self.rescue or silenced:
             return None
+        # with nobody to take the call over, a slow answer beats a certain failure; asked
+        # first, as it is the cheaper question (a model with one replica never derives)
+        if not _someone_else(route, {endpoint.worker_id, *failed}):
+            return None
         timeout = self.attempt_timeouts.derive(route.latencies[streaming])
         if timeout is None:
             return None
         if deadline is not None and self._clock.now() + timeout >= deadline:
             return None  # the caller's deadline comes first, and its error says so
-        # with nobody to take the call over, a slow answer beats a certain failure
-        return timeout if _someone_else(route, {endpoint.worker_id, *failed}) else None
+        return timeout
 
     def _retry_or_raise(
         self,
