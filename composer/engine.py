@@ -108,7 +108,8 @@ async def run_graph(
     `deadline` (absolute, on `clock`) passes. `clock` times everything: the deadline, node
     timeouts, retry backoff, and the timeline. `observer` watches each node's work.
     `plans` keeps the graph's plan between runs (a deployed graph's); None: made for this run."""
-    checked = check_inputs(graph, inputs)  # before the plan: input errors come first
+    # before the plan: input errors come first
+    checked = check_inputs(graph, inputs) if plans is None else plans.inputs_of(graph).check(inputs)
     plan = Plan(graph) if plans is None else plans.of(graph)
     run = _Run(plan, checked, invoker, deadline, on_event, clock, observer)
     left = run.time_left()

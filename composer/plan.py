@@ -7,6 +7,7 @@ InvalidArgument before any call."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from composer.references import Ref, parse_ref, referenced_nodes, uses
@@ -20,35 +21,58 @@ from modelyard.values import from_value
 def check_inputs(graph: graph_pb2.Graph, given: Mapping[str, Any]) -> dict[str, Any]:
     """A run's inputs checked against the graph's, and optional ones defaulted (null counts
     as not given for those); raises InvalidArgument naming the input."""
+    return GraphInputs(graph).check(given)
 
-    def takes() -> str:  # for the messages only: a run that is fine never spells it out
-        return ", ".join(spec.name for spec in graph.inputs) or "none"
 
-    declared = {spec.name for spec in graph.inputs}
-    for name in given:
-        if name not in declared:
-            raise InvalidArgument(
-                f"unknown input '{name}'; graph '{graph.name}' takes: {takes()}",
-                reason=Reason.INPUT_UNKNOWN,
-                field=f"inputs.{name}",
-            )
-    checked: dict[str, Any] = {}
-    for spec in graph.inputs:
-        kind = kind_of_value_kind(spec.kind)
-        if kind is None:
-            raise InvalidArgument(f"graph input '{spec.name}' has no known kind ({spec.kind})")
-        value = given.get(spec.name)
-        if spec.name in given and (value is not None or spec.required):
-            checked[spec.name] = check_value("input", Field(spec.name, kind), value)
-        elif spec.required:
-            raise InvalidArgument(
-                f"missing input '{spec.name}' ({kind}); graph takes: {takes()}",
-                reason=Reason.INPUT_MISSING,
-                field=f"inputs.{spec.name}",
-            )
-        else:
-            checked[spec.name] = from_value(spec.default) if spec.HasField("default") else None
-    return checked
+@dataclass(frozen=True, slots=True)
+class _Input:
+    spec: graph_pb2.GraphInput
+    field: Field | None  # None: the spec's kind is none known (reported when it is checked)
+
+
+class GraphInputs:
+    """A graph's declared inputs, read from its message once: a deployed graph's runs share
+    one (`Plans.inputs_of`) instead of walking the message's inputs on every run."""
+
+    def __init__(self, graph: graph_pb2.Graph) -> None:
+        self.graph_name = graph.name
+        self._inputs = [_Input(spec, _field_of(spec)) for spec in graph.inputs]
+        self._declared = frozenset(i.spec.name for i in self._inputs)
+
+    def check(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """`check_inputs` (its docstring) of the graph this was read from."""
+        for name in given:
+            if name not in self._declared:
+                raise InvalidArgument(
+                    f"unknown input '{name}'; graph '{self.graph_name}' takes: {self._takes()}",
+                    reason=Reason.INPUT_UNKNOWN,
+                    field=f"inputs.{name}",
+                )
+        checked: dict[str, Any] = {}
+        for declared in self._inputs:
+            spec, field = declared.spec, declared.field
+            if field is None:
+                raise InvalidArgument(f"graph input '{spec.name}' has no known kind ({spec.kind})")
+            value = given.get(spec.name)
+            if spec.name in given and (value is not None or spec.required):
+                checked[spec.name] = check_value("input", field, value)
+            elif spec.required:
+                raise InvalidArgument(
+                    f"missing input '{spec.name}' ({field.kind}); graph takes: {self._takes()}",
+                    reason=Reason.INPUT_MISSING,
+                    field=f"inputs.{spec.name}",
+                )
+            else:  # made anew for every run: a run may change its default's list or dict
+                checked[spec.name] = from_value(spec.default) if spec.HasField("default") else None
+        return checked
+
+    def _takes(self) -> str:  # for the messages only: a run that is fine never spells it out
+        return ", ".join(i.spec.name for i in self._inputs) or "none"
+
+
+def _field_of(spec: graph_pb2.GraphInput) -> Field | None:
+    kind = kind_of_value_kind(spec.kind)
+    return None if kind is None else Field(spec.name, kind)
 
 
 class Plan:
@@ -109,6 +133,7 @@ class Plans:
 
     def __init__(self) -> None:
         self._made: dict[str, Plan] = {}  # graph name -> the plan of its current object
+        self._inputs: dict[str, tuple[graph_pb2.Graph, GraphInputs]] = {}  # likewise
 
     def of(self, graph: graph_pb2.Graph) -> Plan:
         """`graph`'s plan; raises InvalidArgument as Plan does (nothing is kept then)."""
@@ -116,6 +141,14 @@ class Plans:
         if plan is None or plan.graph is not graph:
             plan = self._made[graph.name] = Plan(graph)
         return plan
+
+    def inputs_of(self, graph: graph_pb2.Graph) -> GraphInputs:
+        """`graph`'s inputs, read once per graph object (kept apart from its plan: a run's
+        input errors come before its graph's)."""
+        made = self._inputs.get(graph.name)
+        if made is None or made[0] is not graph:
+            made = self._inputs[graph.name] = (graph, GraphInputs(graph))
+        return made[1]
 
 
 def prefixed(

@@ -47,3 +47,29 @@ def test_an_invalid_graph_raises_on_every_run() -> None:
     for _ in range(2):
         with pytest.raises(InvalidArgument, match=re.escape("'nowhere.text' names no node")):
             plans.of(graph)
+
+
+def test_a_graph_deployed_again_checks_runs_against_its_new_inputs() -> None:
+    plans, first = Plans(), chain("a.text")
+    assert plans.inputs_of(first).check({"text": "hi"}) == {"text": "hi"}
+    again = graph_pb2.Graph()
+    again.CopyFrom(first)
+    again.inputs[0].name = "prompt"  # the new version takes another input
+    with pytest.raises(InvalidArgument, match="unknown input 'text'; graph 'chain' takes: prompt"):
+        plans.inputs_of(again).check({"text": "hi"})
+    assert plans.inputs_of(again).check({"prompt": "hi"}) == {"prompt": "hi"}
+
+
+def test_a_default_is_made_anew_for_every_run() -> None:
+    graph = graph_from_dict(
+        {
+            "name": "tagged",
+            "inputs": {"tags": {"kind": "list", "required": False, "default": ["a"]}},
+            "nodes": [{"name": "e", "model": "echo", "inputs": {"tags": "inputs.tags"}}],
+            "outputs": {"tags": "e.tags"},
+        }
+    )
+    inputs = Plans().inputs_of(graph)
+    first = inputs.check({})
+    first["tags"].append("changed by a run")
+    assert inputs.check({}) == {"tags": ["a"]}
