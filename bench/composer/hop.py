@@ -14,6 +14,9 @@ The goal at c=1 is machine-neutral (issue 12), both sides measured in the same r
   per direct chain / 3; the idle composer, etcd and control plane count there too), at
   most 0.7.
 The absolute figure (<= 0.5 ms added per hop, the goal of issue 4) is reported beside them.
+These lines are informational: the goal's verdict is `composer_hop_paired`
+(bench/composer/hop_paired.py), the same ratios with the three paths interleaved call by
+call, which this bench runs on the same stack and relay after the levels below.
 
 The floor, measured beside the goal in the same rounds: a bare grpc.aio relay
 (bench/composer/relay_server.py, its own process) serves `Composer.Run` of the same chain
@@ -111,6 +114,12 @@ def hop(run: Run, procs: StackProcs) -> None:
             rounds = run.rounds + 1 if level.concurrency == 1 and not run.smoke else run.rounds
             results = alternate({name: run.measurer(spec) for name, spec in paths.items()}, rounds)
             run.recorder.emit(record(at, results, servers))
+        from bench.composer.hop_paired import paired  # it reads this module's constants
+
+        measured = {"composer": procs.pids["composer"], "relay": relay.pid}
+        measured |= {address: procs.pid_of(address) for address, _ in hops}
+        chain = [(address, model) for address, model in hops]
+        run.recorder.emit(paired(procs.composer, relay.address, chain, measured, smoke=run.smoke))
     if run.profile:
         from bench.composer.profile import profile_stack
 
@@ -173,14 +182,9 @@ def record(
         },
     }
     checks = {"no errors": clean(composer) and clean(direct) and clean(relay)}
-    goal = "informational (pass = no errors)"
-    if level.concurrency == 1:
-        goal = (
-            f"per node at c=1: added latency (p50) <= {GOAL_LATENCY_RATIO}x one direct Predict "
-            f"round trip, composer CPU <= {GOAL_CPU_RATIO}x a worker's per Predict"
-        )
-        checks[f"latency ratio <= {GOAL_LATENCY_RATIO}"] = within(latency_ratio, GOAL_LATENCY_RATIO)
-        checks[f"cpu ratio <= {GOAL_CPU_RATIO}"] = within(cpu_ratio, GOAL_CPU_RATIO)
+    # the per-node goal's verdict is composer_hop_paired's: rounds of one path after another
+    # meet different machines on a shared VM (module docstring there)
+    goal = "informational (pass = no errors); the per-node goal: composer_hop_paired"
     return {
         "bench": "composer_hop",
         "scenario": f"3 Echo models in sequence, c={level.concurrency}",

@@ -20,6 +20,7 @@ def run(smoke_result: Callable[[str], Finished]) -> Finished:
 def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Finished) -> None:
     expected = {
         "composer_hop": 2,
+        "composer_hop_paired": 1,
         "composer_graph": 2,
         "composer_graph_probe": 1,
         "composer_rss": 1,
@@ -63,6 +64,18 @@ def test_hop_measures_the_bare_relay_floor_beside_the_goal(run: Finished) -> Non
         assert isinstance(floor["cpu_goal_below_floor"], bool)
         # the floor is reported beside the verdict, never part of it
         assert not any("floor" in check for check in record["checks"])
+
+
+def test_the_per_node_verdict_interleaves_the_three_paths(run: Finished) -> None:
+    (record,) = run.records("composer_hop_paired")
+    assert record["errors"] == {"composer": 0, "relay": 0, "direct": 0}
+    assert record["checks"]["same outputs on every path"]
+    assert {"latency ratio <= 0.5", "cpu ratio <= 0.7"} <= set(record["checks"])
+    assert len(record["cpu_ratio_rounds"]) == len(record["latency_ratio_rounds"]) == 2
+    assert_has(record, "composer.latency_ratio", "composer.cpu_ratio", "relay.cpu_ratio")
+    # composer_hop's lines no longer hold the per-node goal: one verdict for one goal
+    for line in run.records("composer_hop"):
+        assert set(line["checks"]) == {"no errors"}
 
 
 def test_graph_runs_the_seed_graph_and_says_the_baseline_was_skipped(run: Finished) -> None:

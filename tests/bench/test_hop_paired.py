@@ -1,0 +1,31 @@
+"""The per-node figures of one interleaved round (bench.composer.hop_paired), from known
+latencies and CPU times."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.composer.hop_paired import round_figures
+
+
+def test_a_round_gives_the_composer_and_the_relay_per_node_over_a_direct_predict() -> None:
+    calls = 100
+    figures = round_figures(
+        # a direct chain of 3 Predicts takes 3 ms: a Predict round trip is 1 ms
+        {"composer": [0.0045] * calls, "relay": [0.0036] * calls, "direct": [0.003] * calls},
+        {
+            "composer": 0.24,  # 2.4 ms a run: 0.8 ms a node
+            "relay": 0.15,  # 0.5 ms a node
+            # 3 paths x 3 Predicts x 100 iterations = 900 Predicts: 1 ms each
+            "127.0.0.1:1": 0.3,
+            "127.0.0.1:2": 0.3,
+            "127.0.0.1:3": 0.3,
+        },
+    )
+    assert figures["direct_predict_p50_ms"] == pytest.approx(1.0)
+    assert figures["worker_cpu_per_predict_ms"] == pytest.approx(1.0)
+    assert figures["composer"]["added_latency_p50_ms"] == pytest.approx(0.5)
+    assert figures["composer"]["latency_ratio"] == pytest.approx(0.5)
+    assert figures["composer"]["cpu_ratio"] == pytest.approx(0.8)
+    assert figures["relay"]["latency_ratio"] == pytest.approx(0.2)
+    assert figures["relay"]["cpu_ratio"] == pytest.approx(0.5)
