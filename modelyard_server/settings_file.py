@@ -12,6 +12,7 @@ a misspelt key and no pydantic links.
 from __future__ import annotations
 
 import difflib
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from modelyard_server.telemetry.settings import TelemetrySettings, tracing_config
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -85,7 +88,13 @@ def build_settings(
     values.update({key: value for key, value in overrides.items() if value is not None})
     if etcd_endpoints:
         values["etcd"] = {**(values.get("etcd") or {}), "endpoints": etcd_endpoints}
-    return settings_class(**values)
+    settings = settings_class(**values)
+    telemetry = getattr(settings, "telemetry", None)
+    if isinstance(telemetry, TelemetrySettings):
+        # the OTEL_* variables as well as the settings: a value tracing cannot honour is a
+        # settings mistake, told in one line before the service starts (ValueError)
+        tracing_config(telemetry, default_service_name="", environ=os.environ)
+    return settings
 
 
 def settings_problem(error: Exception, settings_class: type[BaseModel] | None = None) -> str:

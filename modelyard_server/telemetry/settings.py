@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,11 +88,14 @@ def tracing_config(
         protocol = environ.get(variable, "grpc").strip().lower()
         if protocol != "grpc":
             raise ValueError(f"{variable}={protocol!r}: only grpc is supported")
-    endpoint = settings.otlp_endpoint or next(
-        (environ[v] for v in _ENDPOINT_VARIABLES if environ.get(v)), None
-    )
+    source, endpoint = ("telemetry.otlp_endpoint", settings.otlp_endpoint)
+    if not endpoint:
+        source, endpoint = next(
+            ((v, environ[v]) for v in _ENDPOINT_VARIABLES if environ.get(v)), (source, None)
+        )
     if not endpoint:
         return None
+    _check_endpoint(endpoint, source)
     ratio, parent_based = _sampler_from(environ)
     return TracingConfig(
         endpoint=endpoint,
@@ -101,6 +105,19 @@ def tracing_config(
         or environ.get("OTEL_SERVICE_NAME")
         or default_service_name,
     )
+
+
+def _check_endpoint(endpoint: str, source: str) -> None:
+    """Raises ValueError for what no OTLP gRPC exporter can connect to: left alone, the
+    exporter would fail on every export in its thread while the service serves on."""
+    form = "expected an OTLP gRPC receiver such as http://jaeger:4317"
+    parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{source}={endpoint!r}: {form}")
+    try:
+        parsed.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise ValueError(f"{source}={endpoint!r}: the port is not a number up to 65535") from None
 
 
 def _sampler_from(environ: Mapping[str, str]) -> tuple[float | None, bool | None]:

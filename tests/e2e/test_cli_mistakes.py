@@ -19,9 +19,9 @@ MODELYARD = str(Path(sys.executable).parent / "modelyard")
 ECHO = "models:\n  - {name: echo, class: 'tests.support.models:Echo'}\n"
 
 
-def modelyard(*args: str) -> subprocess.CompletedProcess[str]:
+def modelyard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # 80 columns, as a terminal would be: a message must not depend on the width
-    env = {**os.environ, "COLUMNS": "80"}
+    env = {**os.environ, "COLUMNS": "80", **(env or {})}
     return subprocess.run([MODELYARD, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -143,6 +143,26 @@ def test_an_unreachable_etcd_is_one_line(tmp_path: Path, service: str) -> None:
     config = write(tmp_path, "s.yaml", settings)
     line = one_line_error(modelyard(service, "--config", config, "--etcd", nobody, "--port", "0"))
     assert line.startswith(f"error: cannot reach etcd at {nobody} within 1 s (")
+
+
+@pytest.mark.parametrize("service", ["worker", "controlplane", "composer", "gateway"])
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "console"}, "OTEL_TRACES_EXPORTER='console': only otlp"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:port"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT='http://jaeger:port': the port is not a number",
+        ),
+    ],
+)
+def test_tracing_it_cannot_run_is_one_line_before_it_starts(
+    tmp_path: Path, service: str, variables: dict[str, str], expected: str
+) -> None:
+    # nothing listens at etcd's address: the mistake is told before anything is reached
+    config = write(tmp_path, "s.yaml", ECHO if service == "worker" else "{}\n")
+    line = one_line_error(modelyard(service, "--config", config, env=variables))
+    assert line.startswith("error: invalid ") and expected in line
 
 
 # --- clients -------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -111,6 +113,28 @@ def test_the_service_name_from_settings_then_the_variable_then_the_service() -> 
 def test_what_cannot_be_honoured_fails_at_start_up(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resolve(environ, otlp_endpoint=JAEGER)
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "message"),
+    [
+        ({"otlp_endpoint": "http://jaeger:notaport"}, {}, "the port is not a number"),
+        ({"otlp_endpoint": "http://jaeger:99999"}, {}, "the port is not a number"),
+        ({"otlp_endpoint": "http://"}, {}, "telemetry.otlp_endpoint='http://': expected an"),
+        ({"otlp_endpoint": "ftp://jaeger:4317"}, {}, "expected an OTLP gRPC receiver"),
+        ({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "jaeger:43 17"}, "OTEL_EXPORTER_OTLP_ENDPOINT="),
+    ],
+)
+def test_an_endpoint_no_exporter_can_reach_fails_at_start_up(
+    settings: dict[str, str], environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve(environ, **settings)
+
+
+@pytest.mark.parametrize("endpoint", [JAEGER, "https://collector.example:443", "jaeger:4317"])
+def test_the_endpoint_forms_the_exporter_takes_are_kept(endpoint: str) -> None:
+    assert _endpoint(resolve({}, otlp_endpoint=endpoint)) == endpoint
 
 
 def test_the_ratio_setting_is_a_share() -> None:
