@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.request_labels import UNMATCHED, method_label, route_template
 from gateway.span_allowlist import AllowListTracer
+from modelyard_server.telemetry.spans import TRACE_RESPONSE, trace_response
 
 UNTRACED_PATHS = ("/health",)
 #: The span attributes kept, in the old and the new HTTP conventions (OTEL_SEMCONV_
@@ -41,6 +42,7 @@ KEPT_ATTRIBUTES = frozenset(
      "http.response.status_code", "error.type"}
 )  # fmt: skip
 _INSTRUMENTATION = "opentelemetry.instrumentation.asgi"
+_TRACE_HEADER = TRACE_RESPONSE.encode()
 
 
 def traced(app: ASGIApp, provider: TracerProvider, *, routes: Sequence[BaseRoute]) -> ASGIApp:
@@ -69,8 +71,10 @@ def _named_by_method(scope: Scope) -> tuple[str, dict[str, str]]:
 
 class _NamedByRoute:
     """Inside the middleware: once the response begins (the router has chosen a route by
-    then), names the request's span `<method> <route template>` and sets http.route. A
-    request that matched no route keeps the method alone."""
+    then), names the request's span `<method> <route template>` and sets http.route (a
+    request that matched no route keeps the method alone), and tells the client its trace:
+    a `traceresponse` header (W3C Trace Context Level 2), as the composer's initial metadata
+    does, when the request is sampled."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
@@ -88,6 +92,9 @@ class _NamedByRoute:
                 if route != UNMATCHED:
                     span.update_name(f"{method_label(scope)} {route}")
                     span.set_attribute(HTTP_ROUTE, route)
+                if (value := trace_response()) is not None:  # this request's span
+                    headers = [*message.get("headers", ()), (_TRACE_HEADER, value.encode())]
+                    message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, naming)

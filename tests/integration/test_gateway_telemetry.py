@@ -195,6 +195,20 @@ async def test_an_openai_request_is_one_trace_from_the_client_to_the_worker(
     assert all("a private prompt" not in str(span) for span in gateways)
 
 
+async def test_a_response_names_its_trace_and_the_gateway_span(
+    observed: Observed, client: openai.AsyncOpenAI
+) -> None:
+    trace_id, parent_id = "8bf92f3577b34da6a3ce929d0e0e473a", "40f067aa0ba902bb"
+    raw = await client.chat.completions.with_raw_response.create(
+        model="hello", messages=HELLO, extra_headers=traceparent(trace_id, parent_id)
+    )
+    version, traced, span_id, flags = raw.headers["traceresponse"].split("-")
+    assert (version, traced, flags) == ("00", trace_id, "01")
+    spans = observed.receiver.wait_for(lambda spans: bool(hop_chain(spans, trace_id, parent_id)))
+    *_, gateway = hop_chain(spans, trace_id, parent_id)
+    assert span_id == gateway.span_id  # the request's own span, as a trace UI shows it
+
+
 async def test_a_graph_called_as_a_model_traces_through_the_composer(
     observed: Observed, client: openai.AsyncOpenAI
 ) -> None:
