@@ -168,7 +168,9 @@ def round_figures(latencies: dict[str, list[float]], cpu_s: dict[str, float]) ->
 
 
 def record(measured: dict[str, Any], iterations: int) -> dict[str, Any]:
-    rounds = [round_figures(r["latencies"], r["cpu_s"]) for r in measured["rounds"]]
+    # a round where a path answered nothing has no figures (its errors fail the verdict)
+    answered = [r for r in measured["rounds"] if all(r["latencies"].values())]
+    rounds = [round_figures(r["latencies"], r["cpu_s"]) for r in answered]
 
     def median(path: str, key: str) -> float | None:
         return _median([r[path][key] for r in rounds if r[path][key] is not None])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.composer.hop_paired import round_figures
+from bench.composer.hop_paired import record, round_figures
 
 
 def test_a_round_gives_the_composer_and_the_relay_per_node_over_a_direct_predict() -> None:
@@ -29,3 +29,21 @@ def test_a_round_gives_the_composer_and_the_relay_per_node_over_a_direct_predict
     assert figures["composer"]["cpu_ratio"] == pytest.approx(0.8)
     assert figures["relay"]["latency_ratio"] == pytest.approx(0.2)
     assert figures["relay"]["cpu_ratio"] == pytest.approx(0.5)
+
+
+def test_a_path_that_answered_nothing_fails_the_verdict_without_figures() -> None:
+    failed_round = {
+        "latencies": {"composer": [], "relay": [0.003], "direct": [0.002]},
+        "cpu_s": {"composer": 0.01, "relay": 0.01, "127.0.0.1:1": 0.01},
+    }
+    sample = {"text": "The quick brown fox"}
+    line = record(
+        {
+            "rounds": [failed_round],
+            "errors": {"composer": 5, "relay": 0, "direct": 0},
+            "sample": dict.fromkeys(("composer", "relay", "direct"), sample),
+        },
+        iterations=5,
+    )
+    assert line["pass"] is False and line["checks"]["no errors"] is False
+    assert line["composer"]["cpu_ratio"] is None and line["cpu_ratio_rounds"] == []
