@@ -64,6 +64,7 @@ class Composer:
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
+            **settings.routing.client_options(),
             interceptors=self.telemetry.client_interceptors(),
             credentials=channel_credentials(settings.tls),
             token=settings.auth.outgoing_token(),

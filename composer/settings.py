@@ -12,6 +12,7 @@ from modelyard_server.auth import AuthSettings
 from modelyard_server.etcd import EtcdSettings
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.logging_setup import LogSettings
+from modelyard_server.routing import RoutingSettings
 from modelyard_server.telemetry.settings import TelemetrySettings
 from modelyard_server.tls import TlsSettings
 
@@ -30,6 +31,10 @@ class ComposerSettings(BaseSettings):
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
     policy: Literal["p2c", "round_robin", "least_loaded"] = Field(
         "p2c", description="How a replica is chosen per call."
+    )
+    routing: RoutingSettings = Field(
+        default_factory=lambda: RoutingSettings(),
+        description="How calls are retried on other replicas: max_attempts, eject_seconds, rescue.",
     )
     default_timeout: float = Field(
         60.0, gt=0, description="Deadline of a run whose caller set none, in seconds."

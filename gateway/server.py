@@ -69,6 +69,7 @@ class Gateway:
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
+            **settings.routing.client_options(),
             timeout=settings.request_timeout,
             interceptors=tracing,
             credentials=credentials,

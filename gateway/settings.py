@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelyard_server.http_api.settings import HttpApiSettings
 from modelyard_server.logging_setup import LogSettings
+from modelyard_server.routing import RoutingSettings
 from modelyard_server.telemetry.settings import TelemetrySettings
 from modelyard_server.tls import TlsSettings
 
@@ -73,6 +74,10 @@ class GatewaySettings(BaseSettings):
     )
     policy: Literal["p2c", "round_robin", "least_loaded"] = Field(
         "p2c", description="How a replica is chosen per call."
+    )
+    routing: RoutingSettings = Field(
+        default_factory=lambda: RoutingSettings(),
+        description="How calls are retried on other replicas: max_attempts, eject_seconds, rescue.",
     )
     request_timeout: float = Field(
         60.0, gt=0, description="Deadline of one request (a whole stream), in seconds."

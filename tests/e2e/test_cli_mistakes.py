@@ -103,6 +103,11 @@ def test_a_graph_file_yaml_error_names_the_file_and_line(tmp_path: Path) -> None
         ("worker", ECHO + "lease_ttl: 0\n", "lease_ttl: Input should be greater than or equal"),
         ("controlplane", "etcd: {endpoint: ['x:1']}\n", "did you mean 'endpoints'?"),
         ("composer", "polcy: p2c\n", "polcy: unknown setting (did you mean 'policy'?)"),
+        (
+            "composer",
+            "routing: {max_atempts: 2}\n",
+            "routing.max_atempts: unknown setting (did you mean 'max_attempts'?)",
+        ),
     ],
 )
 def test_a_schema_error_names_the_field(

@@ -6,7 +6,8 @@ official `openai` client. The APIs are real local HTTP servers (tests.support.ht
 - "answers": two correct APIs and one erroring: every call is answered by a correct one
   (the erroring one fails over), and both correct ones take calls.
 - "broken": a slow one, one answering the wrong shape, one erroring: every call fails,
-  502 at the gateway (the routed client's three attempts all failed at an API).
+  502 at the gateway (the routed client's three attempts all failed at an API); the
+  composer's `routing.max_attempts` is 2, so its runs fail after two.
 Cooldowns and recovery are the routed client's tests' (test_http_api_caller, FakeClock).
 """
 
@@ -36,6 +37,7 @@ from modelyard.v1 import controlplane_pb2 as cp
 from modelyard.v1 import controlplane_pb2_grpc
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_server.http_api.settings import HttpApiSettings
+from modelyard_server.routing import RoutingSettings
 from tests.integration.conftest import running_worker
 from tests.support.http_apis import FakeApi
 
@@ -118,7 +120,12 @@ async def stack(apis: tuple[FakeApi, FakeApi]) -> AsyncIterator[Stack]:
                     await admin.RegisterModel(request, timeout=10)
             composer = Composer(
                 ComposerSettings(
-                    port=0, etcd=etcd.settings(), controlplanes=[plane.address], http_api=calling
+                    port=0,
+                    etcd=etcd.settings(),
+                    controlplanes=[plane.address],
+                    http_api=calling,
+                    # its own, where the gateway keeps the default three
+                    routing=RoutingSettings(max_attempts=2),
                 )
             )
             await composer.start()
@@ -248,5 +255,6 @@ async def test_a_graph_node_on_a_broken_name_fails_the_run_as_unavailable(stack:
     broken = {**ASK, "name": "broken-ask", "nodes": [{**ask, "model": "broken"}, echo]}
     async with AsyncComposerClient(stack.composer.address, timeout=30) as graphs:
         await graphs.deploy(broken)
-        with pytest.raises(Unavailable, match="unavailable after 3 attempts"):
+        # the composer's routing.max_attempts: 2 (the gateway's three, above, are the default)
+        with pytest.raises(Unavailable, match="unavailable after 2 attempts"):
             await graphs.run("broken-ask", {"prompt": "hi"})

@@ -1,0 +1,41 @@
+"""How a service's routed client retries, ejects and rescues (`routing:` in the composer's
+and the gateway's settings). The defaults are `modelyard.routed_client.RoutedClient`'s;
+its module docstring says what each does.
+
+    routing: {max_attempts: 2, eject_seconds: 5, rescue: true}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RoutingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Replicas one model call tries before it fails UNAVAILABLE (1: no retry). "
+        "Only refusals (UNAVAILABLE) are retried, never past the call's deadline.",
+    )
+    eject_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long a replica that refused a call is passed over by later calls.",
+    )
+    rescue: bool = Field(
+        True,
+        description="Abandon an unanswered attempt on a replica that left the endpoint set or "
+        "went silent, and send the call to another replica.",
+    )
+
+    def client_options(self) -> dict[str, Any]:
+        """The RoutedClient keyword arguments these settings stand for."""
+        return {
+            "max_attempts": self.max_attempts,
+            "eject_s": self.eject_seconds,
+            "rescue": self.rescue,
+        }
