@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc.aio
 import psutil
 
+from bench.common.load.chain import open_chain
+from bench.common.load.composer import open_run
+from bench.common.load.spec import LoadSpec
 from bench.common.stats import ratio
 from bench.composer.hop import (
     GOAL_CPU_RATIO,
@@ -39,8 +42,6 @@ from bench.composer.hop import (
     RELAY_NAME,
     within,
 )
-from modelyard.v1 import composer_pb2, composer_pb2_grpc, predict_pb2, predict_pb2_grpc
-from modelyard.values import from_value_map, to_value_map
 
 ROUNDS = 6
 ITERATIONS = 400  # per round: each path called this many times
@@ -48,8 +49,6 @@ WARM_UP = 50
 SMOKE_ROUNDS, SMOKE_ITERATIONS, SMOKE_WARM_UP = 2, 5, 2
 TIMEOUT_S = 30.0
 PATHS = ("composer", "relay", "direct")
-
-Call = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def paired(
@@ -78,15 +77,20 @@ async def _measure(
     iterations: int,
     warm_up: int,
 ) -> dict[str, Any]:
-    addresses = {composer, relay, *(address for address, _ in hops)}
-    channels = {address: grpc.aio.insecure_channel(address) for address in addresses}
+    # the load generator's own calls (bench/common/load): serialised once, raw bytes
+    common: dict[str, Any] = {"inputs": [INPUTS], "expect": INPUTS, "deadline_s": TIMEOUT_S}
+    targets = {
+        "composer": await open_run(LoadSpec("run", address=composer, graph=GRAPH, **common)),
+        "relay": await open_run(LoadSpec("run", address=relay, graph=GRAPH, **common)),
+        "direct": await open_chain(LoadSpec("chain", hops=[[a, m] for a, m in hops], **common)),
+    }
     try:
-        calls = _calls(channels, composer, relay, hops)
+        sample = {name: await target.check() for name, target in targets.items()}  # untimed
+        calls = {name: target.calls[0] for name, target in targets.items()}
         errors = dict.fromkeys(PATHS, 0)
-        for _ in range(warm_up):
+        for i in range(warm_up):
             for name in PATHS:
-                await calls[name]()
-        sample = {name: await calls[name]() for name in PATHS}  # checked below, untimed
+                await calls[name](i)
         processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         per_round = []
         for _ in range(rounds):
@@ -97,7 +101,7 @@ async def _measure(
                     name = PATHS[(i + k) % len(PATHS)]
                     started = time.perf_counter()
                     try:
-                        await calls[name]()
+                        await calls[name](i)
                     except grpc.aio.AioRpcError:
                         errors[name] += 1
                         continue
@@ -106,36 +110,8 @@ async def _measure(
             per_round.append({"latencies": latencies, "cpu_s": cpu})
         return {"rounds": per_round, "errors": errors, "sample": sample}
     finally:
-        await asyncio.gather(*(channel.close() for channel in channels.values()))
-
-
-def _calls(
-    channels: dict[str, grpc.aio.Channel],
-    composer: str,
-    relay: str,
-    hops: Sequence[tuple[str, str]],
-) -> dict[str, Call]:
-    run = composer_pb2.RunRequest(name=GRAPH, inputs=to_value_map(INPUTS))
-
-    def composer_run(address: str) -> Call:
-        stub = composer_pb2_grpc.ComposerStub(channels[address])
-
-        async def call() -> dict[str, Any]:
-            response = await stub.Run(run, timeout=TIMEOUT_S)
-            return from_value_map(response.outputs)
-
-        return call
-
-    stubs = [(predict_pb2_grpc.PredictStub(channels[address]), model) for address, model in hops]
-
-    async def direct() -> dict[str, Any]:
-        outputs = run.inputs
-        for stub, model in stubs:
-            request = predict_pb2.PredictRequest(model=model, inputs=outputs)
-            outputs = (await stub.Predict(request, timeout=TIMEOUT_S)).outputs
-        return from_value_map(outputs)
-
-    return {"composer": composer_run(composer), "relay": composer_run(relay), "direct": direct}
+        for target in targets.values():
+            await target.close()
 
 
 def _cpu(process: psutil.Process) -> float:
