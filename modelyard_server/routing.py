@@ -7,9 +7,17 @@ its module docstring says what each does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class RoutedClientOptions(TypedDict):
+    """RoutedClient's keyword arguments of the same names (typed: mypy checks the call)."""
+
+    max_attempts: int
+    eject_s: float
+    rescue: bool
 
 
 class RoutingSettings(BaseModel):
@@ -32,7 +40,7 @@ class RoutingSettings(BaseModel):
         "went silent, and send the call to another replica.",
     )
 
-    def client_options(self) -> dict[str, Any]:
+    def client_options(self) -> RoutedClientOptions:
         """The RoutedClient keyword arguments these settings stand for."""
         return {
             "max_attempts": self.max_attempts,
