@@ -108,6 +108,11 @@ def test_a_graph_file_yaml_error_names_the_file_and_line(tmp_path: Path) -> None
             "routing: {max_atempts: 2}\n",
             "routing.max_atempts: unknown setting (did you mean 'max_attempts'?)",
         ),
+        (
+            "gateway",
+            "routing: {max_attempts: 0}\n",
+            "routing.max_attempts: Input should be greater than or equal to 1, got 0",
+        ),
     ],
 )
 def test_a_schema_error_names_the_field(
