@@ -29,11 +29,43 @@ from types import TracebackType
 
 from modelyard_server.etcd import EtcdSettings
 
+#: Where Linux says its ephemeral ports are: the local ports of outgoing connections and of
+#: servers that bind port 0.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: The lowest port `free_port` picks below that range.
+LOWEST_PICKED = 10_000
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free on 127.0.0.1 now, for a server that binds it later (etcd's, a stack's
+    metrics ports). Picked below the ephemeral range when there is room: a port from that
+    range can be taken meanwhile by any process's outgoing connection (seen: a stack's
+    gateway, started last, found its port held by another service's client socket)."""
+    low = _ephemeral_low()
+    if low is not None and low - LOWEST_PICKED >= 1_000:
+        for _ in range(100):
+            port = secrets.choice(range(LOWEST_PICKED, low))
+            if _bindable(port):
+                return port
+    with socket.socket() as sock:  # no room outside it, or all tried were taken
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None  # not Linux, or no /proc
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def etcd_binary() -> str:
