@@ -90,10 +90,25 @@ class LeaseSession:
         """Keeps `lease` alive from now on if etcd still has it (one refresh says), and
         returns whether it did. For a lease whose session was lost while etcd still counted
         it: an etcd leader election can outlast a session's budget, but a new etcd leader
-        extends every lease, so its keys are still there. Raises if etcd cannot answer
-        within `timeout` (default: as `grant`)."""
-        asked = self._clock.now()
-        reply = await _within(self._clock, self._bound(timeout), lease.refresh())
+        extends every lease, so its keys are still there. A refresh that fails or hangs is
+        tried again (each attempt up to ATTEMPT); raises the last failure if etcd cannot
+        answer within `timeout` (default: as `grant`)."""
+        deadline = self._clock.now() + self._bound(timeout)
+        retry = REFRESH_RETRY.counter(clock=self._clock)
+        while True:
+            asked = self._clock.now()
+            try:
+                # One attempt may go to an etcd member that just died, or be refused while
+                # etcd elects: try again within the timeout, as the keep-alive does.
+                reply = await _within(
+                    self._clock, min(max(deadline - asked, 0.0), ATTEMPT), lease.refresh()
+                )
+                break
+            except Exception:
+                pause = retry.next()
+                if self._clock.now() + pause >= deadline:
+                    raise
+                await self._clock.sleep(pause)
         if reply is None or int(reply.TTL) <= 0:
             return False
         self._start(lease, asked)

@@ -160,7 +160,7 @@ class Registration:
         self._dirty.clear()  # the put below carries the newest info
         # Up to a TTL for etcd to answer about the old lease: etcd still electing holds the
         # refresh, and a new etcd leader gives every lease its whole TTL again.
-        resumed = previous is not None and await session.resume(previous, timeout=self._ttl)
+        resumed = previous is not None and await session.resume(previous, timeout=session.ttl)
         if not resumed:
             await session.grant(timeout=self._call_timeout)
         await self._put(session)

@@ -218,3 +218,50 @@ async def test_resume_refuses_a_lease_etcd_no_longer_has(
 
     assert not await later.resume(lease)
     assert not later.alive
+
+
+async def test_resume_tries_again_while_etcd_elects_a_leader(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    # The first refresh can be refused at once ("no leader") or go to a member that died:
+    # one such answer must not make the worker give up a lease etcd still counts.
+    lease = lease_of(etcd)
+    await session.close(revoke=False)
+    lease.refresh_failure = ConnectionError("etcdserver: no leader")
+    later = LeaseSession(etcd, ttl=TTL, clock=clock)
+
+    resumed = asyncio.ensure_future(later.resume(lease, timeout=2.0))
+    for _ in range(3):
+        await clock.advance(0.1)
+    assert not resumed.done() and lease.refreshes >= 2
+    lease.refresh_failure = None
+    lease.hang = True  # the next one goes to the dead leader, and is abandoned
+    await clock.advance(ATTEMPT)
+    lease.hang = False
+    for _ in range(5):
+        await clock.advance(0.1)
+
+    assert resumed.done() and resumed.result()
+    assert later.alive and later.lease is lease
+    await later.close()
+
+
+async def test_resume_raises_the_last_failure_once_its_timeout_has_passed(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
+) -> None:
+    lease = lease_of(etcd)
+    await session.close(revoke=False)
+    lease.refresh_failure = ConnectionError("etcd is unreachable")
+    later = LeaseSession(etcd, ttl=TTL, clock=clock)
+
+    resumed = asyncio.ensure_future(later.resume(lease, timeout=1.0))
+    for _ in range(7):  # it gives up when the next try (0.1-0.25 s on) would be too late
+        await clock.advance(0.1)
+    assert not resumed.done() and lease.refreshes >= 3
+    for _ in range(4):
+        await clock.advance(0.1)
+
+    assert resumed.done()
+    with pytest.raises(ConnectionError, match="unreachable"):
+        resumed.result()
+    assert not later.alive
