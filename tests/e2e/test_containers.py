@@ -3,8 +3,8 @@
 No Docker engine runs here, so beyond the linters (the real Compose v2 binary, hadolint)
 the compose file is run as local processes: each service's own command, environment and
 healthcheck, ports remapped (tests/e2e/compose_local.py). The stack then serves the compose
-graph through the composer, and the Kubernetes manifests' gRPC probes are asked of these
-real servers, so the files' commands and wiring are proven, not just their syntax.
+graph through the composer, and the Kubernetes manifests' gRPC and HTTP probes are asked of
+these real servers, so the files' commands and wiring are proven, not just their syntax.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import yaml
 
@@ -156,45 +157,56 @@ def test_the_services_spans_reach_the_compose_files_jaeger(
     receiver.wait_for(arrived, timeout=60)
 
 
-def k8s_probes() -> list[tuple[str, str, str, int, str]]:
-    """(manifest, modelyard subcommand, probe kind, port, service) of every gRPC probe."""
+def k8s_probes(check: str) -> list[tuple[str, str, str, int, str]]:
+    """(manifest, modelyard subcommand, probe kind, port, what) of every probe of one kind
+    of `check` ("grpc": what = the health service; "httpGet": what = the path)."""
     found = []
     for manifest in sorted(K8S.glob("*.yaml")):
         for document in yaml.safe_load_all(manifest.read_text()):
             if document["kind"] not in ("Deployment", "StatefulSet"):
                 continue
             for container in document["spec"]["template"]["spec"]["containers"]:
+                if container.get("command", [""])[0] != "modelyard":
+                    continue  # etcd's own probes: its image, not ours
                 for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-                    probe = container.get(kind, {}).get("grpc")
+                    probe = container.get(kind, {}).get(check)
                     if probe is not None:
+                        what = probe.get("service", "") if check == "grpc" else probe["path"]
                         subcommand = container["command"][1]
-                        found.append(
-                            (
-                                manifest.name,
-                                subcommand,
-                                kind,
-                                probe["port"],
-                                probe.get("service", ""),
-                            )
-                        )
+                        found.append((manifest.name, subcommand, kind, probe["port"], what))
     return found
 
 
-@pytest.mark.parametrize(("manifest", "subcommand", "kind", "port", "service"), k8s_probes())
-def test_each_k8s_grpc_probe_is_serving_on_a_real_server_of_its_kind(
-    stack: LocalCompose, manifest: str, subcommand: str, kind: str, port: int, service: str
-) -> None:
-    # the compose service running the same `modelyard <subcommand>` on the same port
+def serving_the_same(stack: LocalCompose, subcommand: str, port: int) -> str:
+    """Where the compose service running the same `modelyard <subcommand>` on the same
+    container port is reachable."""
     name = next(
         n for n, s in stack.services.items()
         if (s.get("command") or [])[:2] == ["modelyard", subcommand]
         and port in stack.container_ports(n)
     )  # fmt: skip
+    return stack.address(name, port)
+
+
+@pytest.mark.parametrize(("manifest", "subcommand", "kind", "port", "service"), k8s_probes("grpc"))
+def test_each_k8s_grpc_probe_is_serving_on_a_real_server_of_its_kind(
+    stack: LocalCompose, manifest: str, subcommand: str, kind: str, port: int, service: str
+) -> None:
     done = subprocess.run(
-        [str(BIN / "modelyard"), "health", stack.address(name, port), service],
+        [str(BIN / "modelyard"), "health", serving_the_same(stack, subcommand, port), service],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, f"{manifest} {kind}: {done.stderr}"
+
+
+@pytest.mark.parametrize(("manifest", "subcommand", "kind", "port", "path"), k8s_probes("httpGet"))
+def test_each_k8s_http_probe_is_answered_200_by_a_real_server_of_its_kind(
+    stack: LocalCompose, manifest: str, subcommand: str, kind: str, port: int, path: str
+) -> None:
+    # a kubelet's httpGet counts 200-399 as healthy, and sends no credentials
+    url = f"http://{serving_the_same(stack, subcommand, port)}{path}"
+    answer = httpx.get(url, timeout=30)
+    assert answer.status_code == 200, f"{manifest} {kind}: {answer.status_code} {answer.text}"
 
 
 def test_sigterm_stops_every_service_cleanly(stack: LocalCompose) -> None:

@@ -16,6 +16,7 @@ import yaml
 
 from composer.server import SERVICE_NAME as COMPOSER_SERVICE
 from controlplane.server import SERVICE_NAME as CONTROLPLANE_SERVICE
+from gateway.api_keys import OPEN_PATHS
 from workers.server import PREDICT_SERVICE
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
@@ -26,6 +27,9 @@ HEALTH_NAMES = {
     "composer": {"", COMPOSER_SERVICE},
     "worker": {"", PREDICT_SERVICE},
 }
+#: servers probed over HTTP (the gateway serves no gRPC), and the route that needs no key
+HTTP_SERVERS = {"gateway"}
+HTTP_HEALTH = "/health"
 
 
 def documents() -> list[dict[str, Any]]:
@@ -81,7 +85,8 @@ def test_the_stack_has_what_the_readme_promises() -> None:
     assert replicas[("StatefulSet", "etcd")] == 3
     assert replicas[("Deployment", "controlplane")] == 2
     assert {("Deployment", "worker"), ("Deployment", "worker-gpu")} <= replicas.keys()
-    assert {s["metadata"]["name"] for s in of_kind("Service")} >= {"composer", "controlplane"}
+    services = {s["metadata"]["name"] for s in of_kind("Service")}
+    assert services >= {"composer", "controlplane", "gateway"}
     gpu = next(w for w in workloads() if w["metadata"]["name"] == "worker-gpu")
     pod = gpu["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -98,6 +103,11 @@ def test_probes_ask_the_port_the_command_serves_for_names_its_server_registers(
     port = int(flag(command, "--port"))
     assert flag(command, "--host") == "0.0.0.0"  # probes and peers come from outside the pod
     assert port in container_ports(container)
+    if command[1] in HTTP_SERVERS:
+        assert HTTP_HEALTH in OPEN_PATHS  # a kubelet sends no API key
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[kind]["httpGet"] == {"port": port, "path": HTTP_HEALTH}, kind
+        return
     assert container.get("readinessProbe", {}).get("grpc"), "readiness is a gRPC health check"
     for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
         probe = container.get(kind)
@@ -129,7 +139,7 @@ def test_addresses_in_commands_name_services_and_ports_that_exist() -> None:
     }
     for _, container in modelyard_containers():
         command = container["command"]
-        for option in ("--etcd", "--controlplane"):
+        for option in ("--etcd", "--controlplane", "--composer"):
             if option in command:
                 host, _, port = flag(command, option).rpartition(":")
                 assert int(port) in services[host], f"{option} {host}:{port}"
