@@ -191,12 +191,35 @@ async def test_a_refresh_lost_in_an_etcd_election_is_sent_again_and_the_lease_su
     lost.cancel()
 
 
+async def handed_over(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
+) -> tuple[FakeLease, LeaseSession]:
+    """The session's lease, and a new session to resume it: the first lost track of the
+    lease; etcd did not."""
+    lease = lease_of(etcd)
+    await session.close(revoke=False)
+    return lease, LeaseSession(etcd, ttl=TTL, clock=clock)
+
+
+async def resuming_while_failing(
+    session: LeaseSession, etcd: FakeEtcd, clock: FakeClock, failure: Exception, timeout: float
+) -> tuple[FakeLease, LeaseSession, asyncio.Future[bool]]:
+    """A new session resuming the lease with `timeout` while every refresh raises `failure`."""
+    lease, later = await handed_over(session, etcd, clock)
+    lease.refresh_failure = failure
+    return lease, later, asyncio.ensure_future(later.resume(lease, timeout=timeout))
+
+
+async def ticks(clock: FakeClock, count: int) -> None:
+    """`count` steps of 0.1 s, each letting due sleepers run (as time passes for real)."""
+    for _ in range(count):
+        await clock.advance(0.1)
+
+
 async def test_resume_keeps_alive_a_lease_etcd_still_has(
     session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
 ) -> None:
-    lease = lease_of(etcd)
-    await session.close(revoke=False)  # the session lost track of it; etcd did not
-    later = LeaseSession(etcd, ttl=TTL, clock=clock)
+    lease, later = await handed_over(session, etcd, clock)
 
     assert await later.resume(lease)
 
@@ -211,10 +234,8 @@ async def test_resume_keeps_alive_a_lease_etcd_still_has(
 async def test_resume_refuses_a_lease_etcd_no_longer_has(
     session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
 ) -> None:
-    lease = lease_of(etcd)
-    await session.close(revoke=False)
+    lease, later = await handed_over(session, etcd, clock)
     etcd.expire(lease)
-    later = LeaseSession(etcd, ttl=TTL, clock=clock)
 
     assert not await later.resume(lease)
     assert not later.alive
@@ -225,21 +246,15 @@ async def test_resume_tries_again_while_etcd_elects_a_leader(
 ) -> None:
     # The first refresh can be refused at once ("no leader") or go to a member that died:
     # one such answer must not make the worker give up a lease etcd still counts.
-    lease = lease_of(etcd)
-    await session.close(revoke=False)
-    lease.refresh_failure = ConnectionError("etcdserver: no leader")
-    later = LeaseSession(etcd, ttl=TTL, clock=clock)
-
-    resumed = asyncio.ensure_future(later.resume(lease, timeout=2.0))
-    for _ in range(3):
-        await clock.advance(0.1)
+    no_leader = ConnectionError("etcdserver: no leader")
+    lease, later, resumed = await resuming_while_failing(session, etcd, clock, no_leader, 2.0)
+    await ticks(clock, 3)
     assert not resumed.done() and lease.refreshes >= 2
     lease.refresh_failure = None
     lease.hang = True  # the next one goes to the dead leader, and is abandoned
     await clock.advance(ATTEMPT)
     lease.hang = False
-    for _ in range(5):
-        await clock.advance(0.1)
+    await ticks(clock, 5)
 
     assert resumed.done() and resumed.result()
     assert later.alive and later.lease is lease
@@ -249,17 +264,11 @@ async def test_resume_tries_again_while_etcd_elects_a_leader(
 async def test_resume_raises_the_last_failure_once_its_timeout_has_passed(
     session: LeaseSession, etcd: FakeEtcd, clock: FakeClock
 ) -> None:
-    lease = lease_of(etcd)
-    await session.close(revoke=False)
-    lease.refresh_failure = ConnectionError("etcd is unreachable")
-    later = LeaseSession(etcd, ttl=TTL, clock=clock)
-
-    resumed = asyncio.ensure_future(later.resume(lease, timeout=1.0))
-    for _ in range(7):  # it gives up when the next try (0.1-0.25 s on) would be too late
-        await clock.advance(0.1)
+    away = ConnectionError("etcd is unreachable")
+    lease, later, resumed = await resuming_while_failing(session, etcd, clock, away, 1.0)
+    await ticks(clock, 7)  # it gives up when the next try (0.1-0.25 s on) would be too late
     assert not resumed.done() and lease.refreshes >= 3
-    for _ in range(4):
-        await clock.advance(0.1)
+    await ticks(clock, 4)
 
     assert resumed.done()
     with pytest.raises(ConnectionError, match="unreachable"):
