@@ -10,7 +10,9 @@ around each measurement (warm-up included: same concurrency).
 
 Goals: at c=1, batching costs nothing (throughput >= 0.95x and p50 <= 1.05x of batching
 off; for generation also the streamed time to first token); at c=32, classification
-serves >= 4x. The other levels report the gain and the mean batch size.
+serves >= 4x. The other levels report the gain and the mean batch size. The c=1 throughput
+and p50 verdict is `batching_idle_paired` (bench/worker/batching_paired.py), run after each
+task's levels on the same worker: both models called in turn, call by call.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from bench.common.load.driver import Level, run_load
 from bench.common.metrics import batch_sizes
 from bench.common.servers import Server, serving, worker, write_worker_config
 from bench.common.stats import alternate, clean, ratio
+from bench.worker.batching_paired import paired
+from bench.worker.batching_paired import record as paired_record
 from bench.worker.models import (
     BATCH_OFF,
     BATCH_ON,
@@ -35,9 +39,6 @@ from bench.worker.models import (
 from bench.worker.run import Run, load_spec
 from modelyard_cli.etcd_server import free_port
 
-# At c=1 the two sides must be alike; 5% is the tolerance the goal allows for noise.
-IDLE_THROUGHPUT_RATIO = 0.95
-IDLE_P50_RATIO = 1.05
 GOAL_CONCURRENCY = 32
 GOAL_RATIO = 4.0
 TTFT_LEVEL = Level(1, 60, 10)
@@ -63,6 +64,8 @@ class Task:
     busy_ratio: float | None = None
     # streamed too: the time to first token at c=1
     streams: bool = False
+    # calls of each model per round of batching_idle_paired (c=1, interleaved)
+    paired_iterations: int = 300
 
     @property
     def batched(self) -> str:
@@ -90,6 +93,7 @@ TASKS = (
         SENTIMENT_INPUTS,
         (Level(1, 500, 50), Level(8, 1000, 200), Level(32, 2000, 400)),
         busy_ratio=GOAL_RATIO,
+        paired_iterations=300,
     ),
     Task(
         "text-generation",
@@ -100,6 +104,7 @@ TASKS = (
         # cap would cut its 480 requests short on a busy machine and fail "no errors"
         (Level(1, 60, 10), Level(8, 240, 40, time_cap_s=45.0), Level(32, 480, 64, 60.0)),
         streams=True,
+        paired_iterations=40,
     ),
 )
 
@@ -123,6 +128,16 @@ def batching(run: Run, checkpoints: Checkpoints) -> None:
                     ttft = stream_ttft(run, served, task)
                 record = level_record(task, level, results, ttft)
                 run.recorder.emit(record)
+            pair = {"batched": task.batched, "unbatched": task.unbatched}
+            measured = paired(
+                served.address,
+                pair,
+                task.inputs,
+                task.paired_iterations,
+                streams=task.streams,
+                smoke=run.smoke,
+            )
+            run.recorder.emit(paired_record(measured, task=task.task, checkpoint=task.checkpoint))
 
 
 def rounds_of(run: Run, task: Task, level: Level) -> int:
@@ -191,20 +206,12 @@ def level_record(
     checks = {"no errors": clean(batched) and clean(unbatched)}
     goals = []
     if concurrency == 1:
-        goals.append(
-            f"batching on vs off at c=1: throughput >= {IDLE_THROUGHPUT_RATIO:g}x, "
-            f"p50 <= {IDLE_P50_RATIO:g}x"
-        )
-        checks[f"throughput ratio >= {IDLE_THROUGHPUT_RATIO:g}"] = at_least(
-            gain, IDLE_THROUGHPUT_RATIO
-        )
-        checks[f"p50 ratio <= {IDLE_P50_RATIO:g}"] = at_most(p50, IDLE_P50_RATIO)
+        # rounds of one model after the other cannot resolve two equal figures on this VM:
+        # the c=1 verdict (throughput, p50, time to first token) is batching_idle_paired's,
+        # whose calls are interleaved
+        goals.append("c=1: informational (pass = no errors), the verdict: batching_idle_paired")
     if ttft is not None:
-        goals.append(f"streamed time to first token at c=1 <= {IDLE_P50_RATIO:g}x")
         checks["no stream errors"] = clean(ttft["batched"]) and clean(ttft["baseline"])
-        checks[f"ttft p50 ratio <= {IDLE_P50_RATIO:g}"] = at_most(
-            ttft["ttft_p50_ratio"], IDLE_P50_RATIO
-        )
     if concurrency == GOAL_CONCURRENCY and task.busy_ratio is not None:
         goals.append(f">= {task.busy_ratio:g}x throughput, batching on vs off, at c={concurrency}")
         checks[f"throughput ratio >= {task.busy_ratio:g}"] = at_least(gain, task.busy_ratio)
@@ -230,7 +237,3 @@ def level_record(
 
 def at_least(value: float | None, limit: float) -> bool:
     return value is not None and value >= limit  # None: no baseline figure to compare with
-
-
-def at_most(value: float | None, limit: float) -> bool:
-    return value is not None and value <= limit

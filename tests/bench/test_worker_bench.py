@@ -22,6 +22,7 @@ def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Fini
         {
             "serving_overhead": 3,
             "batching": 6,
+            "batching_idle_paired": 2,
             "peak_rss": 1,
             "memory_worker": 2,
             "memory_stack": 1,
@@ -52,6 +53,19 @@ def test_batching_reports_the_mean_batch_and_the_gain(run: Finished) -> None:
         # the batch sizes were read from the worker's /metrics: its calls were counted
         assert record["batched"]["model_calls"] > 0
         assert record["baseline"]["model_calls"] > 0
+
+
+def test_batching_at_c1_is_also_measured_call_by_call_for_each_task(run: Finished) -> None:
+    lines = run.records("batching_idle_paired")
+    assert [r["task"] for r in lines] == ["text-classification", "text-generation"]
+    for record in lines:
+        assert record["errors"] == {"batched": 0, "unbatched": 0}
+        assert record["rounds"] == len(record["throughput_ratio_rounds"]) >= 1
+        assert_has(record, "throughput_ratio", "p50_ratio", "batched.p50_ms", "baseline.p50_ms")
+    # generation streams: its time to first token is judged the same way
+    assert "stream_ttft" not in lines[0]
+    assert lines[1]["stream_ttft"]["errors"] == {"batched": 0, "unbatched": 0}
+    assert_has(lines[1], "stream_ttft.ttft_p50_ratio", "stream_ttft.batched_p50_ms")
 
 
 def test_batched_generation_reports_its_streamed_time_to_first_token(run: Finished) -> None:
