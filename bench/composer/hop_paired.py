@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import grpc.aio
 import psutil
 
+from bench.common.interleaved import interleaved_round, warm_up
 from bench.common.load.chain import open_chain
 from bench.common.load.composer import open_run
 from bench.common.load.spec import LoadSpec
@@ -61,10 +60,10 @@ def paired(
 ) -> dict[str, Any]:
     """The record. `hops`: (worker address, model) in chain order; `pids`: "composer",
     "relay" and each worker address -> its process id."""
-    rounds, iterations, warm_up = (
+    rounds, iterations, warm_up_calls = (
         (SMOKE_ROUNDS, SMOKE_ITERATIONS, SMOKE_WARM_UP) if smoke else (ROUNDS, ITERATIONS, WARM_UP)
     )
-    measured = asyncio.run(_measure(composer, relay, hops, pids, rounds, iterations, warm_up))
+    measured = asyncio.run(_measure(composer, relay, hops, pids, rounds, iterations, warm_up_calls))
     return record(measured, iterations)
 
 
@@ -75,7 +74,7 @@ async def _measure(
     pids: dict[str, int],
     rounds: int,
     iterations: int,
-    warm_up: int,
+    warm_up_calls: int,
 ) -> dict[str, Any]:
     # the load generator's own calls (bench/common/load): serialised once, raw bytes
     common: dict[str, Any] = {"inputs": [INPUTS], "expect": INPUTS, "deadline_s": TIMEOUT_S}
@@ -88,24 +87,12 @@ async def _measure(
         sample = {name: await target.check() for name, target in targets.items()}  # untimed
         calls = {name: target.calls[0] for name, target in targets.items()}
         errors = dict.fromkeys(PATHS, 0)
-        for i in range(warm_up):
-            for name in PATHS:
-                await calls[name](i)
+        await warm_up(calls, PATHS, warm_up_calls)
         processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         per_round = []
         for _ in range(rounds):
             before = {name: _cpu(p) for name, p in processes.items()}
-            latencies: dict[str, list[float]] = {name: [] for name in PATHS}
-            for i in range(iterations):
-                for k in range(len(PATHS)):  # the order rotates: none always goes first
-                    name = PATHS[(i + k) % len(PATHS)]
-                    started = time.perf_counter()
-                    try:
-                        await calls[name](i)
-                    except grpc.aio.AioRpcError:
-                        errors[name] += 1
-                        continue
-                    latencies[name].append(time.perf_counter() - started)
+            latencies = await interleaved_round(calls, PATHS, iterations, errors)
             cpu = {name: _cpu(p) - before[name] for name, p in processes.items()}
             per_round.append({"latencies": latencies, "cpu_s": cpu})
         return {"rounds": per_round, "errors": errors, "sample": sample}

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc.aio
-
+from bench.common.interleaved import interleaved_round, warm_up
 from bench.common.load.predict import open_predict, open_predict_stream
 from bench.common.load.spec import LoadSpec
 from bench.common.load.target import Target
@@ -52,7 +50,7 @@ def paired(
     """The rounds' latencies (`iterations` calls of each model a round), and with `streams`
     the rounds' times to first message of PredictStream, measured the same way after them.
     `models`: "batched" and "unbatched" -> the model's name."""
-    rounds, warm_up = (SMOKE_ROUNDS, SMOKE_WARM_UP) if smoke else (ROUNDS, WARM_UP)
+    rounds, warm_up_calls = (SMOKE_ROUNDS, SMOKE_WARM_UP) if smoke else (ROUNDS, WARM_UP)
     iterations = min(iterations, 5) if smoke else iterations
 
     async def both() -> dict[str, Any]:
@@ -62,7 +60,7 @@ def paired(
             )
             for side, model in models.items()
         }
-        shape = (rounds, iterations, warm_up)
+        shape = (rounds, iterations, warm_up_calls)
         measured = {"iterations": iterations, "unary": await _measure(open_predict, specs, *shape)}
         if streams:
             measured["streamed"] = await _measure(open_predict_stream, specs, *shape)
@@ -76,7 +74,7 @@ async def _measure(
     specs: dict[str, LoadSpec],
     rounds: int,
     iterations: int,
-    warm_up: int,
+    warm_up_calls: int,
 ) -> dict[str, Any]:
     """Seconds per call (or to a stream's first message), per round and side."""
     # the load generator's own calls (bench/common/load): serialised once, raw bytes
@@ -86,23 +84,10 @@ async def _measure(
             await target.check()  # a fast wrong answer is no result
         calls = {side: target.calls[0] for side, target in targets.items()}
         errors = dict.fromkeys(SIDES, 0)
-        for i in range(warm_up):
-            for side in SIDES:
-                await calls[side](i)
-        per_round = []
-        for _ in range(rounds):
-            latencies: dict[str, list[float]] = {side: [] for side in SIDES}
-            for i in range(iterations):
-                for k in range(len(SIDES)):  # the order alternates: neither always goes first
-                    side = SIDES[(i + k) % len(SIDES)]
-                    started = time.perf_counter_ns()
-                    try:
-                        answered = await calls[side](i)  # a stream: its first message
-                    except grpc.aio.AioRpcError:
-                        errors[side] += 1
-                        continue
-                    latencies[side].append(((answered or time.perf_counter_ns()) - started) / 1e9)
-            per_round.append(latencies)
+        await warm_up(calls, SIDES, warm_up_calls)
+        per_round = [
+            await interleaved_round(calls, SIDES, iterations, errors) for _ in range(rounds)
+        ]
         return {"rounds": per_round, "errors": errors}
     finally:
         for target in targets.values():
