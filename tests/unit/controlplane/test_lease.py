@@ -254,7 +254,7 @@ async def test_resume_tries_again_while_etcd_elects_a_leader(
     lease.hang = True  # the next one goes to the dead leader, and is abandoned
     await clock.advance(ATTEMPT)
     lease.hang = False
-    await ticks(clock, 5)
+    await ticks(clock, 10)  # the hung attempt is abandoned, then one more within 0.3 s
 
     assert resumed.done() and resumed.result()
     assert later.alive and later.lease is lease
