@@ -4,7 +4,7 @@ call.
 `batching` measures its c=1 level in rounds of hundreds of requests, one model after the
 other. On this shared VM a tiny model's latency moves by up to 2x between rounds with
 nothing else running, so its c=1 ratios (two figures meant to be equal) swung from 0.86 to
-1.05 between two runs of the same code an hour apart. Here one client calls the batched
+1.05 in four runs of the same code within half an hour. Here one client calls the batched
 and the unbatched model of the same worker in turn, the order alternating, so both meet
 the same machine. At c=1 a closed-loop client's throughput is 1 / its mean latency, so per
 round:
