@@ -119,7 +119,6 @@ class Composer:
         await self.server.start()
         self.telemetry.start_metrics()
         self._tasks.append(asyncio.create_task(self._serve_once_synced(), name="ready"))
-        write_port_file(self.settings.port_file, self.port)
         log.info("composer serving on %s", self.address)
 
     async def _serve_once_synced(self) -> None:
@@ -127,6 +126,8 @@ class Composer:
         await warm_routes(self.routed, self.store.list())  # sizes admission before runs
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # the port file says "ready", as a worker's does: whoever reads it can Run at once
+        write_port_file(self.settings.port_file, self.port)
 
     async def stop(self) -> None:
         """NOT_SERVING, then runs in flight get `grace_seconds` to finish, then the rest."""

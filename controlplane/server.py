@@ -240,7 +240,6 @@ class ControlPlane:
             await self.health.set(name, NOT_SERVING)
         await self.server.start()
         self.telemetry.start_metrics()
-        write_port_file(self.settings.port_file, self.port)
         log.info("control plane %s serving on %s", self.replica_id, self.address)
 
     async def _serve_once_synced(self) -> None:
@@ -263,6 +262,9 @@ class ControlPlane:
         gc.freeze()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, SERVING)
+        # the port file says "ready" (its setting: "once serving"), as a worker's does once
+        # its models loaded: a starter that reads it must not meet NOT_SYNCED refusals
+        write_port_file(self.settings.port_file, self.port)
         log.info("control plane %s has read etcd and serves endpoint sets", self.replica_id)
 
     def _on_leadership(self, leader: bool) -> None:

@@ -7,33 +7,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import grpc
 import grpc.aio
 import httpx
 
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
-
-
-def wait_serving(address: str, service: str, timeout: float = 30.0) -> None:
-    """Waits until the server at `address` says SERVING for `service` (grpc.health.v1), as
-    a client or an orchestrator does: a server listens (and writes its port file) before it
-    has read etcd, and until then refuses reads UNAVAILABLE by design (NOT_SYNCED)."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        request = health_pb2.HealthCheckRequest(service=service)
-        while True:
-            try:
-                if stub.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass  # not answering yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} not SERVING {service!r} within {timeout:g} s")
-            time.sleep(0.02)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

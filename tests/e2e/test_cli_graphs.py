@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from composer.server import SERVICE_NAME as COMPOSER_SERVICE
 from composer.spec import load_graph
 from modelyard.composer_client import ComposerClient
 from modelyard_cli.demo import REPO
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_cli.processes import import_path_env, start_service, stop_service
-from tests.helpers import wait_serving
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 EXAMPLES = sorted((REPO / "examples" / "graphs").glob("*.yaml"))
@@ -52,7 +50,6 @@ def composer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 ["composer", *etcd_flag, "--controlplane", plane_address], timeout=60
             )
             processes.append(service)
-            wait_serving(address, COMPOSER_SERVICE)  # it has read the graphs from etcd
             yield address
         finally:
             for process in reversed(processes):

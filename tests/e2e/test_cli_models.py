@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-from controlplane.server import SERVICE_NAME as CONTROLPLANE_SERVICE
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_cli.processes import start_service, stop_service
-from tests.helpers import wait_serving
 from tests.integration.api_server import ApiServer
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
@@ -39,7 +37,6 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             ["controlplane", "--etcd", etcd.endpoint], timeout=60, env=env
         )
         try:
-            wait_serving(address, CONTROLPLANE_SERVICE)  # it has read etcd
             yield address
         finally:
             if plane.poll() is None:

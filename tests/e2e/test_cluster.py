@@ -18,13 +18,12 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from controlplane.server import SERVICE_NAME as CONTROLPLANE_SERVICE
 from modelyard.routed_client import RoutedClient
 from modelyard.v1 import controlplane_pb2 as pb
 from modelyard.v1 import controlplane_pb2_grpc
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_cli.processes import start_service, stop_service
-from tests.helpers import EndpointFollower, eventually, wait_serving
+from tests.helpers import EndpointFollower, eventually
 
 T = TypeVar("T")
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
@@ -54,7 +53,6 @@ class Cluster:
     def control_plane(self) -> tuple[subprocess.Popen[bytes], str]:
         process, address = start_service(["controlplane", "--etcd", self.etcd.endpoint], timeout=30)
         self.processes.append(process)
-        wait_serving(address, CONTROLPLANE_SERVICE, timeout=PATIENCE)  # it has read etcd
         return process, address
 
     def worker(self, name: str, **extra: Any) -> tuple[subprocess.Popen[bytes], str]:

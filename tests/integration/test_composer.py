@@ -4,6 +4,7 @@ against what workers serve, and runs over gRPC."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -109,11 +110,20 @@ async def test_validation_warns_about_models_nobody_serves(composer: Composer) -
     assert any("ghost" in warning for warning in report.warnings)
 
 
-async def test_a_composer_that_has_not_read_etcd_says_unavailable_not_not_found() -> None:
+async def test_a_composer_that_has_not_read_etcd_says_unavailable_not_not_found(
+    tmp_path: Path,
+) -> None:
     unreachable = EtcdSettings(endpoints=[f"127.0.0.1:{free_port()}"])
-    running = Composer(ComposerSettings(port=0, etcd=unreachable, controlplanes=["127.0.0.1:1"]))
+    port_file = tmp_path / "port"
+    running = Composer(
+        ComposerSettings(
+            port=0, etcd=unreachable, controlplanes=["127.0.0.1:1"], port_file=port_file
+        )
+    )
     await running.start()
     try:
+        # the port file means "ready" (as a worker's): nobody reading it meets this refusal
+        assert not port_file.exists()
         async with grpc.aio.insecure_channel(running.address) as channel:
             stub = composer_pb2_grpc.ComposerStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -178,14 +179,37 @@ async def test_a_restarted_control_plane_rebuilds_from_etcd(
         await second.stop()
 
 
-async def test_before_it_has_read_etcd_a_replica_sends_no_set_and_refuses_reads() -> None:
+async def test_the_port_file_is_written_once_the_replica_has_read_etcd(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    port_file = tmp_path / "port"
+    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=etcd.settings(), port_file=port_file))
+    await plane.start()
+    try:
+        async with asyncio.timeout(30):
+            while not port_file.exists():  # noqa: ASYNC110 (a file: nothing to await)
+                await asyncio.sleep(0.01)
+        assert plane.synced.is_set() and int(port_file.read_text()) == plane.port
+        async with grpc.aio.insecure_channel(plane.address) as channel:
+            stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+            await stub.ListWorkers(pb.ListWorkersRequest(), timeout=5)  # no NOT_SYNCED
+    finally:
+        await plane.stop()
+
+
+async def test_before_it_has_read_etcd_a_replica_sends_no_set_and_refuses_reads(
+    tmp_path: Path,
+) -> None:
     from modelyard_cli.etcd_server import free_port
     from modelyard_server.etcd import EtcdSettings
 
     unreachable = EtcdSettings(endpoints=[f"127.0.0.1:{free_port()}"])
-    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=unreachable))
+    port_file = tmp_path / "port"
+    plane = ControlPlane(ControlPlaneSettings(port=0, etcd=unreachable, port_file=port_file))
     await plane.start()
     try:
+        # the port file means "ready": whoever starts it waits for it, and meets no refusal
+        assert not port_file.exists()
         watcher = Watcher(plane.address, "echo")
         await asyncio.sleep(0.5)
         # an empty set here would make every composer drop every replica it knows
