@@ -45,11 +45,16 @@ def free_port() -> int:
     if low is not None and low - LOWEST_PICKED >= 1_000:
         for _ in range(100):
             port = secrets.choice(range(LOWEST_PICKED, low))
-            if _bindable(port):
+            # a port handed out earlier is still free until its server binds it: never twice
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
                 return port
     with socket.socket() as sock:  # no room outside it, or all tried were taken
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def _ephemeral_low() -> int | None:

@@ -39,3 +39,14 @@ def test_with_no_room_below_it_or_no_range_known_the_kernel_picks(
     monkeypatch.setattr(etcd_server, "EPHEMERAL_RANGE_FILE", ranges)
     low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert low <= free_port() <= high
+
+
+def test_a_port_is_never_handed_out_twice_before_its_server_binds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("11024\t60999\n")  # room for 1,024 ports: repeats would show at once
+    monkeypatch.setattr(etcd_server, "EPHEMERAL_RANGE_FILE", ranges)
+    monkeypatch.setattr(etcd_server, "_HANDED_OUT", set())
+    ports = [free_port() for _ in range(200)]  # none bound meanwhile
+    assert len(set(ports)) == len(ports)
