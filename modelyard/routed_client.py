@@ -48,9 +48,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 import grpc.aio
@@ -58,9 +58,10 @@ import grpc.aio
 from modelyard.attempts import Attempt, AttemptTracker, Untracked
 from modelyard.backoff import Backoff
 from modelyard.balancing import POLICIES, Balancer
-from modelyard.channels import aio_channel, token_interceptors
+from modelyard.channels import aio_channel, bearer, token_interceptors
 from modelyard.client import (
     CHANNEL_OPTIONS,
+    MAX_MESSAGE_BYTES,
     Prediction,
     StreamEvent,
     build_request,
@@ -79,12 +80,16 @@ from modelyard.errors import (
     from_rpc_error,
 )
 from modelyard.hedging import hedged
+from modelyard.multiplex import MultiplexedStub
 from modelyard.rescue import Abandoned, AttemptTimeouts, LatencyWindow, Rescues
 from modelyard.selectors import Selector, parse_selector
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+#: What an attempt calls: a worker's generated stub, or one that multiplexes its Predicts.
+WorkerStub: TypeAlias = "predict_pb2_grpc.PredictAsyncStub | MultiplexedStub"
 
 
 class OutsideApis(Protocol):
@@ -119,11 +124,15 @@ class _Channels:
         interceptors: Sequence[grpc.aio.ClientInterceptor],
         credentials: grpc.ChannelCredentials | None,
         outside_apis: OutsideApis | None,
+        multiplex: Callable[[], bool] | None = None,
+        token: str | None = None,
     ) -> None:
         self._interceptors = interceptors
         self._credentials = credentials
         self._outside_apis = outside_apis
-        self._stubs: dict[str, tuple[grpc.aio.Channel, predict_pb2_grpc.PredictAsyncStub]] = {}
+        self._multiplex = multiplex
+        self._stream_metadata = bearer(token) if token else ()
+        self._stubs: dict[str, tuple[grpc.aio.Channel, WorkerStub]] = {}
         self._users: dict[str, int] = {}
         self._wanted: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()
@@ -142,7 +151,16 @@ class _Channels:
                 credentials=self._credentials,
                 interceptors=self._interceptors,
             )
-            found = self._stubs[address] = (channel, predict_pb2_grpc.PredictStub(channel))
+            generated = predict_pb2_grpc.PredictStub(channel)
+            stub: WorkerStub = generated
+            if self._multiplex is not None:
+                stub = MultiplexedStub(
+                    generated,
+                    self._multiplex,
+                    metadata=self._stream_metadata,
+                    max_receive_bytes=MAX_MESSAGE_BYTES,
+                )
+            found = self._stubs[address] = (channel, stub)
         return _StubInUse(self, address, found[1])
 
     def use(self, address: str) -> None:
@@ -179,14 +197,12 @@ class _StubInUse:
 
     __slots__ = ("_address", "_channels", "_stub")
 
-    def __init__(
-        self, channels: _Channels, address: str | None, stub: predict_pb2_grpc.PredictAsyncStub
-    ) -> None:
+    def __init__(self, channels: _Channels, address: str | None, stub: WorkerStub) -> None:
         self._channels = channels
         self._address = address
         self._stub = stub
 
-    def __enter__(self) -> predict_pb2_grpc.PredictAsyncStub:
+    def __enter__(self) -> WorkerStub:
         if self._address is not None:
             self._channels.use(self._address)
         return self._stub
@@ -221,7 +237,10 @@ class RoutedClient:
         outside_apis: OutsideApis | None = None,
         rescue: bool = True,
         attempt_timeouts: AttemptTimeouts | None = None,
+        multiplex: Callable[[], bool] | None = None,
     ) -> None:
+        """`multiplex`, asked at each Predict attempt: whether it may go over the worker's
+        PredictMany stream (`modelyard.multiplex`; None: every call is unary)."""
         if policy not in POLICIES:
             raise InvalidArgument(f"unknown balancing policy {policy!r}; use one of {POLICIES}")
         if not control_plane_addresses:
@@ -252,7 +271,9 @@ class RoutedClient:
         #: TLS to the control planes and the workers; plaintext when None.
         self.credentials = credentials
         self._outside_apis = outside_apis
-        self._channels = _Channels(self.interceptors, credentials, outside_apis)
+        self._channels = _Channels(
+            self.interceptors, credentials, outside_apis, multiplex=multiplex, token=token
+        )
         self._attempts = attempts or Untracked()
         #: Whether unanswered attempts on departed or hung replicas are abandoned and
         #: retried elsewhere (module docstring).

@@ -18,6 +18,7 @@ neither they nor their lengths appear in a log line or an error message.
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from enum import Enum
@@ -50,6 +51,7 @@ GUARDED = {
     "/modelyard.v1.Composer/DeleteGraph": Role.ADMIN,
     "/modelyard.v1.Predict/Predict": Role.SERVING,
     "/modelyard.v1.Predict/PredictStream": Role.SERVING,
+    "/modelyard.v1.Predict/PredictMany": Role.SERVING,
     "/modelyard.v1.Composer/Run": Role.SERVING,
     "/modelyard.v1.Composer/RunStream": Role.SERVING,
 }
@@ -169,7 +171,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     yield response
 
             return grpc.unary_stream_rpc_method_handler(call_stream, **codec)
-        raise TypeError(f"{method}: only unary and server-streaming RPCs can be guarded")
+        streams: Callable[..., Awaitable[None]] | None = handler.stream_stream  # type: ignore[assignment]
+        if streams is not None and not inspect.isasyncgenfunction(streams):
+            # a coroutine that reads and writes through its context (PredictMany)
+            async def call_streams(requests: Any, context: Context) -> None:
+                await check(method, role, context)
+                await streams(requests, context)
+
+            return grpc.stream_stream_rpc_method_handler(call_streams, **codec)
+        raise TypeError(
+            f"{method}: only unary, server-streaming and coroutine bidi RPCs can be guarded"
+        )
 
     async def _check(self, method: str, role: Role, context: Context) -> None:
         """Returns when the caller has `role`; aborts the call otherwise."""

@@ -26,15 +26,23 @@ log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error; the server logged the details"
 _INTERNAL_DETAILS = details_metadata(ModelyardError(INTERNAL_MESSAGE, reason=Reason.INTERNAL))
 
+#: A status's trailing metadata: the error's details (bytes) and gRPC's retry hint (text).
+Trailers: TypeAlias = tuple[tuple[str, str | bytes], ...]
 # generic only in the type stubs, not at run time
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(*status_of(error, _method(context)))
+
+
+def status_of(error: Exception, method: str) -> tuple[grpc.StatusCode, str, Trailers]:
+    """The code, message and trailing metadata (details, retry hint) a call of `method`
+    that raised `error` ends with; an error that is not a `ModelyardError` is logged."""
     if isinstance(error, ModelyardError):
-        await context.abort(error.code, error.message, details_metadata(error) + _pushback(error))
-    log.error("unexpected error in %s", _method(context), exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, _INTERNAL_DETAILS)
+        return error.code, error.message, details_metadata(error) + _pushback(error)
+    log.error("unexpected error in %s", method, exc_info=error)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, _INTERNAL_DETAILS
 
 
 def _pushback(error: ModelyardError) -> tuple[tuple[str, str], ...]:

@@ -107,7 +107,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 code = _code_of(error, context)
                 raise
             finally:
-                self._record(method, request, code, started)
+                self.record(method, request, code, started)
 
         return call
 
@@ -128,11 +128,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 code = _code_of(error, context)
                 raise
             finally:
-                self._record(method, request, code, started)
+                self.record(method, request, code, started)
 
         return call
 
-    def _record(self, method: str, request: Any, code: grpc.StatusCode, started: float) -> None:
+    def record(self, method: str, request: Any, code: grpc.StatusCode, started: float) -> None:
+        """Counts and times one call that ended with `code` (also for calls carried as
+        messages of a stream: PredictMany)."""
         labels = (method, self._model_label(request), code.name)
         self._requests.labels(*labels).inc()
         observe(self._seconds.labels(*labels), self._clock.now() - started)

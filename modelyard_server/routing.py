@@ -2,7 +2,7 @@
 and the gateway's settings). The defaults are `modelyard.routed_client.RoutedClient`'s;
 its module docstring says what each does.
 
-    routing: {max_attempts: 2, eject_seconds: 5, rescue: true}
+    routing: {max_attempts: 2, eject_seconds: 5, rescue: true, multiplex: true}
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ class RoutingSettings(BaseModel):
         True,
         description="Abandon an unanswered attempt on a replica that left the endpoint set or "
         "went silent, and send the call to another replica.",
+    )
+    multiplex: bool = Field(
+        True,
+        description="Send untraced Predict calls to a worker as messages of one PredictMany "
+        "stream instead of one call each (cheaper; traced calls stay unary, so their spans "
+        "are kept). Off: every call is unary.",
     )
 
     def client_options(self) -> RoutedClientOptions:

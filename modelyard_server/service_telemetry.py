@@ -41,6 +41,7 @@ class ServiceTelemetry:
         or OTEL_SERVICE_NAME give another; `metrics_port` -1 serves no /metrics."""
         self.tracing: Tracing = setup_tracing(settings, default_service_name=service_name)
         self.registry = CollectorRegistry()
+        self.request_metrics: MetricsInterceptor | None = None  # by `server_interceptors`
         self._metrics_http = (
             MetricsHttpServer(self.registry, host=host, port=metrics_port)
             if metrics_port >= 0
@@ -65,9 +66,11 @@ class ServiceTelemetry:
         exemplars, the error mapping's log lines); then the calls' metrics
         (`<namespace>_requests_total`, `<namespace>_request_seconds`; `models` are the
         model names counted by name), which see the statuses the error mapping chose."""
+        #: Kept for calls that are not RPCs of their own (PredictMany's messages).
+        self.request_metrics = MetricsInterceptor(self.registry, namespace=namespace, models=models)
         return [
             *self.tracing.server_interceptors(),
-            MetricsInterceptor(self.registry, namespace=namespace, models=models),
+            self.request_metrics,
             ErrorMappingInterceptor(),
         ]
 

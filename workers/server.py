@@ -111,6 +111,12 @@ class Worker:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        request_metrics = self.telemetry.request_metrics
+        self.predict_servicer = PredictServicer(
+            self.service,
+            max_message_bytes=settings.max_message_bytes,
+            record=request_metrics.record if request_metrics is not None else None,
+        )
         self.port = 0
         self.worker_id = settings.worker_id  # completed with the port once it is bound
         self.registration: Registration | None = None
@@ -158,9 +164,7 @@ class Worker:
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.worker_id = self.settings.worker_id or f"{socket.gethostname()}-{self.port}"
-        predict_pb2_grpc.add_PredictServicer_to_server(
-            PredictServicer(self.service), decoding(self.server)
-        )
+        predict_pb2_grpc.add_PredictServicer_to_server(self.predict_servicer, decoding(self.server))
         load_pb2_grpc.add_WorkerLoadServicer_to_server(
             WorkerLoadServicer(self.service, self.worker_id), decoding(self.server)
         )
@@ -297,6 +301,9 @@ class Worker:
         # also ends the load feeds, which would otherwise hold up the server's stop
         if not await self.service.drain(self.settings.grace_seconds):
             log.warning("grace period over with %d call(s) in flight", self.service.in_flight)
+        # idle PredictMany streams would hold the stop for its whole grace; a call a client
+        # sent on one meanwhile is unanswered, and so retried elsewhere
+        self.predict_servicer.many.close()
         await self.server.stop(grace=1.0)
         await self._release()
 

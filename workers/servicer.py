@@ -13,12 +13,14 @@ from typing import Any
 
 import grpc.aio
 
+from modelyard.client import MAX_MESSAGE_BYTES
 from modelyard.enum_names import value_kind
 from modelyard.signature import Field
 from modelyard.times import duration
 from modelyard.v1 import predict_pb2 as pb
 from modelyard.v1 import predict_pb2_grpc, value_pb2
 from modelyard.values import data_type, fill_value_map, from_value_map
+from workers.predict_many import PredictMany, RecordCall
 from workers.registry import ModelEntry, ModelState
 from workers.service import WorkerService
 
@@ -32,10 +34,24 @@ _STATES = {
 
 
 class PredictServicer(predict_pb2_grpc.PredictServicer):
-    def __init__(self, service: WorkerService) -> None:
+    def __init__(
+        self,
+        service: WorkerService,
+        *,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        record: RecordCall | None = None,
+    ) -> None:
+        """`max_message_bytes` is the server's send limit (an answer on a PredictMany stream
+        above it fails its call alone); `record` counts PredictMany's calls."""
         self._service = service
+        #: The PredictMany streams (`workers.predict_many`); closed at shutdown.
+        self.many = PredictMany(self.predict, max_send_bytes=max_message_bytes, record=record)
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        return await self.predict(request)
+
+    async def predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
+        """One Predict, for a unary call or a PredictMany message."""
         entry, call = self._service.prepare(
             request.model,
             from_value_map(request.inputs, "inputs"),
@@ -43,6 +59,12 @@ class PredictServicer(predict_pb2_grpc.PredictServicer):
         )
         outputs = await self._service.predict(entry, call)
         return _response(entry, outputs, request.request_id)
+
+    async def PredictMany(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pb.PredictManyRequest], context: Context
+    ) -> None:
+        # read with context.read(): the tracing interceptor leaves such handlers untraced
+        await self.many.serve(context)
 
     async def PredictStream(
         self, request: pb.PredictStreamRequest, context: Context

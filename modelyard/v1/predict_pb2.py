@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from modelyard.v1 import value_pb2 as modelyard_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amodelyard/v1/predict.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18modelyard/v1/value.proto\"\xbb\x02\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x06inputs\x18\x02 \x03(\x0b\x32(.modelyard.v1.PredictRequest.InputsEntry\x12@\n\nparameters\x18\x03 \x03(\x0b\x32,.modelyard.v1.PredictRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xc7\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12;\n\x07outputs\x18\x03 \x03(\x0b\x32*.modelyard.v1.PredictResponse.OutputsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xcd\x02\n\x14PredictStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12>\n\x06inputs\x18\x02 \x03(\x0b\x32..modelyard.v1.PredictStreamRequest.InputsEntry\x12\x46\n\nparameters\x18\x03 \x03(\x0b\x32\x32.modelyard.v1.PredictStreamRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"~\n\x15PredictStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.PredictChunkH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.modelyard.v1.PredictResponseH\x00\x42\x07\n\x05\x65vent\"\xb0\x01\n\x0cPredictChunk\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x38\n\x07outputs\x18\x02 \x03(\x0b\x32\'.modelyard.v1.PredictChunk.OutputsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.modelyard.v1.ModelStatus\"z\n\x0bModelStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x05 \x01(\t\"(\n\x17GetModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xbd\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12-\n\x0c\x65lement_kind\x18\x03 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12%\n\x05\x64type\x18\x06 \x01(\x0e\x32\x16.modelyard.v1.DataType\"~\n\x0c\x42\x61tchingInfo\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12+\n\x08max_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x05J\x04\x08\x02\x10\x03R\x0bmax_wait_ms\"\x92\x05\n\x18GetModelMetadataResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x07 \x01(\t\x12\'\n\x06inputs\x18\x08 \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12(\n\x07outputs\x18\t \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12+\n\nparameters\x18\n \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12Y\n\x12\x64\x65\x66\x61ult_parameters\x18\x0b \x03(\x0b\x32=.modelyard.v1.GetModelMetadataResponse.DefaultParametersEntry\x12\x11\n\tstreaming\x18\x0c \x01(\x08\x12,\n\x08\x62\x61tching\x18\r \x01(\x0b\x32\x1a.modelyard.v1.BatchingInfo\x12K\n\x0b\x64\x65vice_tags\x18\x0e \x03(\x0b\x32\x36.modelyard.v1.GetModelMetadataResponse.DeviceTagsEntry\x1aM\n\x16\x44\x65\x66\x61ultParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x31\n\x0f\x44\x65viceTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_DRAINING\x10\x04\x32\xe1\x02\n\x07Predict\x12\x46\n\x07Predict\x12\x1c.modelyard.v1.PredictRequest\x1a\x1d.modelyard.v1.PredictResponse\x12Z\n\rPredictStream\x12\".modelyard.v1.PredictStreamRequest\x1a#.modelyard.v1.PredictStreamResponse0\x01\x12O\n\nListModels\x12\x1f.modelyard.v1.ListModelsRequest\x1a .modelyard.v1.ListModelsResponse\x12\x61\n\x10GetModelMetadata\x12%.modelyard.v1.GetModelMetadataRequest\x1a&.modelyard.v1.GetModelMetadataResponseB\x96\x01\n\x10\x64\x65v.modelyard.v1B\x0cPredictProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amodelyard/v1/predict.proto\x12\x0cmodelyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18modelyard/v1/value.proto\"\xbb\x02\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x38\n\x06inputs\x18\x02 \x03(\x0b\x32(.modelyard.v1.PredictRequest.InputsEntry\x12@\n\nparameters\x18\x03 \x03(\x0b\x32,.modelyard.v1.PredictRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\xc7\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12;\n\x07outputs\x18\x03 \x03(\x0b\x32*.modelyard.v1.PredictResponse.OutputsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\x96\x01\n\x12PredictManyRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x1c.modelyard.v1.PredictRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06\x61\x63tion\"\x89\x01\n\x13PredictManyResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.modelyard.v1.PredictResponseH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.modelyard.v1.CallStatusH\x00\x42\x08\n\x06result\"<\n\nCallStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\x0c\"\xcd\x02\n\x14PredictStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12>\n\x06inputs\x18\x02 \x03(\x0b\x32..modelyard.v1.PredictStreamRequest.InputsEntry\x12\x46\n\nparameters\x18\x03 \x03(\x0b\x32\x32.modelyard.v1.PredictStreamRequest.ParametersEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x46\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"~\n\x15PredictStreamResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.modelyard.v1.PredictChunkH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.modelyard.v1.PredictResponseH\x00\x42\x07\n\x05\x65vent\"\xb0\x01\n\x0cPredictChunk\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x38\n\x07outputs\x18\x02 \x03(\x0b\x32\'.modelyard.v1.PredictChunk.OutputsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.modelyard.v1.ModelStatus\"z\n\x0bModelStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x05 \x01(\t\"(\n\x17GetModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xbd\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12-\n\x0c\x65lement_kind\x18\x03 \x01(\x0e\x32\x17.modelyard.v1.ValueKind\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12%\n\x05\x64type\x18\x06 \x01(\x0e\x32\x16.modelyard.v1.DataType\"~\n\x0c\x42\x61tchingInfo\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12+\n\x08max_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x05J\x04\x08\x02\x10\x03R\x0bmax_wait_ms\"\x92\x05\n\x18GetModelMetadataResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.modelyard.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x07 \x01(\t\x12\'\n\x06inputs\x18\x08 \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12(\n\x07outputs\x18\t \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12+\n\nparameters\x18\n \x03(\x0b\x32\x17.modelyard.v1.FieldSpec\x12Y\n\x12\x64\x65\x66\x61ult_parameters\x18\x0b \x03(\x0b\x32=.modelyard.v1.GetModelMetadataResponse.DefaultParametersEntry\x12\x11\n\tstreaming\x18\x0c \x01(\x08\x12,\n\x08\x62\x61tching\x18\r \x01(\x0b\x32\x1a.modelyard.v1.BatchingInfo\x12K\n\x0b\x64\x65vice_tags\x18\x0e \x03(\x0b\x32\x36.modelyard.v1.GetModelMetadataResponse.DeviceTagsEntry\x1aM\n\x16\x44\x65\x66\x61ultParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.modelyard.v1.Value:\x02\x38\x01\x1a\x31\n\x0f\x44\x65viceTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_DRAINING\x10\x04\x32\xb9\x03\n\x07Predict\x12\x46\n\x07Predict\x12\x1c.modelyard.v1.PredictRequest\x1a\x1d.modelyard.v1.PredictResponse\x12Z\n\rPredictStream\x12\".modelyard.v1.PredictStreamRequest\x1a#.modelyard.v1.PredictStreamResponse0\x01\x12V\n\x0bPredictMany\x12 .modelyard.v1.PredictManyRequest\x1a!.modelyard.v1.PredictManyResponse(\x01\x30\x01\x12O\n\nListModels\x12\x1f.modelyard.v1.ListModelsRequest\x1a .modelyard.v1.ListModelsResponse\x12\x61\n\x10GetModelMetadata\x12%.modelyard.v1.GetModelMetadataRequest\x1a&.modelyard.v1.GetModelMetadataResponseB\x96\x01\n\x10\x64\x65v.modelyard.v1B\x0cPredictProtoP\x01Z>github.com/modelyard/modelyard/gen/go/modelyard/v1;modelyardv1\xa2\x02\x03MYD\xaa\x02\x0cModelyard.V1\xca\x02\x0cModelyard\\V1\xea\x02\rModelyard::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,8 +50,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._loaded_options = None
   _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELSTATE']._serialized_start=2499
-  _globals['_MODELSTATE']._serialized_end=2638
+  _globals['_MODELSTATE']._serialized_start=2854
+  _globals['_MODELSTATE']._serialized_end=2993
   _globals['_PREDICTREQUEST']._serialized_start=103
   _globals['_PREDICTREQUEST']._serialized_end=418
   _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_start=280
@@ -62,36 +62,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTRESPONSE']._serialized_end=620
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_start=553
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_end=620
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=623
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=956
+  _globals['_PREDICTMANYREQUEST']._serialized_start=623
+  _globals['_PREDICTMANYREQUEST']._serialized_end=773
+  _globals['_PREDICTMANYRESPONSE']._serialized_start=776
+  _globals['_PREDICTMANYRESPONSE']._serialized_end=913
+  _globals['_CALLSTATUS']._serialized_start=915
+  _globals['_CALLSTATUS']._serialized_end=975
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=978
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1311
   _globals['_PREDICTSTREAMREQUEST_INPUTSENTRY']._serialized_start=280
   _globals['_PREDICTSTREAMREQUEST_INPUTSENTRY']._serialized_end=346
   _globals['_PREDICTSTREAMREQUEST_PARAMETERSENTRY']._serialized_start=348
   _globals['_PREDICTSTREAMREQUEST_PARAMETERSENTRY']._serialized_end=418
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=958
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1084
-  _globals['_PREDICTCHUNK']._serialized_start=1087
-  _globals['_PREDICTCHUNK']._serialized_end=1263
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1313
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1439
+  _globals['_PREDICTCHUNK']._serialized_start=1442
+  _globals['_PREDICTCHUNK']._serialized_end=1618
   _globals['_PREDICTCHUNK_OUTPUTSENTRY']._serialized_start=553
   _globals['_PREDICTCHUNK_OUTPUTSENTRY']._serialized_end=620
-  _globals['_LISTMODELSREQUEST']._serialized_start=1265
-  _globals['_LISTMODELSREQUEST']._serialized_end=1284
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1286
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1349
-  _globals['_MODELSTATUS']._serialized_start=1351
-  _globals['_MODELSTATUS']._serialized_end=1473
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1475
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1515
-  _globals['_FIELDSPEC']._serialized_start=1518
-  _globals['_FIELDSPEC']._serialized_end=1707
-  _globals['_BATCHINGINFO']._serialized_start=1709
-  _globals['_BATCHINGINFO']._serialized_end=1835
-  _globals['_GETMODELMETADATARESPONSE']._serialized_start=1838
-  _globals['_GETMODELMETADATARESPONSE']._serialized_end=2496
-  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_start=2368
-  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_end=2445
-  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_start=2447
-  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_end=2496
-  _globals['_PREDICT']._serialized_start=2641
-  _globals['_PREDICT']._serialized_end=2994
+  _globals['_LISTMODELSREQUEST']._serialized_start=1620
+  _globals['_LISTMODELSREQUEST']._serialized_end=1639
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1641
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1704
+  _globals['_MODELSTATUS']._serialized_start=1706
+  _globals['_MODELSTATUS']._serialized_end=1828
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1830
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1870
+  _globals['_FIELDSPEC']._serialized_start=1873
+  _globals['_FIELDSPEC']._serialized_end=2062
+  _globals['_BATCHINGINFO']._serialized_start=2064
+  _globals['_BATCHINGINFO']._serialized_end=2190
+  _globals['_GETMODELMETADATARESPONSE']._serialized_start=2193
+  _globals['_GETMODELMETADATARESPONSE']._serialized_end=2851
+  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_start=2723
+  _globals['_GETMODELMETADATARESPONSE_DEFAULTPARAMETERSENTRY']._serialized_end=2800
+  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_start=2802
+  _globals['_GETMODELMETADATARESPONSE_DEVICETAGSENTRY']._serialized_end=2851
+  _globals['_PREDICT']._serialized_start=2996
+  _globals['_PREDICT']._serialized_end=3437
 # @@protoc_insertion_point(module_scope)

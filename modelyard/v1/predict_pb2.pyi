@@ -191,6 +191,114 @@ class PredictResponse(_message.Message):
 Global___PredictResponse: _TypeAlias = PredictResponse  # noqa: Y015
 
 @_typing.final
+class PredictManyRequest(_message.Message):
+    """One message of a PredictMany stream: a call, or the cancellation of one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The client's id for the call, unique among its calls in flight on this stream."""
+    cancel: _builtins.bool
+    """Stop the call `id` (its client gave up): it gets no answer, unless one was sent."""
+    @_builtins.property
+    def call(self) -> Global___PredictRequest:
+        """Start the call `id`: a Predict of this request."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """With `call`: how long the call may take, as a Predict's deadline; unset: no limit."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        call: Global___PredictRequest | None = ...,
+        cancel: _builtins.bool = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "call", b"call", "cancel", b"cancel", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "call", b"call", "cancel", b"cancel", "id", b"id", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["call", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___PredictManyRequest: _TypeAlias = PredictManyRequest  # noqa: Y015
+
+@_typing.final
+class PredictManyResponse(_message.Message):
+    """The answer to one call of a PredictMany stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The id of the call answered."""
+    @_builtins.property
+    def response(self) -> Global___PredictResponse:
+        """The call's result, as Predict returns it."""
+
+    @_builtins.property
+    def error(self) -> Global___CallStatus:
+        """The call failed, with the status a Predict would have ended with."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        response: Global___PredictResponse | None = ...,
+        error: Global___CallStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "response", b"response", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "id", b"id", "response", b"response", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___PredictManyResponse: _TypeAlias = PredictManyResponse  # noqa: Y015
+
+@_typing.final
+class CallStatus(_message.Message):
+    """A failed call's status: what a unary call carries in its status and trailers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code, as a number (grpc.StatusCode)."""
+    message: _builtins.str
+    """The status message."""
+    details: _builtins.bytes
+    """The error's google.rpc.Status (ErrorInfo with the reason, BadRequest, ...), serialized:
+    what a unary call sends as `grpc-status-details-bin`; empty when it has none.
+    """
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        details: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallStatus: _TypeAlias = CallStatus  # noqa: Y015
+
+@_typing.final
 class PredictStreamRequest(_message.Message):
     """The same request as Predict."""
 

@@ -48,6 +48,11 @@ class PredictStub:
                 request_serializer=modelyard_dot_v1_dot_predict__pb2.PredictStreamRequest.SerializeToString,
                 response_deserializer=modelyard_dot_v1_dot_predict__pb2.PredictStreamResponse.FromString,
                 _registered_method=True)
+        self.PredictMany = channel.stream_stream(
+                '/modelyard.v1.Predict/PredictMany',
+                request_serializer=modelyard_dot_v1_dot_predict__pb2.PredictManyRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_predict__pb2.PredictManyResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/modelyard.v1.Predict/ListModels',
                 request_serializer=modelyard_dot_v1_dot_predict__pb2.ListModelsRequest.SerializeToString,
@@ -87,6 +92,23 @@ class PredictServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictMany(self, request_iterator, context):
+        """Many Predict calls over one long-lived stream, for a client that makes many (the
+        composer): each request carries the client's id for the call, and each answer, in
+        whatever order the calls finish, carries that id. A call costs a message each way
+        instead of a whole call's set-up. Each call's errors are those of Predict, in its
+        answer; the stream itself ends OK when the client is done writing and every call has
+        been answered, and is cancelled by a worker shutting down once its calls in flight are
+        done: calls the client sent that the worker had not started are then unanswered, and
+        safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+        A client may send its receive limit in the stream's metadata
+        (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
+        (RESOURCE_EXHAUSTED), not a broken stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models this worker serves, with their load state.
         """
@@ -113,6 +135,11 @@ def add_PredictServicer_to_server(servicer, server):
                     servicer.PredictStream,
                     request_deserializer=modelyard_dot_v1_dot_predict__pb2.PredictStreamRequest.FromString,
                     response_serializer=modelyard_dot_v1_dot_predict__pb2.PredictStreamResponse.SerializeToString,
+            ),
+            'PredictMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictMany,
+                    request_deserializer=modelyard_dot_v1_dot_predict__pb2.PredictManyRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_predict__pb2.PredictManyResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -183,6 +210,33 @@ class Predict:
             '/modelyard.v1.Predict/PredictStream',
             modelyard_dot_v1_dot_predict__pb2.PredictStreamRequest.SerializeToString,
             modelyard_dot_v1_dot_predict__pb2.PredictStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/modelyard.v1.Predict/PredictMany',
+            modelyard_dot_v1_dot_predict__pb2.PredictManyRequest.SerializeToString,
+            modelyard_dot_v1_dot_predict__pb2.PredictManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

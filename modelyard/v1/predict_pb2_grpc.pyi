@@ -49,6 +49,19 @@ class PredictStub:
     generation), then one final message with the whole result. Models that cannot stream
     send just the final message. Cancelling the call stops the model's work.
     """
+    PredictMany: _grpc.StreamStreamMultiCallable[_predict_pb2.PredictManyRequest, _predict_pb2.PredictManyResponse]
+    """Many Predict calls over one long-lived stream, for a client that makes many (the
+    composer): each request carries the client's id for the call, and each answer, in
+    whatever order the calls finish, carries that id. A call costs a message each way
+    instead of a whole call's set-up. Each call's errors are those of Predict, in its
+    answer; the stream itself ends OK when the client is done writing and every call has
+    been answered, and is cancelled by a worker shutting down once its calls in flight are
+    done: calls the client sent that the worker had not started are then unanswered, and
+    safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+    A client may send its receive limit in the stream's metadata
+    (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
+    (RESOURCE_EXHAUSTED), not a broken stream.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_predict_pb2.ListModelsRequest, _predict_pb2.ListModelsResponse]
     """Lists the models this worker serves, with their load state."""
     GetModelMetadata: _grpc.UnaryUnaryMultiCallable[_predict_pb2.GetModelMetadataRequest, _predict_pb2.GetModelMetadataResponse]
@@ -74,6 +87,19 @@ class PredictAsyncStub(PredictStub):
     """Runs one model and streams partial results as they are produced (tokens for text
     generation), then one final message with the whole result. Models that cannot stream
     send just the final message. Cancelling the call stops the model's work.
+    """
+    PredictMany: _aio.StreamStreamMultiCallable[_predict_pb2.PredictManyRequest, _predict_pb2.PredictManyResponse]  # type: ignore[assignment]
+    """Many Predict calls over one long-lived stream, for a client that makes many (the
+    composer): each request carries the client's id for the call, and each answer, in
+    whatever order the calls finish, carries that id. A call costs a message each way
+    instead of a whole call's set-up. Each call's errors are those of Predict, in its
+    answer; the stream itself ends OK when the client is done writing and every call has
+    been answered, and is cancelled by a worker shutting down once its calls in flight are
+    done: calls the client sent that the worker had not started are then unanswered, and
+    safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+    A client may send its receive limit in the stream's metadata
+    (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
+    (RESOURCE_EXHAUSTED), not a broken stream.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_predict_pb2.ListModelsRequest, _predict_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models this worker serves, with their load state."""
@@ -109,6 +135,25 @@ class PredictServicer(metaclass=_abc_1.ABCMeta):
         """Runs one model and streams partial results as they are produced (tokens for text
         generation), then one final message with the whole result. Models that cannot stream
         send just the final message. Cancelling the call stops the model's work.
+        """
+
+    @_abc_1.abstractmethod
+    def PredictMany(
+        self,
+        request_iterator: _MaybeAsyncIterator[_predict_pb2.PredictManyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_predict_pb2.PredictManyResponse], _abc.AsyncIterator[_predict_pb2.PredictManyResponse]]:
+        """Many Predict calls over one long-lived stream, for a client that makes many (the
+        composer): each request carries the client's id for the call, and each answer, in
+        whatever order the calls finish, carries that id. A call costs a message each way
+        instead of a whole call's set-up. Each call's errors are those of Predict, in its
+        answer; the stream itself ends OK when the client is done writing and every call has
+        been answered, and is cancelled by a worker shutting down once its calls in flight are
+        done: calls the client sent that the worker had not started are then unanswered, and
+        safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+        A client may send its receive limit in the stream's metadata
+        (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
+        (RESOURCE_EXHAUSTED), not a broken stream.
         """
 
     @_abc_1.abstractmethod

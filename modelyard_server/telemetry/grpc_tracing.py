@@ -59,7 +59,13 @@ RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 #: (A prefix test: upstream's filters, `any_of(health_check(), service_prefix(...))`, run
 #: runtime-checked isinstance tests on every call and cost more than the rest of an
 #: untraced call's tracing.)
-UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: PredictMany too: its calls are untraced ones by design (`workers.predict_many`), and a
+#: span as long as the stream would say nothing.
+UNTRACED_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+    "/modelyard.v1.Predict/PredictMany",
+)
 
 
 def untraced(details: grpc.HandlerCallDetails | grpc.aio.ClientCallDetails) -> bool:

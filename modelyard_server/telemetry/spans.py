@@ -16,7 +16,7 @@ around such steps (`opentelemetry.trace.use_span(span, end_on_exit=False)`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
@@ -150,3 +150,20 @@ def _cancellation(span: Span) -> Iterator[None]:
     except asyncio.CancelledError:
         span.set_status(Status(StatusCode.ERROR, "cancelled"))
         raise
+
+
+def untraced_calls(tracer: trace.Tracer | None) -> Callable[[], bool]:
+    """Whether the call about to be made is untraced: always, with tracing off; else when
+    the current span records nothing (not sampled). For `RoutedClient(multiplex=...)`:
+    a traced call stays unary, where the gRPC instrumentation gives it its spans."""
+    if tracer is None:
+        return _always
+    return _not_recording
+
+
+def _always() -> bool:
+    return True
+
+
+def _not_recording() -> bool:
+    return not trace.get_current_span().is_recording()
