@@ -35,7 +35,6 @@ from modelyard_server.http_api.caller import HttpApiCaller
 from modelyard_server.portfile import write_port_file
 from modelyard_server.runner import run_until_signalled
 from modelyard_server.service_telemetry import ServiceTelemetry
-from modelyard_server.telemetry.spans import untraced_calls
 from modelyard_server.tls import add_port, channel_credentials
 
 log = logging.getLogger(__name__)
@@ -65,13 +64,12 @@ class Composer:
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
-            **settings.routing.client_options(),
+            **settings.routing.client_options(self.telemetry.tracer),
             interceptors=self.telemetry.client_interceptors(),
             credentials=channel_credentials(settings.tls),
             token=settings.auth.outgoing_token(),
             attempts=runs.attempts,
             outside_apis=self.outside_apis,
-            multiplex=untraced_calls(self.telemetry.tracer) if settings.routing.multiplex else None,
         )
         fixed = settings.max_runs_in_flight  # None or 0: sized
         self.admission = Admission(

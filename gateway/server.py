@@ -69,7 +69,7 @@ class Gateway:
         self.routed = RoutedClient(
             settings.controlplanes,
             policy=settings.policy,
-            **settings.routing.client_options(),
+            **settings.routing.client_options(self.telemetry.tracer),
             timeout=settings.request_timeout,
             interceptors=tracing,
             credentials=credentials,

@@ -7,9 +7,13 @@ its module docstring says what each does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypedDict
 
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
+
+from modelyard_server.telemetry.spans import untraced_calls
 
 
 class RoutedClientOptions(TypedDict):
@@ -18,6 +22,7 @@ class RoutedClientOptions(TypedDict):
     max_attempts: int
     eject_s: float
     rescue: bool
+    multiplex: Callable[[], bool] | None
 
 
 class RoutingSettings(BaseModel):
@@ -46,10 +51,12 @@ class RoutingSettings(BaseModel):
         "are kept). Off: every call is unary.",
     )
 
-    def client_options(self) -> RoutedClientOptions:
-        """The RoutedClient keyword arguments these settings stand for."""
+    def client_options(self, tracer: trace.Tracer | None) -> RoutedClientOptions:
+        """The RoutedClient keyword arguments these settings stand for, for a service
+        tracing with `tracer` (None: off), whose traced calls stay unary."""
         return {
             "max_attempts": self.max_attempts,
             "eject_s": self.eject_seconds,
             "rescue": self.rescue,
+            "multiplex": untraced_calls(tracer) if self.multiplex else None,
         }
