@@ -23,17 +23,7 @@ from modelyard.values import fill_value_map, from_value_map
 from modelyard_cli.etcd_server import EtcdServer, free_port
 from modelyard_server.etcd import EtcdSettings
 from tests.integration.conftest import running_worker
-
-CHAIN = {
-    "name": "chain",
-    "inputs": {"x": "int"},
-    "nodes": [
-        {"name": "a", "model": "echo", "inputs": {"x": "inputs.x"}},
-        {"name": "b", "model": "echo", "inputs": {"x": "a.x"}},
-    ],
-    "outputs": {"x": "b.x"},
-}
-
+from tests.support.graphs import ECHO_CHAIN as CHAIN
 
 running_worker_address: list[str] = []  # the composer fixture's worker, for direct calls
 

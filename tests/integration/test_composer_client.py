@@ -36,16 +36,8 @@ from modelyard.v1 import graph_pb2 as g
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_cli.graph_output import print_run
 from tests.integration.conftest import running_worker
+from tests.support.graphs import ECHO_CHAIN as CHAIN
 
-CHAIN = {
-    "name": "chain",
-    "inputs": {"x": "int"},
-    "nodes": [
-        {"name": "a", "model": "echo", "inputs": {"x": "inputs.x"}},
-        {"name": "b", "model": "echo", "inputs": {"x": "a.x"}},
-    ],
-    "outputs": {"x": "b.x"},
-}
 GHOST = {
     "name": "ghost",
     "inputs": {"x": "int"},

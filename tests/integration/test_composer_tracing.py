@@ -27,6 +27,7 @@ from modelyard.values import fill_value_map
 from modelyard_cli.etcd_server import EtcdServer
 from modelyard_server.telemetry.settings import TelemetrySettings
 from tests.integration.conftest import running_worker
+from tests.support.graphs import ECHO_CHAIN as CHAIN
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from workers.server import Worker
 
@@ -40,15 +41,6 @@ LONG = {
         {"name": "each", "model": "echo", "inputs": {"tick": "gen.tick"}, "stream": "chunk"},
     ],
     "outputs": {"ticks": "gen.ticks"},
-}
-CHAIN = {
-    "name": "chain",
-    "inputs": {"x": "int"},
-    "nodes": [
-        {"name": "a", "model": "echo", "inputs": {"x": "inputs.x"}},
-        {"name": "b", "model": "echo", "inputs": {"x": "a.x"}},
-    ],
-    "outputs": {"x": "b.x"},
 }
 
 

@@ -29,21 +29,13 @@ from modelyard.values import from_value_map
 from modelyard_cli.etcd_server import EtcdServer
 from tests.helpers import eventually
 from tests.integration.conftest import running_worker
+from tests.support.graphs import ECHO_CHAIN as CHAIN
 from tests.support.models import Gate
 from workers.server import Worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 METHOD = "/modelyard.v1.Predict/PredictMany"
-CHAIN = {
-    "name": "chain",
-    "inputs": {"x": "int"},
-    "nodes": [
-        {"name": "a", "model": "echo", "inputs": {"x": "inputs.x"}},
-        {"name": "b", "model": "echo", "inputs": {"x": "a.x"}},
-    ],
-    "outputs": {"x": "b.x"},
-}
 LIMIT = 1024 * 1024
 
 
