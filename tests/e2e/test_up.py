@@ -14,11 +14,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard_cli.demo import REPO
 from modelyard_cli.state import StackState, pid_alive, read_state
@@ -147,6 +149,23 @@ def test_status_reports_every_service_serving(running: Running) -> None:
     for service in ("etcd", "control plane", "worker generators-2", "composer"):
         row = next(line for line in status.stdout.splitlines() if f" {service} " in line)
         assert "SERVING" in row
+
+
+def test_the_composer_sends_its_node_calls_to_workers_over_predict_many(running: Running) -> None:
+    ran = running.shell.run("run", "inference-graph", "-i", "prompt=I have an idea!")
+    assert ran.returncode == 0, ran.stderr
+    url = running.state.metrics["worker classifiers"]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        exposition = response.read().decode()
+    calls = {
+        (sample.labels["method"], sample.labels["code"]): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "modelyard_worker_requests_total" and sample.labels["model"] == "bert"
+    }
+    # bert scores both generated texts: two calls a run, as messages of a stream
+    assert calls.get(("/modelyard.v1.Predict/PredictMany", "OK"), 0) >= 2, calls
+    assert ("/modelyard.v1.Predict/Predict", "OK") not in calls, calls
 
 
 def test_a_second_up_is_refused_at_once_naming_the_running_stack(running: Running) -> None:

@@ -62,6 +62,9 @@ class HungReplica(predict_pb2_grpc.PredictServicer):
         yield pb.PredictStreamResponse()
 
     # the rest of the service is not this fake's business
+    async def PredictMany(self, request_iterator: Any, context: Context) -> None:  # type: ignore[override]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
+
     async def ListModels(self, request: Any, context: Context) -> pb.ListModelsResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "fake")
 
