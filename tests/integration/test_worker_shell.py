@@ -21,8 +21,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
-def grpcurl_json(address: str, method: str, body: Mapping[str, Any]) -> list[dict[str, object]]:
-    done = run(GRPCURL, "-plaintext", "-d", json.dumps(body), address, method)
+def grpcurl_json(
+    address: str, method: str, body: Mapping[str, Any] | list[dict[str, Any]]
+) -> list[dict[str, object]]:
+    """`body` is the request, or the messages a client stream sends."""
+    data = " ".join(json.dumps(b) for b in body) if isinstance(body, list) else json.dumps(body)
+    done = run(GRPCURL, "-plaintext", "-d", data, address, method)
     assert done.returncode == 0, done.stderr
     decoder, text, messages = json.JSONDecoder(), done.stdout.strip(), []
     while text:  # grpcurl prints one JSON document per streamed message
@@ -63,6 +67,24 @@ def test_grpcurl_predict_stream(hf_worker: str) -> None:
     messages = grpcurl_json(hf_worker, "modelyard.v1.Predict/PredictStream", body)
     assert all("chunk" in m for m in messages[:-1]) and len(messages) >= 3
     assert "result" in messages[-1]
+
+
+def test_grpcurl_predict_many(hf_worker: str) -> None:
+    def call(id_: int, model: str, text: str) -> dict[str, Any]:
+        inputs = {"text": {"string_value": text}}
+        return {"id": str(id_), "call": {"model": model, "inputs": inputs}}
+
+    calls = [call(1, "sentiment", "I love it"), call(2, "sentiment", "dull"), call(3, "nope", "")]
+    answers = {
+        m["id"]: m for m in grpcurl_json(hf_worker, "modelyard.v1.Predict/PredictMany", calls)
+    }
+    assert set(answers) == {"1", "2", "3"}  # in whatever order the calls finished
+    for id_ in ("1", "2"):
+        outputs = answers[id_]["response"]["outputs"]  # type: ignore[index]
+        assert outputs["label"]["string_value"] in {"NEGATIVE", "POSITIVE"}
+    error = answers["3"]["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == 5 and "model 'nope' is not served here" in error["message"]
 
 
 def test_grpcurl_shows_a_clear_error(hf_worker: str) -> None:
