@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 
-from modelyard.clock import SYSTEM_CLOCK, Clock, timeout_on
+from modelyard.clock import SYSTEM_CLOCK, Clock
 from modelyard.v1 import predict_pb2 as pb
 from modelyard_server.grpc_errors import status_of
 
@@ -137,7 +137,8 @@ class _Stream:
         seconds = None if timeout is None else timeout.seconds + timeout.nanos / 1e9
         scope = None
         try:
-            async with timeout_on(owner._clock, seconds) as scope:
+            # the loop's clock, as a unary call's deadline (timeout_on would start a task)
+            async with asyncio.timeout(seconds) as scope:
                 response = await owner._predict(request)
             answer = pb.PredictManyResponse(id=message.id, response=response)
             size = answer.ByteSize()

@@ -16,14 +16,18 @@ def test_a_round_gives_the_composer_and_the_relay_per_node_over_a_direct_predict
         {
             "composer": 0.24,  # 2.4 ms a run: 0.8 ms a node
             "relay": 0.15,  # 0.5 ms a node
-            # 3 paths x 3 Predicts x 100 iterations = 900 Predicts: 1 ms each
-            "127.0.0.1:1": 0.3,
-            "127.0.0.1:2": 0.3,
-            "127.0.0.1:3": 0.3,
+            # 3 paths x 3 Predicts x 100 iterations = 900 Predicts: 0.9 ms each
+            "127.0.0.1:1": 0.27,
+            "127.0.0.1:2": 0.27,
+            "127.0.0.1:3": 0.27,
         },
+        # the direct chains alone: 50 runs, 150 Predicts, 1 ms each (the composer's stream
+        # messages, in the round, cost the workers less)
+        {"runs": 50, "workers_cpu_s": 0.15},
     )
     assert figures["direct_predict_p50_ms"] == pytest.approx(1.0)
     assert figures["worker_cpu_per_predict_ms"] == pytest.approx(1.0)
+    assert figures["worker_cpu_all_paths_ms"] == pytest.approx(0.9)
     assert figures["composer"]["added_latency_p50_ms"] == pytest.approx(0.5)
     assert figures["composer"]["latency_ratio"] == pytest.approx(0.5)
     assert figures["composer"]["cpu_ratio"] == pytest.approx(0.8)
@@ -35,6 +39,7 @@ def test_a_path_that_answered_nothing_fails_the_verdict_without_figures() -> Non
     failed_round = {
         "latencies": {"composer": [], "relay": [0.003], "direct": [0.002]},
         "cpu_s": {"composer": 0.01, "relay": 0.01, "127.0.0.1:1": 0.01},
+        "direct_block": {"runs": 5, "workers_cpu_s": 0.01},
     }
     sample = {"text": "The quick brown fox"}
     line = record(
