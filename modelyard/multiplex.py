@@ -82,7 +82,8 @@ class PredictMany:
     """The calls of one channel's PredictMany streams: one while a call or two are in
     flight, more under load (up to `MAX_STREAMS`). A stream's writes go one at a time and
     each waits for gRPC to take it, so at c=16 one stream is a queue; four cut that wait
-    (the module docstring's probe: 1.37x the calls a second of one stream, at less CPU).
+    (a probe, bench/README "Composer: per hop": 1.3-1.4x the calls a second of one stream,
+    at less CPU a call).
     A stream is opened at the first call that needs it, and again after it ended."""
 
     def __init__(
@@ -219,7 +220,10 @@ def _unanswered(failure: grpc.aio.AioRpcError | None) -> Exception:
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return _Unsupported()
     if failure is not None and code in _OWN_ANSWERS:
-        return failure
+        # a copy for each call: one exception raised in several tasks would share tracebacks
+        return grpc.aio.AioRpcError(
+            code, failure.initial_metadata(), failure.trailing_metadata(), failure.details()
+        )
     why = f"{code.name}: {failure.details()}" if failure is not None else "it ended"
     return grpc.aio.AioRpcError(
         grpc.StatusCode.UNAVAILABLE,
