@@ -16,12 +16,13 @@ from bench.worker.batching import batching
 from bench.worker.memory import memory
 from bench.worker.models import Checkpoints, build_checkpoints
 from bench.worker.overhead import overhead
+from bench.worker.predict_many import predict_many
 from bench.worker.rss import peak_rss
 from bench.worker.run import Run
 from bench.worker.streaming import streaming
 
 RESULTS = RESULTS_DIR / "worker.json"
-SCENARIOS = ("overhead", "batching", "rss", "memory", "streaming")
+SCENARIOS = ("overhead", "predict_many", "batching", "rss", "memory", "streaming")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_scenarios(run: Run, only: list[str]) -> None:
     if "overhead" in only:
         overhead(run)
+    if "predict_many" in only:
+        predict_many(run)
     if {"batching", "rss", "memory", "streaming"} & set(only):
         checkpoints: Checkpoints = None
         if not run.smoke:

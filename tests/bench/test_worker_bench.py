@@ -21,6 +21,7 @@ def test_every_scenario_reports_a_line_and_the_results_file_holds_them(run: Fini
         run,
         {
             "serving_overhead": 3,
+            "predict_many": 2,
             "batching": 6,
             "batching_idle_paired": 2,
             "peak_rss": 1,
@@ -38,6 +39,17 @@ def test_serving_overhead_compares_the_worker_with_the_bare_echo_server(run: Fin
         assert_load(record, "baseline")
         assert_has(record, "ratios.p50", "ratios.p99", "ratios.throughput")
         assert_has(record, "ratios.server_cpu_per_req", "worker.server_cpu_pct")
+
+
+def test_predict_many_compares_stream_messages_with_unary_calls(run: Finished) -> None:
+    lines = run.records("predict_many")
+    assert [r["concurrency"] for r in lines] == [1, 16]
+    for record in lines:
+        assert record["pass"] and record["errors"] == 0
+        for path in ("unary", "predict_many"):
+            assert_has(record, f"{path}.p50_ms", f"{path}.throughput_rps")
+            assert_has(record, f"{path}.worker_cpu_us_per_call", f"{path}.client_cpu_us_per_call")
+        assert_has(record, "ratios.p50_ms", "ratios.worker_cpu_us_per_call")
 
 
 def test_batching_reports_the_mean_batch_and_the_gain(run: Finished) -> None:
