@@ -27,9 +27,14 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     total = 0.0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            total += process_cpu_seconds(psutil.Process(pid))
     return total
+
+
+def process_cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds of `process` (kept across reads: no new lookup each time)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def pct(seconds: float, wall: float) -> float:

@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from bench.common.cpu import process_cpu_seconds
 from bench.common.interleaved import interleaved_round, warm_up
 from bench.common.load.chain import open_chain
 from bench.common.load.composer import open_run
@@ -101,24 +102,19 @@ async def _measure(
         processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         per_round = []
         for _ in range(rounds):
-            before = {name: _cpu(p) for name, p in processes.items()}
+            before = {name: process_cpu_seconds(p) for name, p in processes.items()}
             latencies = await interleaved_round(calls, PATHS, iterations, errors)
-            cpu = {name: _cpu(p) - before[name] for name, p in processes.items()}
+            cpu = {name: process_cpu_seconds(p) - before[name] for name, p in processes.items()}
             workers = [p for name, p in processes.items() if name not in ("composer", "relay")]
-            before_block = sum(_cpu(p) for p in workers)
+            before_block = sum(map(process_cpu_seconds, workers))
             alone = await interleaved_round(calls, ("direct",), block, errors)
-            direct = {"runs": len(alone["direct"]), "workers_cpu_s": sum(map(_cpu, workers))}
-            direct["workers_cpu_s"] -= before_block
+            workers_s = sum(map(process_cpu_seconds, workers)) - before_block
+            direct = {"runs": len(alone["direct"]), "workers_cpu_s": workers_s}
             per_round.append({"latencies": latencies, "cpu_s": cpu, "direct_block": direct})
         return {"rounds": per_round, "errors": errors, "sample": sample}
     finally:
         for target in targets.values():
             await target.close()
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def round_figures(

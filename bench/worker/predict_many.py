@@ -23,6 +23,7 @@ from typing import Any
 import grpc.aio
 import psutil
 
+from bench.common.cpu import process_cpu_seconds
 from bench.common.servers import serving, worker, write_worker_config
 from bench.common.stats import ratio
 from bench.worker.models import ECHO_INPUTS, ECHO_MODEL
@@ -94,7 +95,7 @@ async def _block(
                 continue
             latencies.append(time.perf_counter() - started)
 
-    worker_before, client_before = _cpu(worker), _own_cpu()
+    worker_before, client_before = process_cpu_seconds(worker), _own_cpu()
     started = time.perf_counter()
     await asyncio.gather(*(caller(calls // callers) for _ in range(callers)))
     elapsed = time.perf_counter() - started
@@ -102,7 +103,7 @@ async def _block(
     return {
         "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
         "throughput_rps": len(latencies) / elapsed,
-        "worker_cpu_us_per_call": 1e6 * (_cpu(worker) - worker_before) / done,
+        "worker_cpu_us_per_call": 1e6 * (process_cpu_seconds(worker) - worker_before) / done,
         "client_cpu_us_per_call": 1e6 * (_own_cpu() - client_before) / done,
         "errors": errors,
     }
@@ -133,11 +134,6 @@ def record(blocks: dict[str, list[dict[str, Any]]], callers: int) -> dict[str, A
         "checks": checks,
         "pass": all(checks.values()),
     }
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def _own_cpu() -> float:
