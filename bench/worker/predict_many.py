@@ -121,7 +121,7 @@ def record(blocks: dict[str, list[dict[str, Any]]], callers: int) -> dict[str, A
         "scenario": f"Echo on one worker, c={callers}: unary Predict vs PredictMany messages",
         "concurrency": callers,
         "rounds": len(blocks["unary"]),
-        "unary": {"name": "unary Predict, one call each (the baseline)", **summary["unary"]},
+        "baseline": {"name": "unary Predict, one call each", **summary["unary"]},
         "predict_many": {
             "name": "PredictMany: calls as messages of the channel's streams",
             **summary["predict_many"],

@@ -20,7 +20,7 @@ from tests.bench.smoke import Finished, SmokeRun
 # name -> the command (module and arguments) of a benchmark entry point's smoke run
 COMMANDS: dict[str, tuple[str, ...]] = {
     # streaming on its own: its six loads at two levels would double the worker's smoke
-    "worker": ("bench.worker", "--smoke", "--only", "overhead,batching,rss,memory"),
+    "worker": ("bench.worker", "--smoke", "--only", "overhead,predict_many,batching,rss,memory"),
     "worker_streaming": ("bench.worker", "--smoke", "--only", "streaming"),
     "controlplane": ("bench.controlplane", "--smoke"),
     # tracing on its own: its three stacks are the longest part of the composer's smoke

@@ -46,7 +46,7 @@ def test_predict_many_compares_stream_messages_with_unary_calls(run: Finished) -
     assert [r["concurrency"] for r in lines] == [1, 16]
     for record in lines:
         assert record["pass"] and record["errors"] == 0
-        for path in ("unary", "predict_many"):
+        for path in ("baseline", "predict_many"):  # the baseline: unary Predict
             assert_has(record, f"{path}.p50_ms", f"{path}.throughput_rps")
             assert_has(record, f"{path}.worker_cpu_us_per_call", f"{path}.client_cpu_us_per_call")
         assert_has(record, "ratios.p50_ms", "ratios.worker_cpu_us_per_call")
