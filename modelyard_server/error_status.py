@@ -23,7 +23,8 @@ from modelyard.errors import DOMAIN, FieldViolation, ModelyardError
 
 #: Bytes of trailing metadata (message and details, as sent) an error may use.
 METADATA_BUDGET = 7 * 1024
-_DETAILS_KEY = "grpc-status-details-bin"
+#: The trailer that carries a status's details (a serialized google.rpc.Status).
+DETAILS_KEY = "grpc-status-details-bin"
 
 Metadata = tuple[tuple[str, bytes], ...]
 
@@ -31,7 +32,7 @@ Metadata = tuple[tuple[str, bytes], ...]
 def details_metadata(error: ModelyardError) -> Metadata:
     """The trailing metadata that carries `error`'s details, as far as they fit; () when
     not even its ErrorInfo does."""
-    room = METADATA_BUDGET - _encoded_length(error.message) - len(_DETAILS_KEY)
+    room = METADATA_BUDGET - _encoded_length(error.message) - len(DETAILS_KEY)
     violations = list(error.field_violations)
     while True:
         omitted = len(error.field_violations) - len(violations)

@@ -14,7 +14,10 @@ spans of their own: a client sends only calls it does not trace (a traced call t
 Predict, where the tracing interceptors record it), and the stream itself is not traced (a
 span as long as the stream would say nothing).
 
-The stream ends when the client is done writing and every call has been answered. A worker
+A malformed message (no `call` nor `cancel`, a negative timeout, an id still in flight) is
+answered INVALID_ARGUMENT, and a call past its timeout DEADLINE_EXCEEDED, so a client that
+drives the stream by hand (grpcurl, another language) never waits for an answer that will
+not come. The stream ends when the client is done writing and every call has been answered. A worker
 shutting down refuses new calls (UNAVAILABLE, as unary Predict does), lets the ones in
 flight finish (`WorkerService.drain`), then cancels its streams (`close`), so they do not
 hold its server's stop for the whole grace period.
@@ -32,14 +35,14 @@ import grpc
 import grpc.aio
 
 from modelyard.clock import SYSTEM_CLOCK, Clock
+from modelyard.multiplex import MAX_RECEIVE_KEY
 from modelyard.v1 import predict_pb2 as pb
+from modelyard_server.error_status import DETAILS_KEY
 from modelyard_server.grpc_errors import status_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 METHOD = "/modelyard.v1.Predict/PredictMany"
-#: Stream metadata in which a client announces its receive limit (bytes per message).
-MAX_RECEIVE_KEY = "modelyard-max-receive-bytes"
 
 
 class RecordCall(Protocol):
@@ -103,7 +106,10 @@ class _Stream:
         self._owner = owner
         self._context = context
         self._answer_limit = answer_limit
+        # calls by id until their answer is ready: what a cancel may still stop (cancelling
+        # a task inside grpc.aio's write would break the stream for every call on it)
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # every call's task, answer written or not
         self._writing = asyncio.Lock()
 
     async def run(self) -> None:
@@ -112,21 +118,32 @@ class _Stream:
             while (message := await self._context.read()) is not grpc.aio.EOF:
                 assert isinstance(message, pb.PredictManyRequest)
                 action = message.WhichOneof("action")
-                if action == "call":
+                if action == "cancel":
+                    if running := self._calls.get(message.id):
+                        running.cancel()  # an id no longer in flight: answered already
+                elif refusal := _refusal(message, action, self._calls):
+                    await self._write(_failed(message.id, *refusal))  # rare: inline
+                else:
                     task = loop.create_task(self._answer(message))
                     self._calls[message.id] = task
+                    self._tasks.add(task)
                     task.add_done_callback(functools.partial(self._ended, message.id))
-                elif action == "cancel" and (running := self._calls.get(message.id)):
-                    running.cancel()
             # the client is done writing: its calls in flight still get their answers
-            if self._calls:
-                await asyncio.gather(*self._calls.values(), return_exceptions=True)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            for task in self._calls.values():
+            for task in self._tasks:
                 task.cancel()
 
-    def _ended(self, id_: int, _: object) -> None:
-        self._calls.pop(id_, None)
+    def _ended(self, id_: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._answered(id_, task)
+
+    def _answered(self, id_: int, task: asyncio.Task[None] | None) -> None:
+        """Call `id_`'s answer is ready: a cancel can no longer stop it (nor a later call
+        with the same id be mistaken for it)."""
+        if self._calls.get(id_) is task:
+            del self._calls[id_]
 
     async def _answer(self, message: pb.PredictManyRequest) -> None:
         owner = self._owner
@@ -154,17 +171,40 @@ class _Stream:
                 code = grpc.StatusCode.OK
         except Exception as error:
             if isinstance(error, TimeoutError) and scope is not None and scope.expired():
-                return  # past its deadline: its client stopped waiting (counted CANCELLED)
-            code, text, trailers = status_of(error, METHOD)
-            answer = _failed(message.id, code, text, _details(trailers))
+                # counted CANCELLED, as a unary call past its deadline; answered all the same
+                # (a client that still waits, grpcurl say, must not wait for good)
+                text = f"deadline exceeded: the call's timeout of {seconds:g} s passed"
+                answer = _failed(message.id, grpc.StatusCode.DEADLINE_EXCEEDED, text)
+            else:
+                code, text, trailers = status_of(error, METHOD)
+                answer = _failed(message.id, code, text, _details(trailers))
         finally:
             if owner._record is not None:
                 owner._record(METHOD, request, code, started)
+        self._answered(message.id, asyncio.current_task())
+        await self._write(answer)
+
+    async def _write(self, answer: pb.PredictManyResponse) -> None:
         try:
             async with self._writing:
                 await self._context.write(answer)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             pass  # the stream ended meanwhile: no one is left to answer
+
+
+def _refusal(
+    message: pb.PredictManyRequest, action: str | None, calls: dict[int, asyncio.Task[None]]
+) -> tuple[grpc.StatusCode, str] | None:
+    """Why a message that is not a cancel cannot start a call (None: it can)."""
+    if action is None:
+        return grpc.StatusCode.INVALID_ARGUMENT, "a PredictMany message needs `call` or `cancel`"
+    if message.id in calls:
+        text = f"call id {message.id} is already in flight on this stream; ids must be unique"
+        return grpc.StatusCode.INVALID_ARGUMENT, text
+    timeout = message.timeout
+    if message.HasField("timeout") and (timeout.seconds < 0 or timeout.nanos < 0):
+        return grpc.StatusCode.INVALID_ARGUMENT, "a call's timeout must not be negative"
+    return None
 
 
 def _failed(
@@ -176,6 +216,6 @@ def _failed(
 
 def _details(trailers: tuple[tuple[str, str | bytes], ...]) -> bytes:
     for key, value in trailers:
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+        if key == DETAILS_KEY and isinstance(value, bytes):
             return value
     return b""

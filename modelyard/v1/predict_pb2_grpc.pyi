@@ -58,6 +58,9 @@ class PredictStub:
     been answered, and is cancelled by a worker shutting down once its calls in flight are
     done: calls the client sent that the worker had not started are then unanswered, and
     safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+    A message with neither `call` nor `cancel`, a negative timeout, or the id of a call
+    still in flight is answered INVALID_ARGUMENT; a call past its timeout is answered
+    DEADLINE_EXCEEDED.
     A client may send its receive limit in the stream's metadata
     (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
     (RESOURCE_EXHAUSTED), not a broken stream.
@@ -97,6 +100,9 @@ class PredictAsyncStub(PredictStub):
     been answered, and is cancelled by a worker shutting down once its calls in flight are
     done: calls the client sent that the worker had not started are then unanswered, and
     safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+    A message with neither `call` nor `cancel`, a negative timeout, or the id of a call
+    still in flight is answered INVALID_ARGUMENT; a call past its timeout is answered
+    DEADLINE_EXCEEDED.
     A client may send its receive limit in the stream's metadata
     (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
     (RESOURCE_EXHAUSTED), not a broken stream.
@@ -151,6 +157,9 @@ class PredictServicer(metaclass=_abc_1.ABCMeta):
         been answered, and is cancelled by a worker shutting down once its calls in flight are
         done: calls the client sent that the worker had not started are then unanswered, and
         safe to retry elsewhere. Optional: a client falls back to Predict on UNIMPLEMENTED.
+        A message with neither `call` nor `cancel`, a negative timeout, or the id of a call
+        still in flight is answered INVALID_ARGUMENT; a call past its timeout is answered
+        DEADLINE_EXCEEDED.
         A client may send its receive limit in the stream's metadata
         (`modelyard-max-receive-bytes`): an answer above it is then an error of its call
         (RESOURCE_EXHAUSTED), not a broken stream.

@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 import pytest
 import pytest_asyncio
+from google.protobuf.duration_pb2 import Duration
 
 from composer.server import Composer
 from composer.settings import ComposerSettings
@@ -77,6 +78,13 @@ def request(model: str, **inputs: Any) -> pb.PredictRequest:
 
 def many(channel: grpc.aio.Channel, **options: Any) -> PredictMany:
     return PredictMany(predict_pb2_grpc.PredictStub(channel), max_receive_bytes=LIMIT, **options)
+
+
+async def answer_of(call: Any, timeout: float) -> pb.PredictManyResponse:
+    """The next answer on a raw PredictMany call."""
+    answer = await asyncio.wait_for(call.read(), timeout)
+    assert isinstance(answer, pb.PredictManyResponse)
+    return answer
 
 
 def served(worker: Worker, model: str, code: str) -> float:
@@ -170,6 +178,62 @@ async def test_a_call_past_its_deadline_fails_deadline_exceeded_and_the_worker_d
     await eventually(lambda: served(worker, "gated", "CANCELLED") == before + 1)
     gate.open()  # the model's thread still waits at the gate; let it go
     assert (await stream.predict(request("echo", text="after"), 5.0)).outputs
+    await asyncio.sleep(0.05)
+    gate.path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (pb.PredictManyRequest(id=7), "needs `call` or `cancel`"),
+        (
+            pb.PredictManyRequest(id=7, call=request("echo", x=1), timeout=Duration(seconds=-1)),
+            "must not be negative",
+        ),
+    ],
+    ids=["neither call nor cancel", "negative timeout"],
+)
+async def test_a_malformed_message_is_answered_invalid_argument_and_the_stream_goes_on(
+    channel: grpc.aio.Channel, message: pb.PredictManyRequest, expected: str
+) -> None:
+    # a raw stream, as a grpcurl user or another language's client drives it
+    call = predict_pb2_grpc.PredictStub(channel).PredictMany()
+    await call.write(message)
+    refused = await answer_of(call, 5.0)
+    assert refused.id == 7 and refused.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert expected in refused.error.message
+    await call.write(pb.PredictManyRequest(id=8, call=request("echo", text="fine")))
+    assert (await answer_of(call, 5.0)).response.outputs
+    await call.done_writing()
+
+
+async def test_an_id_already_in_flight_is_refused_and_the_first_call_still_answers(
+    channel: grpc.aio.Channel, gate: Gate
+) -> None:
+    call = predict_pb2_grpc.PredictStub(channel).PredictMany()
+    await call.write(pb.PredictManyRequest(id=1, call=request("gated", x=1)))
+    await call.write(pb.PredictManyRequest(id=1, call=request("echo", text="again")))
+    refused = await answer_of(call, 5.0)
+    assert refused.id == 1 and "already in flight" in refused.error.message
+    gate.open()
+    answered = await answer_of(call, 30.0)
+    assert answered.id == 1 and from_value_map(answered.response.outputs, "outputs")["x"] == 1
+    await call.done_writing()
+    gate.path.unlink()
+
+
+async def test_a_raw_client_past_its_deadline_is_answered_deadline_exceeded(
+    channel: grpc.aio.Channel, gate: Gate
+) -> None:
+    call = predict_pb2_grpc.PredictStub(channel).PredictMany()
+    await call.write(
+        pb.PredictManyRequest(id=3, call=request("gated", x=1), timeout=Duration(nanos=200_000_000))
+    )
+    answer = await answer_of(call, 10.0)
+    assert answer.id == 3 and answer.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert "0.2 s" in answer.error.message
+    await call.done_writing()
+    gate.open()  # the model's thread still waits at the gate; let it go
     await asyncio.sleep(0.05)
     gate.path.unlink()
 

@@ -8,8 +8,9 @@ from typing import Any
 import grpc.aio
 import pytest
 
+from modelyard.multiplex import MAX_RECEIVE_KEY
 from modelyard.v1 import predict_pb2 as pb
-from workers.predict_many import MAX_RECEIVE_KEY, PredictMany
+from workers.predict_many import PredictMany
 
 
 class IdleStream:
