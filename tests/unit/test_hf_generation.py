@@ -15,6 +15,7 @@ from modelyard.errors import InvalidArgument
 from modelyard.model import LoadContext, Outputs, Request
 from modelyard.signature import resolve_parameters
 from workers.hf import PipelineModel
+from workers.hf.tasks.decoding import Decoder
 from workers.hf.tasks.text_streaming import IncrementalTextStreamer
 
 
@@ -90,14 +91,14 @@ def test_a_mixed_batch_matches_one_by_one_calls(
     ]
     alone = [gpt2.predict([r])[0] for r in batch]
 
-    generate = gpt2.pipeline.model.generate
+    generate = Decoder.generate
     calls: list[int] = []
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    def counting(decoder: Decoder, **kwargs: Any) -> Any:
         calls.append(int(kwargs["input_ids"].shape[0]))
-        return generate(*args, **kwargs)
+        return generate(decoder, **kwargs)
 
-    monkeypatch.setattr(gpt2.pipeline.model, "generate", counting)
+    monkeypatch.setattr(Decoder, "generate", counting)
     assert gpt2.predict(batch) == alone
     # one generate call per distinct parameter set, prompts of different lengths padded
     assert sorted(calls) == [1, 2, 2]
@@ -130,15 +131,15 @@ def test_stop_ends_generation_at_the_next_token(gpt2: PipelineModel) -> None:
 def test_closing_the_stream_stops_the_generation_thread(
     gpt2: PipelineModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    generate = gpt2.pipeline.model.generate
+    generate = Decoder.generate
     generated: list[int] = []
 
-    def measuring(*args: Any, **kwargs: Any) -> Any:
-        output = generate(*args, **kwargs)
+    def measuring(decoder: Decoder, **kwargs: Any) -> Any:
+        output = generate(decoder, **kwargs)
         generated.append(output.shape[1] - kwargs["input_ids"].shape[1])
         return output
 
-    monkeypatch.setattr(gpt2.pipeline.model, "generate", measuring)
+    monkeypatch.setattr(Decoder, "generate", measuring)
     request = _request(gpt2, "Alice lives in", max_new_tokens=100)
     stream = gpt2.predict_stream(request, threading.Event())
     next(stream)

@@ -2,7 +2,8 @@
 choices (batched, or streamed as OpenAI-style chunks), and counting its tokens.
 
 A subclass says how inputs become prompt tokens and how a choice and a chunk look.
-Generation calls `model.generate` directly, as text-generation does: prompts are padded
+Generation calls the model directly, as text-generation does (through `decoding.Decoder`,
+generate's result without its per-call set-up; beam search through generate): prompts are padded
 on the left so every row's new tokens start at the same column, each request's n choices
 are n rows, and each row has its own token limit, stop sequences and finish reason
 (`llm_choices`). Beam search keeps its rows in beams, not choices: it runs one request at
@@ -21,6 +22,7 @@ from transformers import StoppingCriteriaList
 from modelyard.errors import InvalidArgument
 from modelyard.model import Outputs, Request
 from workers.hf.tasks.base import Emit, Item, PushStreamingTask, freeze, max_input_tokens
+from workers.hf.tasks.decoding import Decoder
 from workers.hf.tasks.llm_choices import ChoiceText, ChoiceWatcher
 from workers.hf.tasks.llm_params import DEFAULTS, PARAMETERS, check_generation, sampling
 from workers.hf.tasks.llm_params import stop_sequences as parse_stop
@@ -58,6 +60,7 @@ class GenerationTask(PushStreamingTask):
         self._context = max_input_tokens(pipe)
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
         self.model_name = checkpoint_name(pipe)
+        self._decoder = Decoder(self.model)
 
     # -- what a subclass defines -------------------------------------------------------
 
@@ -180,7 +183,7 @@ class GenerationTask(PushStreamingTask):
                 for item in items
             ]
             kwargs["logits_processor"] = sampling_processors(params, draws)
-        self.model.generate(
+        self._decoder.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=max(item.prepared["limit"] for item in items),

@@ -1,8 +1,9 @@
 """text-generation: continue a prompt with a causal language model, batched or streamed.
 
-Generation calls `model.generate` directly instead of the pipeline: the pipeline cannot
-stream, and batching needs prompts padded on the left (the new tokens of every row must
-start at the same column), which is done here whatever the tokenizer's padding side.
+Generation calls the model directly instead of the pipeline: the pipeline cannot stream, and
+batching needs prompts padded on the left (the new tokens of every row must start at the same
+column), which is done here whatever the tokenizer's padding side. It decodes through
+`decoding.Decoder`, generate's result without its per-call set-up.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from workers.hf.tasks.base import (
     max_input_tokens,
     require_positive,
 )
+from workers.hf.tasks.decoding import Decoder
 from workers.hf.tasks.text_streaming import IncrementalTextStreamer
 
 _SAMPLING = ("temperature", "top_k", "top_p")
@@ -87,6 +89,7 @@ class TextGeneration(PushStreamingTask):
             # GPT-2 style tokenizers have no pad token; batches pad with eos (masked out)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._context = max_input_tokens(pipe)
+        self._decoder = Decoder(self.model)
 
     def check(self, item: Item) -> None:
         params = item.params
@@ -113,7 +116,7 @@ class TextGeneration(PushStreamingTask):
     def run_group(self, items: Sequence[Item]) -> list[Outputs]:
         prompts = [item.inputs["text"] for item in items]
         input_ids, attention_mask = self._left_padded([item.prepared["ids"] for item in items])
-        output = self.model.generate(
+        output = self._decoder.generate(
             input_ids=input_ids, attention_mask=attention_mask, **self._generate_kwargs(items[0])
         )
         new_tokens = output[:, input_ids.shape[1] :]
@@ -130,7 +133,7 @@ class TextGeneration(PushStreamingTask):
         input_ids, attention_mask = self._left_padded([item.prepared["ids"]])
         if full and prompt:
             emit({"text": prompt})  # so the chunks still add up to the final text
-        output = self.model.generate(
+        output = self._decoder.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             streamer=IncrementalTextStreamer(
