@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,16 @@ async def spawn(name: str, argv: list[str], workdir: Path) -> Child:
             limit=LINE_LIMIT,
         )
     return Child(name, process, log_path)
+
+
+def run_json_child(argv: list[str], timeout: float = 300.0) -> dict[str, Any]:
+    """Runs `python ARGV` in the repository to its end; its last stdout line, parsed (the
+    floors a bench measures beside its goal, in a process of their own: the bench itself
+    never imports torch)."""
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise BenchError(f"python {' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

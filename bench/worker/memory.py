@@ -27,7 +27,6 @@ worker of stand-ins (bench.composer.smoke's tracing stack).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 
 import psutil
 
+from bench.common.children import run_json_child
 from bench.common.errors import BenchError
 from bench.common.load.driver import Level, run_load
 from bench.common.memory import MB, RssSampler, memory_mb
@@ -118,19 +118,11 @@ PRINT_MEMORY = (
 )
 
 
-def child_memory(argv: list[str]) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
-    )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def floor(checkpoint: Path, calls: int) -> dict[str, Any]:
     return {
-        **child_memory(["-m", "bench.worker.memory_floor", str(checkpoint), str(calls)]),
+        **run_json_child(["-m", "bench.worker.memory_floor", str(checkpoint), str(calls)]),
         "parts_rss_mb": {
-            statement: child_memory(["-c", f"{statement}; {PRINT_MEMORY}"])["rss_mb"]
+            statement: run_json_child(["-c", f"{statement}; {PRINT_MEMORY}"])["rss_mb"]
             for statement in FLOOR_PARTS
         },
     }

@@ -6,13 +6,16 @@ rounds side by side (on a shared VM the same work's CPU drifts by a third over s
 the worker's CPU per request (psutil, all its threads, over each round) is the goal's
 figure, and the verdict takes the median of the rounds' ratios. At c=1 the streamed time
 to first token is set beside what it cannot beat: one decoding step (the N-token
-generation's unary p50 minus a 1-token one's, over N - 1: a step of the loop `generate`
-runs per token) plus the gRPC round trip (Echo through Predict on the same worker, the
-cheapest call it serves). The 1-token generation's own p50 is reported too: the first
-token also pays for `generate`'s set-up and the prompt's forward pass, which no streaming
-change removes. Also at c=1, the same tick count from `tests.support.models:Ticker` (no
-pause) streamed vs unary gives what a chunk alone costs the worker (`per_chunk`), set
-against a decoding step's CPU.
+generation's unary p50 minus a 1-token one's, over N - 1: one turn of the decoding loop)
+plus the gRPC round trip (Echo through Predict on the same worker, the cheapest call it
+serves). The 1-token generation's own p50 is reported too: the first token also pays for
+the prompt's forward pass and the request's fixed work (tokenizing, the cache,
+detokenizing), which no streaming change removes. Beside them, the floor: the worker's own
+generation adapter called in a process of its own, after an idle pause as long as the round
+trip (`bench.worker.first_token_floor`); with the round trip, a TTFT no serving path beats.
+Also at c=1, the same tick count from `tests.support.models:Ticker` (no pause) streamed vs
+unary gives what a chunk alone costs the worker (`per_chunk`), set against a decoding
+step's CPU.
 
 In a smoke run `tests.support.models:Ticker` (no pause between ticks) stands in for the
 checkpoint: the same calls and fields, no torch.
@@ -21,8 +24,10 @@ checkpoint: the same calls and fields, no torch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from bench.common.children import run_json_child
 from bench.common.load.driver import Level, run_load
 from bench.common.servers import Server, serving, worker, write_worker_config
 from bench.common.stats import (
@@ -47,6 +52,7 @@ ECHO_LEVEL = Level(1, 1000, 100)  # the round trip
 CPU_EXTRA_MAX = 0.10  # streamed CPU per request <= 1.10x unary
 TTFT_STEP_FACTOR = 1.2  # ttft <= 1.2 x one decoding step + the round trip
 CHUNK_LEVEL = Level(1, 300, 30)  # the Ticker's ticks: the cost of a chunk alone
+FLOOR_CALLS = 150  # of each kind, in bench.worker.first_token_floor
 GENERATOR = "gpt2"
 TICKS = "ticks"
 TICKER = "tests.support.models:Ticker"
@@ -81,6 +87,9 @@ def streaming(run: Run, checkpoints: Checkpoints) -> None:
                 }
                 measures = {name: measure(run, spec) for name, spec in context.items()}
                 results.update(alternate(measures, run.rounds))
+                if checkpoints is not None:
+                    pause = results["round_trip"]["p50_ms"]
+                    results["floor"] = in_process_floor(checkpoints["tiny-gpt2"], pause)
             run.recorder.emit(level_record(level, results, cpu))
 
 
@@ -121,6 +130,13 @@ def generator_model(checkpoints: Checkpoints) -> dict[str, Any]:
 def ticker_model() -> dict[str, Any]:
     """A model whose chunks cost nothing to make: what is left is what a chunk costs."""
     return {"name": TICKS, "class": TICKER, "batching": {"max_batch_size": 1}}
+
+
+def in_process_floor(checkpoint: Path, pause_ms: float) -> dict[str, Any]:
+    """The worker's own generation, in a process of its own with no gRPC: see
+    bench.worker.first_token_floor. The worker is idle meanwhile."""
+    argv = ["-m", "bench.worker.first_token_floor", str(checkpoint), f"{pause_ms:.3f}"]
+    return run_json_child([*argv, str(FLOOR_CALLS)])
 
 
 def measure(run: Run, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
@@ -181,14 +197,15 @@ def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         results["unary"]["server_cpu_ms_per_req"] - results["one_token"]["server_cpu_ms_per_req"]
     ) / (NEW_TOKENS - 1)
     total = results["streamed"].get("total_p50_ms")
-    # what a generate() call costs beyond its one forward pass and the round trip (config
-    # copies, signature checks, cache set-up): the TTFT pays it, the bound has no room for
-    # it, so the goal holds only for models whose step is at least set-up / (factor - 1)
-    setup = max(0.0, one - step - round_trip)
-    return {
+    # what a request costs beyond one forward pass and the round trip (tokenizing, the
+    # cache, detokenizing, the worker's hand-offs, caches gone cold while the thread idled):
+    # the TTFT pays it, the bound leaves only (factor - 1) x step for it, so the goal holds
+    # only for models whose step is at least that cost / (factor - 1)
+    fixed = max(0.0, one - step - round_trip)
+    record: dict[str, Any] = {
         "ttft_p50_ms": ttft,
-        "generate_setup_ms": round(setup, 3),
-        "goal_holds_from_step_ms": round(setup / (TTFT_STEP_FACTOR - 1), 3),
+        "fixed_cost_ms": round(fixed, 3),
+        "goal_holds_from_step_ms": round(fixed / (TTFT_STEP_FACTOR - 1), 3),
         "decode_step_ms": round(step, 3),
         # the same step from the worker's CPU, and between the streamed tokens: on a busy
         # machine the scheduler can stretch a unary call's wall time, not its CPU
@@ -204,6 +221,18 @@ def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "one_token": results["one_token"],
         "round_trip": results["round_trip"],
     }
+    if "floor" in results:
+        # the same generation in process, after the same idle pause: with the round trip,
+        # what no change to serving can beat
+        floor = results["floor"]
+        floor_ttft = round_trip + floor["one_token_after_pause_p50_ms"]
+        record["floor"] = {
+            **floor,
+            "ttft_floor_ms": round(floor_ttft, 3),
+            "bound_below_floor": bound < floor_ttft,
+            "ttft_to_floor": ratio(ttft, floor_ttft),
+        }
+    return record
 
 
 def per_chunk(results: dict[str, dict[str, Any]], step_cpu_ms: float) -> dict[str, Any]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from bench.common.children import run_json_child
 from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_load, assert_run_shape
 
 pytestmark = [pytest.mark.smoke_run("worker_streaming"), pytest.mark.timeout(LIMIT_S + 30)]
@@ -56,7 +58,7 @@ def test_c1_sets_the_time_to_first_token_beside_its_bound(run: Finished) -> None
         "one_token_unary_p50_ms",
         "ttft_to_bound",
         "ttft_to_one_token_unary",
-        "generate_setup_ms",
+        "fixed_cost_ms",
         "goal_holds_from_step_ms",
     )
     assert_has(first, "decode_step_cpu_ms", "streamed_step_ms")
@@ -70,3 +72,19 @@ def test_c1_measures_what_a_chunk_alone_costs(run: Finished) -> None:
     assert_load(chunk, "streamed")
     assert_has(chunk, "cpu_us", "of_a_decoding_step")
     assert chunk["streamed"]["sample"]["chunks"] == record["new_tokens"]
+
+
+def test_the_first_token_floor_times_the_workers_own_generation_in_process(
+    tiny_checkpoints: dict[str, Path],
+) -> None:
+    """The floor beside the TTFT goal (real runs only; a smoke run has no checkpoint): the
+    worker's text-generation adapter on a real checkpoint, in a child process."""
+    floor = run_json_child(
+        ["-m", "bench.worker.first_token_floor", str(tiny_checkpoints["tiny-gpt2"]), "1.5", "10"]
+    )
+    assert floor["pause_ms"] == 1.5
+    assert floor["calls_each"] == 10
+    assert floor["one_token_hot_p50_ms"] > 0
+    assert floor["one_token_after_pause_p50_ms"] > 0
+    # 32 tokens take longer than one, whatever the machine: a step is a positive time
+    assert floor["decode_step_ms"] > 0
