@@ -8,7 +8,9 @@ Prints one JSON line of p50s in ms: a 1-token generation called back to back (`h
 after sleeping PAUSE_MS before each call (`after_pause`: at c=1 a worker's model thread
 waits out every round trip between two requests, and on a shared VM an idle vCPU comes back
 to cold caches), and one decoding step (a 32-token generation minus a 1-token one, over 31,
-back to back). The streaming bench passes the round trip it measured as the pause: its TTFT
+back to back). Beside them, the same two generations through transformers' `model.generate`
+(what the worker called before it decoded in a loop of its own, workers/hf/tasks/decoding.py).
+The streaming bench passes the round trip it measured as the pause: its TTFT
 cannot beat that round trip plus `after_pause`.
 """
 
@@ -41,12 +43,28 @@ def main() -> None:
         request = Request(inputs={"text": PROMPT}, parameters=parameters)
         return lambda: model.predict([request])
 
+    pipe = model.pipeline
+
+    def through_generate(tokens: int) -> Callable[[], object]:
+        """The adapter's work with generate in place of its loop: tokenize, generate, decode."""
+        kwargs = {"max_new_tokens": tokens, "do_sample": False}
+        kwargs["pad_token_id"] = pipe.tokenizer.pad_token_id
+
+        def call() -> object:
+            prompt = pipe.tokenizer(PROMPT, return_tensors="pt")
+            output = pipe.model.generate(**prompt, **kwargs)
+            return pipe.tokenizer.batch_decode(output[:, prompt["input_ids"].shape[1] :])
+
+        return call
+
     one, many = generation(1), generation(STEP_TOKENS)
     pause = pause_ms / 1000.0
     kinds: dict[str, tuple[Callable[[], object], float]] = {
         "hot": (one, 0.0),
         "after_pause": (one, pause),
         "many": (many, 0.0),
+        "generate_one": (through_generate(1), 0.0),
+        "generate_many": (through_generate(STEP_TOKENS), 0.0),
     }
     times: dict[str, list[float]] = {name: [] for name in kinds}
     for call, _ in kinds.values():
@@ -68,6 +86,11 @@ def main() -> None:
                 "one_token_hot_p50_ms": round(p50["hot"], 3),
                 "one_token_after_pause_p50_ms": round(p50["after_pause"], 3),
                 "decode_step_ms": round((p50["many"] - p50["hot"]) / (STEP_TOKENS - 1), 3),
+                f"{STEP_TOKENS}_tokens_p50_ms": round(p50["many"], 3),
+                "generate": {
+                    "one_token_p50_ms": round(p50["generate_one"], 3),
+                    f"{STEP_TOKENS}_tokens_p50_ms": round(p50["generate_many"], 3),
+                },
                 "calls_each": len(times["hot"]),
             }
         )

@@ -87,10 +87,11 @@ def streaming(run: Run, checkpoints: Checkpoints) -> None:
                 }
                 measures = {name: measure(run, spec) for name, spec in context.items()}
                 results.update(alternate(measures, run.rounds))
-                if checkpoints is not None:
-                    pause = results["round_trip"]["p50_ms"]
-                    results["floor"] = in_process_floor(checkpoints["tiny-gpt2"], pause)
-            run.recorder.emit(level_record(level, results, cpu))
+            floor = None
+            if level.concurrency == 1 and checkpoints is not None:
+                pause = results["round_trip"]["p50_ms"]
+                floor = in_process_floor(checkpoints["tiny-gpt2"], pause)
+            run.recorder.emit(level_record(level, results, cpu, floor))
 
 
 class Generation:
@@ -144,7 +145,10 @@ def measure(run: Run, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
 
 def level_record(
-    level: Level, results: dict[str, dict[str, Any]], cpu: dict[str, Any]
+    level: Level,
+    results: dict[str, dict[str, Any]],
+    cpu: dict[str, Any],
+    floor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     unary, streamed = results["unary"], results["streamed"]
     cpu_ratio = cpu["median"]  # the median of the rounds' ratios (paired_ratio)
@@ -173,7 +177,7 @@ def level_record(
         "chunks": streamed.get("sample", {}).get("chunks"),
     }
     if "one_token" in results:
-        first = first_token(results)
+        first = first_token(results, floor)
         record["first_token"] = first
         record["per_chunk"] = per_chunk(results, first["decode_step_cpu_ms"])
         goals.append(f"ttft p50 <= {TTFT_STEP_FACTOR:g}x one decoding step + the gRPC round trip")
@@ -186,7 +190,7 @@ def level_record(
     return record
 
 
-def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def first_token(results: dict[str, dict[str, Any]], floor: dict[str, Any] | None) -> dict[str, Any]:
     """The streamed time to first token beside the goal's bound and the floor under it."""
     unary, one = results["unary"]["p50_ms"], results["one_token"]["p50_ms"]
     step = max(0.0, (unary - one) / (NEW_TOKENS - 1))
@@ -221,10 +225,9 @@ def first_token(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "one_token": results["one_token"],
         "round_trip": results["round_trip"],
     }
-    if "floor" in results:
+    if floor is not None:
         # the same generation in process, after the same idle pause: with the round trip,
         # what no change to serving can beat
-        floor = results["floor"]
         floor_ttft = round_trip + floor["one_token_after_pause_p50_ms"]
         record["floor"] = {
             **floor,

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench.common.children import run_json_child
+from bench.common.load.driver import Level
+from bench.worker.streaming import level_record
 from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_load, assert_run_shape
 
 pytestmark = [pytest.mark.smoke_run("worker_streaming"), pytest.mark.timeout(LIMIT_S + 30)]
@@ -88,3 +90,27 @@ def test_the_first_token_floor_times_the_workers_own_generation_in_process(
     assert floor["one_token_after_pause_p50_ms"] > 0
     # 32 tokens take longer than one, whatever the machine: a step is a positive time
     assert floor["decode_step_ms"] > 0
+
+
+def test_a_real_runs_floor_sits_beside_the_bound(run: Finished) -> None:
+    """A real run adds the in-process floor to the c=1 line (the smoke run's own figures,
+    put back together, with a floor such as first_token_floor prints)."""
+    record = run.records("streaming")[0]
+    first, chunk = record["first_token"], record["per_chunk"]
+    results = {
+        "unary": record["baseline"],
+        "streamed": record["streamed"],
+        "one_token": first["one_token"],
+        "round_trip": first["round_trip"],
+        "ticks_unary": chunk["unary"],
+        "ticks_streamed": chunk["streamed"],
+    }
+    floor = {"one_token_after_pause_p50_ms": 4.0, "one_token_hot_p50_ms": 3.0}
+    level = Level(1, record["requests_per_round"], 4)
+    rebuilt = level_record(level, results, record["cpu_ratio_rounds"], floor)
+    assert rebuilt["checks"] == record["checks"]
+    placed = rebuilt["first_token"]["floor"]
+    assert placed["ttft_floor_ms"] == pytest.approx(first["round_trip_p50_ms"] + 4.0, abs=0.001)
+    assert placed["bound_below_floor"] == (first["bound_ms"] < placed["ttft_floor_ms"])
+    assert placed["one_token_hot_p50_ms"] == 3.0
+    assert "floor" not in record["first_token"]  # a smoke run has no checkpoint to time
