@@ -67,12 +67,13 @@ def main() -> None:
         "generate_many": (through_generate(STEP_TOKENS), 0.0),
     }
     times: dict[str, list[float]] = {name: [] for name in kinds}
+    block = min(BLOCK, calls)
     for call, _ in kinds.values():
-        for _ in range(BLOCK):  # warm-up
+        for _ in range(block):  # warm-up
             call()
-    for _ in range(max(1, calls // BLOCK)):
+    for _ in range(max(1, calls // block)):
         for name, (call, wait) in kinds.items():
-            for _ in range(BLOCK):
+            for _ in range(block):
                 if wait:
                     time.sleep(wait)
                 started = time.perf_counter()

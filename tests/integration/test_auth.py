@@ -69,6 +69,7 @@ async def stack(etcd: EtcdServer) -> AsyncIterator[Stack]:
             )
         )
         await composer.start()
+        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
         try:
             yield Stack(plane, worker, composer)
         finally:

@@ -6,6 +6,7 @@ composer's call down to the worker's."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ async def traced(etcd: EtcdServer, receiver: OtlpReceiver) -> AsyncIterator[Trac
             )
         )
         await composer.start()
+        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
         try:
             for model in ("echo", "ticker"):
                 assert await composer.routed.wait_for_endpoints(model, timeout=30)

@@ -4,6 +4,7 @@ the same calls succeed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
 import grpc
@@ -40,6 +41,7 @@ async def test_admin_writes_while_etcd_is_down_are_unavailable_then_work_again(
         ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
     )
     await composer.start()
+    await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
     try:
         async with (
             running_worker(ECHO, etcd=etcd.settings(), worker_id="w", lease_ttl=600.0),

@@ -102,6 +102,7 @@ async def mtls_stack(ca: Authority, etcd: EtcdServer) -> AsyncIterator[tuple[Con
             )
         )
         await composer.start()
+        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
         try:
             yield plane, composer.address
         finally:
