@@ -69,8 +69,8 @@ async def stack(etcd: EtcdServer) -> AsyncIterator[Stack]:
             )
         )
         await composer.start()
-        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
         try:
+            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
             yield Stack(plane, worker, composer)
         finally:
             await composer.stop()

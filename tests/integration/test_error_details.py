@@ -293,8 +293,8 @@ async def composer(etcd: EtcdServer) -> AsyncIterator[str]:
             settings = ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
             running = Composer(settings)
             await running.start()
-            await asyncio.wait_for(running.ready(), timeout=60)  # it read the graphs
             try:
+                await asyncio.wait_for(running.ready(), timeout=60)  # it read the graphs
                 for model in ("echo", "picky"):
                     assert await running.routed.wait_for_endpoints(model, timeout=30)
                 yield running.address

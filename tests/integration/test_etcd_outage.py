@@ -41,8 +41,8 @@ async def test_admin_writes_while_etcd_is_down_are_unavailable_then_work_again(
         ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
     )
     await composer.start()
-    await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
     try:
+        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
         async with (
             running_worker(ECHO, etcd=etcd.settings(), worker_id="w", lease_ttl=600.0),
             grpc.aio.insecure_channel(plane.address) as plane_channel,

@@ -102,8 +102,8 @@ async def mtls_stack(ca: Authority, etcd: EtcdServer) -> AsyncIterator[tuple[Con
             )
         )
         await composer.start()
-        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
         try:
+            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
             yield plane, composer.address
         finally:
             await composer.stop()
