@@ -199,6 +199,15 @@ def test_runs_go_on_while_the_control_plane_is_down(
     assert outputs["label"] in {"POSITIVE", "NEGATIVE"}
 
 
+def _peak_rss_kib(status: str) -> int:
+    """VmHWM from /proc/<pid>/status; 0 once the process has exited (a zombie's status has
+    no memory lines: it may end between the poll and the read)."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def test_the_readme_main_job(tmp_path: Path) -> None:
     """`make demo`'s command, watched from outside: it serves the seed graph, and its
     supervisor never loads torch (the workers do), so it stays small."""
@@ -209,13 +218,20 @@ def test_the_readme_main_job(tmp_path: Path) -> None:
     )  # fmt: skip
     libraries: set[str] = set()
     peak_rss_kib = 0
-    while process.poll() is None:
-        with contextlib.suppress(OSError):  # it may exit between poll and read
-            maps = Path(f"/proc/{process.pid}/maps").read_text()
-            libraries |= {line.rsplit("/", 1)[-1] for line in maps.splitlines() if ".so" in line}
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            peak_rss_kib = max(peak_rss_kib, int(status.split("VmHWM:")[1].split()[0]))
-        time.sleep(0.2)
+    try:
+        while process.poll() is None:
+            with contextlib.suppress(OSError):  # it may exit between poll and read
+                maps = Path(f"/proc/{process.pid}/maps").read_text()
+                libraries |= {
+                    line.rsplit("/", 1)[-1] for line in maps.splitlines() if ".so" in line
+                }
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                peak_rss_kib = max(peak_rss_kib, _peak_rss_kib(status))
+            time.sleep(0.2)
+    except BaseException:
+        process.terminate()  # a failed watch must not leave the stack running into later tests
+        process.communicate(timeout=60)
+        raise
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
     for expected in ("deployed graph inference-graph", "gpt2_text", "distilgpt2_score",
