@@ -97,7 +97,10 @@ class Composer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._tasks: list[asyncio.Task[Any]] = []
-        self._ready: asyncio.Task[None] | None = None  # start() creates it
+        # Set once it serves runs: it read the graphs from etcd and warmed their routes (what
+        # SERVING on its health service and its port file say), as ControlPlane.synced.
+        # Before that a run is answered UNAVAILABLE, "not read the graphs from etcd yet".
+        self.synced = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -119,23 +122,15 @@ class Composer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         self.telemetry.start_metrics()
-        self._ready = asyncio.create_task(self._serve_once_synced(), name="ready")
-        self._tasks.append(self._ready)
+        self._tasks.append(asyncio.create_task(self._serve_once_synced(), name="ready"))
         log.info("composer serving on %s", self.address)
-
-    async def ready(self) -> None:
-        """Returns once this composer serves runs: it read the graphs from etcd and warmed
-        their routes (what SERVING on its health service and its port file say). Before
-        that a run is answered UNAVAILABLE, "not read the graphs from etcd yet"."""
-        if self._ready is None:
-            raise RuntimeError("Composer.ready() before start()")
-        await asyncio.shield(self._ready)
 
     async def _serve_once_synced(self) -> None:
         await self.store.informer.synced.wait()
         await warm_routes(self.routed, self.store.list())  # sizes admission before runs
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.synced.set()
         # the port file says "ready", as a worker's does: whoever reads it can Run at once
         write_port_file(self.settings.port_file, self.port)
 

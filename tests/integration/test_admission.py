@@ -81,7 +81,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 )
             )
             await composer.start()
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             channel = grpc.aio.insecure_channel(
                 composer.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
             )

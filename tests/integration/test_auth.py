@@ -70,7 +70,7 @@ async def stack(etcd: EtcdServer) -> AsyncIterator[Stack]:
         )
         await composer.start()
         try:
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             yield Stack(plane, worker, composer)
         finally:
             await composer.stop()

@@ -78,7 +78,7 @@ async def cluster(etcd: EtcdServer) -> AsyncIterator[Cluster]:
             ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
         )
         await composer.start()
-        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+        await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
         for model in ("echo", "ticker"):  # registered and routable before a test starts
             assert await composer.routed.wait_for_endpoints(model, timeout=10)
         yield Cluster(composer.address, worker.address, worker.worker_id)

@@ -92,7 +92,7 @@ async def traced(etcd: EtcdServer, receiver: OtlpReceiver) -> AsyncIterator[Trac
         )
         await composer.start()
         try:
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             for model in ("echo", "ticker"):
                 assert await composer.routed.wait_for_endpoints(model, timeout=30)
             yield Traced(receiver, composer, worker)

@@ -294,7 +294,7 @@ async def composer(etcd: EtcdServer) -> AsyncIterator[str]:
             running = Composer(settings)
             await running.start()
             try:
-                await asyncio.wait_for(running.ready(), timeout=60)  # it read the graphs
+                await asyncio.wait_for(running.synced.wait(), timeout=60)  # it read the graphs
                 for model in ("echo", "picky"):
                     assert await running.routed.wait_for_endpoints(model, timeout=30)
                 yield running.address

@@ -42,7 +42,7 @@ async def test_admin_writes_while_etcd_is_down_are_unavailable_then_work_again(
     )
     await composer.start()
     try:
-        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+        await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
         async with (
             running_worker(ECHO, etcd=etcd.settings(), worker_id="w", lease_ttl=600.0),
             grpc.aio.insecure_channel(plane.address) as plane_channel,

@@ -124,7 +124,7 @@ async def deploy_and_run(settings: EtcdSettings, control_plane: str) -> None:
     composer = Composer(ComposerSettings(port=0, etcd=settings, controlplanes=[control_plane]))
     await composer.start()
     try:
-        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+        await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
         assert await composer.routed.wait_for_endpoints("echo", timeout=PATIENCE)
         async with grpc.aio.insecure_channel(composer.address) as channel:
             stub = composer_pb2_grpc.ComposerStub(channel)

@@ -154,7 +154,7 @@ async def _start(
         ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
     )
     await composer.start()
-    await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+    await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
     cleanup.callback(lambda: background.run(composer.stop()))
     assert await composer.routed.wait_for_endpoints("echo", timeout=60), "never registered"
     return Servers(worker.address, plane.address, composer.address)

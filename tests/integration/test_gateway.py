@@ -181,7 +181,7 @@ async def cluster(
                 ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
             )
             await composer.start()
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             gateway = Gateway(
                 GatewaySettings(port=0, controlplanes=[plane.address], composer=composer.address)
             )

@@ -91,7 +91,7 @@ async def secured(
                 )
             )
             await composer.start()
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             async with AsyncComposerClient(
                 composer.address,
                 credentials=ca.credentials(ca.issue("deployer")),

@@ -107,7 +107,7 @@ async def observed(
                 )
             )
             await composer.start()
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             async with AsyncComposerClient(composer.address, timeout=30) as graphs:
                 await graphs.deploy(SAY)
             metrics_port = free_port()

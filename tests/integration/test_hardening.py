@@ -66,7 +66,7 @@ async def stack(tiny_checkpoints: dict[str, Path]) -> AsyncIterator[Stack]:
             await composer.start()
             # as a client waits for SERVING: before its first listing of the graphs, a
             # composer answers a Run UNAVAILABLE ("not read the graphs yet"), not NOT_FOUND
-            await asyncio.wait_for(composer.ready(), timeout=60)
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)
             channels = {
                 name: grpc.aio.insecure_channel(
                     address,

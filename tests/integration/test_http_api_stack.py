@@ -129,7 +129,7 @@ async def stack(apis: tuple[FakeApi, FakeApi]) -> AsyncIterator[Stack]:
                 )
             )
             await composer.start()
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             running.push_async_callback(composer.stop)
             gateway = Gateway(
                 GatewaySettings(

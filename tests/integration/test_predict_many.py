@@ -339,7 +339,7 @@ async def test_the_composer_sends_its_untraced_node_calls_over_predict_many(
             composer = Composer(settings)
             await composer.start()
             try:
-                await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+                await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
                 async with AsyncComposerClient(composer.address) as client:
                     await client.deploy(CHAIN)
                     for x in range(5):

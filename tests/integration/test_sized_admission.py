@@ -71,7 +71,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             ComposerSettings(port=0, etcd=etcd.settings(), controlplanes=[plane.address])
         )
         await composer.start()
-        await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+        await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
         channel = grpc.aio.insecure_channel(composer.address)
         try:
             yield Stack(composer, composer_pb2_grpc.ComposerStub(channel), gate, etcd, folder)

@@ -103,7 +103,7 @@ async def mtls_stack(ca: Authority, etcd: EtcdServer) -> AsyncIterator[tuple[Con
         )
         await composer.start()
         try:
-            await asyncio.wait_for(composer.ready(), timeout=60)  # it read the graphs
+            await asyncio.wait_for(composer.synced.wait(), timeout=60)  # it read the graphs
             yield plane, composer.address
         finally:
             await composer.stop()
