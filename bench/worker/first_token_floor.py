@@ -16,19 +16,22 @@ cannot beat that round trip plus `after_pause`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 PROMPT = "The weather is"  # bench.worker.models.GPT2_INPUTS[0]
 STEP_TOKENS = 32
 BLOCK = 10  # calls per block; the kinds of call alternate block by block, so drift cancels
 
+Call = Callable[[], object]
+
 
 def main() -> None:
-    checkpoint, pause_ms, calls = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    args = _parser().parse_args()
     import torch
 
     from modelyard.model import LoadContext, Request
@@ -36,16 +39,15 @@ def main() -> None:
 
     torch.set_num_threads(1)  # as a worker runs a model (`threads: 1`)
     model = PipelineModel("text-generation")
-    model.load(LoadContext(source=checkpoint, device="cpu"))
+    model.load(LoadContext(source=str(args.checkpoint), device="cpu"))
+    pipe = model.pipeline
 
-    def generation(tokens: int) -> Callable[[], object]:
+    def generation(tokens: int) -> Call:
         parameters = {**model.default_parameters, "max_new_tokens": tokens, "do_sample": False}
         request = Request(inputs={"text": PROMPT}, parameters=parameters)
         return lambda: model.predict([request])
 
-    pipe = model.pipeline
-
-    def through_generate(tokens: int) -> Callable[[], object]:
+    def through_generate(tokens: int) -> Call:
         """The adapter's work with generate in place of its loop: tokenize, generate, decode."""
         kwargs = {"max_new_tokens": tokens, "do_sample": False}
         kwargs["pad_token_id"] = pipe.tokenizer.pad_token_id
@@ -57,45 +59,76 @@ def main() -> None:
 
         return call
 
-    one, many = generation(1), generation(STEP_TOKENS)
-    pause = pause_ms / 1000.0
-    kinds: dict[str, tuple[Callable[[], object], float]] = {
-        "hot": (one, 0.0),
-        "after_pause": (one, pause),
-        "many": (many, 0.0),
-        "generate_one": (through_generate(1), 0.0),
-        "generate_many": (through_generate(STEP_TOKENS), 0.0),
+    one = generation(1)
+    p50 = p50s_ms(
+        {
+            "hot": (one, 0.0),
+            "after_pause": (one, args.pause_ms / 1000.0),
+            "many": (generation(STEP_TOKENS), 0.0),
+            "generate_one": (through_generate(1), 0.0),
+            "generate_many": (through_generate(STEP_TOKENS), 0.0),
+        },
+        args.calls,
+    )
+    figures = {
+        "pause_ms": args.pause_ms,
+        "one_token_hot_p50_ms": p50["hot"],
+        "one_token_after_pause_p50_ms": p50["after_pause"],
+        "decode_step_ms": round((p50["many"] - p50["hot"]) / (STEP_TOKENS - 1), 3),
+        f"{STEP_TOKENS}_tokens_p50_ms": p50["many"],
+        "generate": {
+            "one_token_p50_ms": p50["generate_one"],
+            f"{STEP_TOKENS}_tokens_p50_ms": p50["generate_many"],
+        },
+        "calls_each": args.calls,
     }
+    print(json.dumps(figures))
+
+
+def p50s_ms(kinds: Mapping[str, tuple[Call, float]], calls: int) -> dict[str, float]:
+    """Each kind's median wall time in ms over `calls` calls, each call after its kind's
+    pause in seconds; the kinds take turns a block at a time, after a warm-up."""
     times: dict[str, list[float]] = {name: [] for name in kinds}
-    block = min(BLOCK, calls)
     for call, _ in kinds.values():
-        for _ in range(block):  # warm-up
+        for _ in range(min(BLOCK, calls)):
             call()
-    for _ in range(max(1, calls // block)):
-        for name, (call, wait) in kinds.items():
-            for _ in range(block):
-                if wait:
-                    time.sleep(wait)
+    for done in range(0, calls, BLOCK):
+        for name, (call, pause) in kinds.items():
+            for _ in range(min(BLOCK, calls - done)):
+                if pause:
+                    time.sleep(pause)
                 started = time.perf_counter()
                 call()
                 times[name].append(1000 * (time.perf_counter() - started))
-    p50 = {name: statistics.median(values) for name, values in times.items()}
-    print(
-        json.dumps(
-            {
-                "pause_ms": pause_ms,
-                "one_token_hot_p50_ms": round(p50["hot"], 3),
-                "one_token_after_pause_p50_ms": round(p50["after_pause"], 3),
-                "decode_step_ms": round((p50["many"] - p50["hot"]) / (STEP_TOKENS - 1), 3),
-                f"{STEP_TOKENS}_tokens_p50_ms": round(p50["many"], 3),
-                "generate": {
-                    "one_token_p50_ms": round(p50["generate_one"], 3),
-                    f"{STEP_TOKENS}_tokens_p50_ms": round(p50["generate_many"], 3),
-                },
-                "calls_each": len(times["hot"]),
-            }
-        )
-    )
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker.first_token_floor")
+    parser.add_argument("checkpoint", type=_checkpoint, help="a text-generation checkpoint")
+    parser.add_argument("pause_ms", type=_at_least(0.0, float), help="idle ms before a call")
+    parser.add_argument("calls", type=_at_least(1, int), help="calls of each kind")
+    return parser
+
+
+def _checkpoint(text: str) -> Path:
+    path = Path(text)
+    if not (path / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a checkpoint folder (no config.json)")
+    return path
+
+
+def _at_least(least: float, kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is below {least:g}")
+        return value
+
+    return parse
 
 
 if __name__ == "__main__":

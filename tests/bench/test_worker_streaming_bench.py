@@ -5,6 +5,8 @@ time to first token beside the decoding step and the round trip it is bounded by
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from bench.common.children import run_json_child
 from bench.common.load.driver import Level
 from bench.worker.streaming import level_record
-from tests.bench.smoke import LIMIT_S, Finished, assert_has, assert_load, assert_run_shape
+from tests.bench.smoke import LIMIT_S, REPO, Finished, assert_has, assert_load, assert_run_shape
 
 pytestmark = [pytest.mark.smoke_run("worker_streaming"), pytest.mark.timeout(LIMIT_S + 30)]
 
@@ -114,3 +116,27 @@ def test_a_real_runs_floor_sits_beside_the_bound(run: Finished) -> None:
     assert placed["bound_below_floor"] == (first["bound_ms"] < placed["ttft_floor_ms"])
     assert placed["one_token_hot_p50_ms"] == 3.0
     assert "floor" not in record["first_token"]  # a smoke run has no checkpoint to time
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no-such-folder", "1", "3"], "is not a checkpoint folder (no config.json)"),
+        (["CHECKPOINT", "-1", "3"], "argument pause_ms: '-1' is below 0"),
+        (["CHECKPOINT", "1", "0"], "argument calls: '0' is below 1"),
+        (["CHECKPOINT", "soon", "3"], "argument pause_ms: 'soon' is not a number"),
+        (["CHECKPOINT"], "the following arguments are required: pause_ms, calls"),
+    ],
+)
+def test_the_first_token_floor_refuses_bad_arguments_with_a_message(
+    tiny_checkpoints: dict[str, Path], args: list[str], message: str
+) -> None:
+    checkpoint = str(tiny_checkpoints["tiny-gpt2"])
+    argv = [checkpoint if arg == "CHECKPOINT" else arg for arg in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker.first_token_floor", *argv],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
